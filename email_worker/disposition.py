@@ -1,0 +1,115 @@
+"""The one retry brain: ``decide`` maps a classified failure and the attempt counts to a
+decision. Pure; the consumer carries the decision out and adapters only classify failures.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from schemas.failures import (
+    DeferredFailure,
+    PermanentFailure,
+    Reason,
+    TransientFailure,
+    WorkerFailure,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    delays: tuple[float, ...]
+    max_deferrals: int = 200
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True)
+class Ack:
+    outcome: str  # "delivered" | "duplicate"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Publish to the delay queue of ``queue_delay`` seconds with a per-message expiration of
+    ``delay`` seconds (``delay <= queue_delay``), carrying the new counts in headers."""
+
+    queue_delay: float
+    delay: float
+    reason: Reason
+    detail: str
+    attempts: int
+    deferrals: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: Reason
+    detail: str
+    attempts: int
+
+
+Decision = Ack | Retry | DeadLetter
+
+
+def jittered(queue_delay: float, jitter: float, rng: random.Random | None = None) -> float:
+    """A delay in ``[queue_delay * (1 - jitter), queue_delay]``.
+
+    Jitter only ever shortens the queue's fixed TTL. RabbitMQ expires per-message TTLs at the
+    head of the queue only, but since every message expires no later than its enqueue time plus
+    the queue's TTL, and the head was enqueued first, no message waits past its own ceiling:
+    head-of-line blocking is bounded by the jitter spread.
+    """
+    return queue_delay * (1 - jitter * (rng or random).random())
+
+
+def decide(
+    failure: WorkerFailure | None,
+    attempts: int,
+    deferrals: int,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> Decision:
+    """Decide what becomes of a message. ``attempts``/``deferrals`` are the counts carried in
+    from earlier deliveries (0 on the first). Guarantees: a permanent failure dead-letters at
+    once; a counted transient failure retries until ``max_attempts`` attempts have failed; a
+    deferral retries without counting until ``max_deferrals``; unknown errors count as
+    transient ``internal_error`` so a poison message still ends in the dead-letter queue."""
+    if failure is None:
+        return Ack("delivered")
+    if isinstance(failure, PermanentFailure):
+        return DeadLetter(failure.reason, failure.detail, attempts + 1)
+    if isinstance(failure, DeferredFailure):
+        deferrals += 1
+        if deferrals > policy.max_deferrals:
+            return _exhausted(failure, attempts)
+        return _retry(failure, attempts, deferrals, deferrals, policy, rng)
+    if not isinstance(failure, TransientFailure):
+        failure = TransientFailure(Reason.INTERNAL_ERROR, failure.detail)
+    attempts += 1
+    if attempts >= policy.max_attempts:
+        return _exhausted(failure, attempts)
+    return _retry(failure, attempts, deferrals, attempts, policy, rng)
+
+
+def _retry(
+    failure: WorkerFailure,
+    attempts: int,
+    deferrals: int,
+    step: int,
+    policy: RetryPolicy,
+    rng: random.Random | None,
+) -> Retry:
+    queue_delay = policy.delays[min(step, len(policy.delays)) - 1]
+    return Retry(
+        queue_delay=queue_delay,
+        delay=jittered(queue_delay, policy.jitter, rng),
+        reason=failure.reason,
+        detail=failure.detail,
+        attempts=attempts,
+        deferrals=deferrals,
+    )
+
+
+def _exhausted(failure: WorkerFailure, attempts: int) -> DeadLetter:
+    return DeadLetter(Reason.RETRIES_EXHAUSTED, f"{failure.reason}: {failure.detail}", attempts)

@@ -1,0 +1,147 @@
+"""The ports of the pure core: what the pipeline needs from the world, as ``Protocol``s.
+
+Adapters (psycopg2, httpx, smtplib, celery) implement them and are wired in ``email_worker.app``;
+unit tests use the in-memory fakes in ``tests/fakes.py``. Every port raises only
+``schemas.failures`` errors for failures it can classify.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from schemas.callback import CallbackStatus
+from schemas.failures import Reason
+from schemas.request import EmailRequest
+from templates_client.template import Template
+
+
+class LedgerStatus(StrEnum):
+    """States of a request in the ledger (RELIABILITY rule 8)."""
+
+    PENDING = "pending"  # a retry is scheduled
+    SENDING = "sending"  # leased: a worker owns it until lease expiry
+    SENT = "sent"  # the relay answered 250 after DATA
+    FAILED = "failed"  # dead-lettered
+    UNKNOWN = "unknown"  # the connection was lost after the final dot: maybe delivered
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """Rendered, checked content: every header value here passed the header-safety check."""
+
+    subject: str
+    html: str
+    text: str
+    template_code: str
+    template_version: str
+    list_unsubscribe: str | None = None
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    sender: str
+    recipient: str
+    message_id: str
+    content: RenderedEmail
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Proof that this worker owns the request until the lease expires. ``lease`` fences
+    every later write: a worker whose lease was taken over updates nothing."""
+
+    request_id: str
+    lease: str
+    attempt: int  # claims of this request so far, this one included
+    taken_over: bool = False  # an expired lease (a crashed worker's) was taken over
+
+
+@dataclass(frozen=True)
+class AlreadySent:
+    request_id: str
+    message_id: str | None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One outcome written by ``Ledger.finish`` in a single transaction with its event and
+    (when ``callback`` is set and a callback URL is known) its outbox row."""
+
+    status: LedgerStatus
+    callback: CallbackStatus | None
+    reason: Reason | None = None
+    detail: str = ""
+    recipient: str | None = None
+    message_id: str | None = None
+    smtp_reply: str | None = None
+    email: RenderedEmail | None = None
+    callback_url: str | None = None
+
+
+class Ledger(Protocol):
+    def claim(self, request: EmailRequest) -> Claim | AlreadySent:
+        """Claim ``request`` in one statement. Raises ``PermanentFailure(IDEMPOTENCY_CONFLICT)``
+        when the id is known with another payload, ``DeferredFailure(LEASE_BUSY)`` while another
+        worker's lease is live, ``DeferredFailure(DATABASE_UNAVAILABLE)`` when Postgres is down."""
+        ...
+
+    def finish(self, claim: Claim, request: EmailRequest, record: Record) -> int | None:
+        """Write ``record`` fenced by the lease; return the outbox id to hand over, if any.
+        Raises ``DeferredFailure(LEASE_LOST)`` when the lease was taken over (0 rows updated)."""
+        ...
+
+    def reject(
+        self,
+        request_id: str,
+        notification_id: str,
+        correlation_id: str,
+        reason: Reason,
+        detail: str,
+        callback_url: str | None,
+    ) -> int | None:
+        """Record a message refused before any claim (invalid, conflicting). Never changes the
+        status of an existing request; returns the outbox id of a ``failed`` callback, if any."""
+        ...
+
+
+class TemplateSource(Protocol):
+    def get(self, code: str, language: str | None) -> Template:
+        """Raises ``PermanentFailure(TEMPLATE_NOT_FOUND)``, ``TransientFailure`` or
+        ``DeferredFailure(TEMPLATE_SERVICE_UNAVAILABLE)`` while the breaker is open."""
+        ...
+
+
+class RecipientResolver(Protocol):
+    def resolve(self, request: EmailRequest) -> Recipient:
+        """The validated recipient: from the message, else from the user service. Raises
+        ``PermanentFailure`` (missing, invalid, unknown, opted_out) or a transient failure."""
+        ...
+
+
+class Renderer(Protocol):
+    def render(self, template: Template, variables: dict[str, object]) -> RenderedEmail:
+        """Raises ``PermanentFailure(TEMPLATE_ERROR | UNSAFE_CONTENT)``."""
+        ...
+
+
+class Mailer(Protocol):
+    def send(self, email: OutgoingEmail) -> str:
+        """Send once; return the relay's final reply (e.g. ``250 2.0.0 queued``). Raises
+        ``PermanentFailure`` (5xx), ``TransientFailure`` (4xx, connection), ``AmbiguousDelivery``
+        (lost after the final dot) or ``SystemicFailure`` (535, TLS)."""
+        ...
+
+
+class Notifier(Protocol):
+    def hand_over(self, outbox_id: int) -> None:
+        """Best effort: ask the callback dispatcher to deliver now. Never raises; a row that
+        was not handed over is re-driven by ``email-worker beat``."""
+        ...

@@ -1,0 +1,84 @@
+"""The failure taxonomy: stable reason codes and the errors that carry them.
+
+Reason codes are part of the wire contract (the ``failure_reason`` dead-letter header and the
+``error`` of a status callback), so they live here and never change name. Adapters *classify* a
+failure by raising one of these errors; only ``email_worker.disposition.decide`` turns a failure
+into a retry or a dead letter.
+
+    WorkerFailure                 reason + short detail (never PII)
+    ├── PermanentFailure          dead-letter at once
+    └── TransientFailure          retry through a delay queue; counts an attempt
+        ├── AmbiguousDelivery     connection lost after the final dot of DATA: ledger "unknown"
+        └── DeferredFailure       a dependency is unavailable; retry without counting an attempt
+            └── SystemicFailure   our own configuration or credentials are wrong: also pause
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Stable reason codes. Permanent codes end in ``failed.queue``; the rest explain retries."""
+
+    # Permanent (CONTRACT section 8).
+    INVALID_JSON = "invalid_json"
+    INVALID_MESSAGE = "invalid_message"
+    TOO_LARGE = "too_large"
+    WRONG_TYPE = "wrong_type"
+    RECIPIENT_MISSING = "recipient_missing"
+    RECIPIENT_INVALID = "recipient_invalid"
+    RECIPIENT_UNKNOWN = "recipient_unknown"
+    OPTED_OUT = "opted_out"
+    TEMPLATE_NOT_FOUND = "template_not_found"
+    TEMPLATE_ERROR = "template_error"
+    UNSAFE_CONTENT = "unsafe_content"
+    RECIPIENT_REJECTED = "recipient_rejected"
+    MESSAGE_REJECTED = "message_rejected"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    DELIVERY_LIMIT = "delivery_limit"
+    # Transient: carried in "pending" callbacks and in the detail of retries_exhausted.
+    SMTP_UNAVAILABLE = "smtp_unavailable"
+    SMTP_TRANSIENT = "smtp_transient"
+    SMTP_UNKNOWN = "smtp_unknown"
+    SMTP_AUTH_FAILED = "smtp_auth_failed"
+    SMTP_TLS_FAILED = "smtp_tls_failed"
+    TEMPLATE_SERVICE_UNAVAILABLE = "template_service_unavailable"
+    USER_SERVICE_UNAVAILABLE = "user_service_unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    LEASE_BUSY = "lease_busy"
+    LEASE_LOST = "lease_lost"
+    INTERNAL_ERROR = "internal_error"
+
+
+MAX_DETAIL = 200
+
+
+class WorkerFailure(Exception):
+    """A classified failure. ``detail`` is short and must never hold an address or content."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail[:MAX_DETAIL]
+        super().__init__(f"{reason}: {self.detail}" if self.detail else str(reason))
+
+
+class PermanentFailure(WorkerFailure):
+    """Retrying cannot help: the message goes to the dead-letter queue at once."""
+
+
+class TransientFailure(WorkerFailure):
+    """May succeed later: the message is retried after a delay and the attempt is counted."""
+
+
+class AmbiguousDelivery(TransientFailure):
+    """The relay may hold the message (lost after the final dot): recorded ``unknown``."""
+
+
+class DeferredFailure(TransientFailure):
+    """A dependency is unavailable (breaker open, lease held): retry without counting."""
+
+
+class SystemicFailure(DeferredFailure):
+    """Our configuration is wrong (SMTP 535, bad certificate): defer and pause consuming."""

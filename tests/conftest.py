@@ -1,0 +1,3 @@
+"""Shared fixtures: real-service fixtures live in ``tests/support``."""
+
+pytest_plugins = ["tests.support.services", "tests.support.http"]

@@ -1,0 +1,124 @@
+"""A real, programmable HTTP server for tests: template service, user service, gateway callbacks.
+
+Each route answers from a queue of scripted responses (the last one repeats), and every request
+is recorded. Runs a ``ThreadingHTTPServer`` on a free loopback port in a daemon thread.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes | str | dict[str, Any] | list[Any] = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (timeouts, slow gateways)
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class FakeHttpServer:
+    """``route(method, path, *replies)`` scripts a route; unknown routes answer 404."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], list[Reply]] = {}
+        self.requests: list[Seen] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def route(self, method: str, path: str, *replies: Reply) -> None:
+        with self._lock:
+            self.routes[(method.upper(), path)] = list(replies) or [Reply()]
+
+    def seen(self, method: str | None = None, path: str | None = None) -> list[Seen]:
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method) and (path is None or r.path == path)
+            ]
+
+    def start(self) -> FakeHttpServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _next_reply(self, method: str, path: str) -> Reply:
+        with self._lock:
+            replies = self.routes.get((method, path.split("?", 1)[0]))
+            if replies is None:
+                replies = self.routes.get((method, path))
+            if not replies:
+                return Reply(404, {"success": False, "error": "not found"})
+            return replies.pop(0) if len(replies) > 1 else replies[0]
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with owner._lock:
+                    owner.requests.append(
+                        Seen(self.command, self.path, dict(self.headers.items()), body)
+                    )
+                reply = owner._next_reply(self.command, self.path)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                payload = reply.body
+                if isinstance(payload, dict | list):
+                    payload = json.dumps(payload).encode()
+                elif isinstance(payload, str):
+                    payload = payload.encode()
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = _serve  # noqa: N815
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        return Handler
+
+
+@pytest.fixture
+def http_server() -> Iterator[FakeHttpServer]:
+    server = FakeHttpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

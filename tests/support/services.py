@@ -1,0 +1,108 @@
+"""Real services for integration tests: Postgres and RabbitMQ.
+
+Resolution order for each service: the ``DATABASE_URL`` / ``AMQP_URL`` environment variable when
+set, else the service on loopback when it answers, else a testcontainers container (a laptop
+with Docker), else skip. Under ``CI=true`` an unreachable service fails the run, never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import suppress
+from typing import Any
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+LOOPBACK_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOOPBACK_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def _answers(port: int) -> bool:
+    with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def _unavailable(what: str) -> None:
+    message = f"{what} is not reachable (no env URL, nothing on loopback, no Docker)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _container(kind: str) -> tuple[str, Any] | None:
+    try:
+        if kind == "postgres":
+            from testcontainers.postgres import PostgresContainer
+
+            pg: Any = PostgresContainer("postgres:15-alpine", driver=None).start()
+            return pg.get_connection_url(), pg
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        mq: Any = RabbitMqContainer("rabbitmq:3.13-alpine").start()
+        host, port = mq.get_container_host_ip(), mq.get_exposed_port(5672)
+        return f"amqp://guest:guest@{host}:{port}/%2F", mq
+    except Exception:  # Docker absent or not running: the caller skips or fails.
+        return None
+
+
+def _resolve(env: str, port: int, loopback: str, kind: str) -> Iterator[str]:
+    if os.environ.get(env):
+        yield os.environ[env]
+        return
+    if _answers(port):
+        yield loopback
+        return
+    started = _container(kind)
+    if started is None:
+        _unavailable(kind)
+        return
+    url, container = started
+    try:
+        yield url
+    finally:
+        container.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    yield from _resolve("DATABASE_URL", 5432, LOOPBACK_PG, "postgres")
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    yield from _resolve("AMQP_URL", 5672, LOOPBACK_AMQP, "rabbitmq")
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture
+def database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"ew_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(postgres_admin_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        yield _with_database(postgres_admin_url, name)
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def unique_prefix() -> str:
+    """A prefix for queue and exchange names so tests never share broker state."""
+    return f"t{uuid.uuid4().hex[:10]}"
