@@ -11,6 +11,7 @@ from schemas.failures import (
     DeferredFailure,
     PermanentFailure,
     Reason,
+    SystemicFailure,
     TransientFailure,
     WorkerFailure,
 )
@@ -40,6 +41,7 @@ class Retry:
     detail: str
     attempts: int
     deferrals: int
+    pause: bool = False  # our own configuration is broken: stop consuming for a while
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ def _retry(
         detail=failure.detail,
         attempts=attempts,
         deferrals=deferrals,
+        pause=isinstance(failure, SystemicFailure),
     )
 
 

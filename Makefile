@@ -1,0 +1,44 @@
+# The handful of targets people, hooks and CI all call.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install services lint typecheck test unit integration demo schemas bench clean
+
+$(BIN)/email-worker: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/email-worker
+
+services:
+	@./scripts/services.sh
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+## The whole suite: lint, types, unit and integration tests against the real services.
+test: install services lint typecheck
+	$(BIN)/pytest -q
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+integration: install services
+	$(BIN)/pytest -q -m integration
+
+## Install, migrate and run the demo against the local RabbitMQ and Postgres.
+demo: install services
+	$(BIN)/email-worker migrate
+	$(BIN)/email-worker demo
+
+schemas: install
+	$(BIN)/python -m schemas
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

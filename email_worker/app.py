@@ -1,0 +1,188 @@
+"""The composition root: builds every adapter from ``Settings`` and wires them into the
+pipeline and the consumer. The only place that knows all the concrete classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import pika
+
+from email_worker.config import Settings
+from email_worker.consumer import Consumer, Delivery
+from email_worker.db import Database
+from email_worker.disposition import Retry, RetryPolicy
+from email_worker.health import HealthServer
+from email_worker.ledger import PgLedger
+from email_worker.mailer import SmtpMailer
+from email_worker.migrations import get_or_create_secret
+from email_worker.pipeline import Pipeline, PipelineConfig
+from email_worker.ports import Notifier
+from email_worker.publisher import Publisher, PublishError
+from email_worker.recipients import RecipientDirectory, UserServiceClient
+from email_worker.render import TemplateRenderer
+from email_worker.settlement import Settler
+from email_worker.tasks import CeleryNotifier, make_celery
+from email_worker.topology import Topology, connection_parameters, declare
+from templates_client.client import TemplateClient
+from templates_client.transport import make_http_client
+
+log = logging.getLogger(__name__)
+
+
+def secret_value(value: object) -> str | None:
+    getter = getattr(value, "get_secret_value", None)
+    return getter() if callable(getter) else None
+
+
+def declare_topology(settings: Settings) -> Topology:
+    """Declare (or check, in passive mode) the topology; raises ``TopologyError``."""
+    topology = Topology.from_settings(settings)
+    params = connection_parameters(
+        settings.amqp_url.get_secret_value(), settings.heartbeat_seconds, "email-worker setup"
+    )
+    connection = pika.BlockingConnection(params)
+    try:
+        declare(connection, topology, passive=settings.passive_topology)
+    finally:
+        connection.close()
+    return topology
+
+
+class Worker:
+    """``email-worker run``: consume until ``stop()`` (SIGTERM/SIGINT), drain, return."""
+
+    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.db = Database(
+            settings.database_url.get_secret_value(), pool_size=settings.db_pool_size
+        )
+        secret = secret_value(settings.message_id_secret)
+        self._http = make_http_client(settings.http_timeout)
+        self.templates = TemplateClient(
+            settings.template_service_url,
+            self._http,
+            cache_seconds=settings.template_cache_seconds,
+            fail_max=settings.breaker_fail_max,
+            reset_seconds=settings.breaker_reset_seconds,
+        )
+        self.users: UserServiceClient | None = None
+        if settings.user_service_url:
+            self.users = UserServiceClient(
+                settings.user_service_url,
+                self._http,
+                secret_value(settings.user_service_token),
+                fail_max=settings.breaker_fail_max,
+                reset_seconds=settings.breaker_reset_seconds,
+            )
+        self.mailer = SmtpMailer(
+            settings.smtp_host,
+            settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=secret_value(settings.smtp_password),
+            timeout=settings.smtp_timeout,
+            ca_file=settings.smtp_ca_file,
+        )
+        if notifier is None:
+            notifier = CeleryNotifier(
+                make_celery(settings.broker_for_celery, settings.callback_queue)
+            )
+        self.topology = Topology.from_settings(settings)
+        self.pipeline = Pipeline(
+            PipelineConfig(
+                sender=settings.from_address,
+                message_id_secret=(
+                    secret.encode()
+                    if secret
+                    else get_or_create_secret(self.db, "message_id_secret")
+                ),
+                policy=RetryPolicy(
+                    max_attempts=settings.max_attempts,
+                    delays=tuple(settings.retry_delays),
+                    max_deferrals=settings.max_deferrals,
+                    jitter=settings.retry_jitter,
+                ),
+                max_message_bytes=settings.max_message_bytes,
+                callback_url=settings.callback_url,
+                callback_allowed_hosts=tuple(settings.callback_allowed_hosts),
+                record_patience_seconds=min(30.0, settings.lease_seconds / 2),
+            ),
+            PgLedger(self.db, lease_seconds=settings.lease_seconds),
+            RecipientDirectory(self.users),
+            self.templates,
+            TemplateRenderer(max_rendered_bytes=settings.max_rendered_bytes),
+            self.mailer,
+            notifier,
+        )
+        amqp = settings.amqp_url.get_secret_value()
+        self.publisher = Publisher(
+            connection_parameters(amqp, settings.heartbeat_seconds, "email-worker publisher")
+        )
+        self.settler = Settler(self.publisher, self.topology)
+        self.consumer = Consumer(
+            connection_parameters(amqp, settings.heartbeat_seconds, "email-worker consumer"),
+            settings.email_queue,
+            self.process,
+            prefetch=settings.prefetch,
+            concurrency=settings.concurrency,
+            drain_seconds=settings.drain_seconds,
+        )
+
+    def process(self, delivery: Delivery) -> None:
+        """Decide, publish what the decision needs, then ack; requeue if the publish failed."""
+        decision = self.pipeline.handle(delivery)
+        try:
+            self.settler.settle(delivery, decision)
+        except PublishError as exc:
+            log.warning(
+                "could not publish the retry or dead letter; requeueing", extra={"error": str(exc)}
+            )
+            self.consumer.nack(delivery, requeue=True)
+            return
+        self.consumer.ack(delivery)
+        if isinstance(decision, Retry) and decision.pause:
+            self.consumer.pause(self.settings.pause_seconds)
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "broker": self.consumer.consuming,
+            "database": self.db.ping(),
+            "template_service": self.templates.breaker_state != "open",
+            "user_service": self.users is None or self.users.breaker_state != "open",
+            "smtp": not self.consumer.paused,
+        }
+
+    def run(self, *, install_signals: bool = True) -> None:
+        """Serve until stopped; returns after draining. Raises ``TopologyError`` at start-up."""
+        declare_topology(self.settings)
+        if install_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        health = None
+        if self.settings.http_port:
+            health = HealthServer(
+                self.settings.http_host, self.settings.http_port, self.readiness
+            ).start()
+        try:
+            self.consumer.run()
+        finally:
+            if health is not None:
+                health.stop()
+            self.close()
+
+    def stop(self) -> None:
+        self.consumer.stop()
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.mailer.close()
+        self._http.close()
+        self.db.close()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("stopping: draining in-flight messages", extra={"signal": signum})
+        self.stop()

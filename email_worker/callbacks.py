@@ -1,0 +1,284 @@
+"""The status-callback dispatcher: delivers ``callback_outbox`` rows to the gateway, at least once.
+
+``deliver`` claims one row in one UPDATE (a short dispatcher lease in ``in_flight_until``),
+POSTs the signed body with no transaction open, then records the result fenced by the attempt
+number. Order is kept per request: a row with a newer row behind it is superseded instead of
+sent, and a newer row waits while an older one is on the wire, so the gateway never sees a
+status move backwards. Failures are rescheduled in the row itself (exponential backoff with
+full jitter, ``Retry-After`` on 429) and re-driven by beat through ``due``; a row older than
+``max_age_hours``, or answered 410 Gone, is ``dead``. Email sending never waits on any of this.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from psycopg2.extensions import cursor
+
+from email_worker import __version__
+from email_worker.db import Database
+from email_worker.signing import sign
+from schemas.callback import CallbackStatus, StatusCallback
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 5.0
+BACKOFF_CAP = 3600.0
+MIN_DELAY = 1.0  # full jitter can draw ~0: never hammer a failing gateway in a tight loop
+BLOCKED_DELAY = 5.0  # a newer row waiting for an older one in flight retries this soon
+USER_AGENT = f"email-worker/{__version__}"
+
+_CLAIM = """
+UPDATE callback_outbox o SET attempts = o.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => %(lease)s),
+    in_flight_until = now() + make_interval(secs => %(lease)s)
+WHERE o.id = %(id)s AND o.state = 'pending'
+  AND (o.attempts = 0 OR o.next_attempt_at <= now())
+  AND NOT EXISTS (SELECT 1 FROM callback_outbox n
+                  WHERE n.request_id = o.request_id AND n.id > o.id)
+  AND NOT EXISTS (SELECT 1 FROM callback_outbox p
+                  WHERE p.request_id = o.request_id AND p.id < o.id
+                    AND p.state = 'pending' AND p.in_flight_until > now())
+RETURNING o.attempts, o.webhook_id, o.callback_url, o.request_id, o.notification_id,
+          o.correlation_id, o.status, o.error, o.event_at
+"""
+
+_EXPLAIN = """
+SELECT o.state,
+       EXISTS (SELECT 1 FROM callback_outbox n WHERE n.request_id = o.request_id AND n.id > o.id),
+       EXISTS (SELECT 1 FROM callback_outbox p WHERE p.request_id = o.request_id AND p.id < o.id
+               AND p.state = 'pending' AND p.in_flight_until > now())
+FROM callback_outbox o WHERE o.id = %s
+"""
+
+# Every result write is fenced by the attempt number this dispatcher claimed: a dispatcher
+# whose lease ran out (and whose row was claimed again) writes nothing.
+_FENCE = "WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'pending'"
+
+_SETTLE = f"""
+UPDATE callback_outbox SET state = %(state)s, in_flight_until = NULL, last_error = %(error)s,
+    delivered_at = CASE WHEN %(state)s = 'delivered' THEN now() END
+{_FENCE}
+"""
+
+_RESCHEDULE = f"""
+UPDATE callback_outbox SET in_flight_until = NULL, last_error = %(error)s,
+    next_attempt_at = now() + make_interval(secs => %(delay)s),
+    state = CASE WHEN created_at < now() - make_interval(secs => %(max_age)s)
+                 THEN 'dead' ELSE 'pending' END
+{_FENCE}
+RETURNING state
+"""
+
+# Beat's re-drive marks what it hands over, so a row is not enqueued again on every tick
+# while the callback workers are down; it becomes eligible again after one lease.
+_DUE = """
+UPDATE callback_outbox SET redriven_at = now()
+WHERE id IN (SELECT id FROM callback_outbox
+             WHERE state = 'pending' AND next_attempt_at <= now()
+               AND (redriven_at IS NULL OR redriven_at < now() - make_interval(secs => %s))
+             ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+
+
+@dataclass(frozen=True)
+class _Job:
+    outbox_id: int
+    attempt: int
+    webhook_id: str
+    url: str
+    request_id: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _Answer:
+    code: int | None  # None: no HTTP answer (timeout, refused, reset)
+    retry_after: str | None
+    error: str | None
+
+
+def backoff(attempt: int, rng: random.Random) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): full jitter, uniform in
+    ``[0, min(cap, base * 2**(attempt-1))]`` with base 5 s and cap 1 h, floored at 1 s."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(max(attempt, 1) - 1, 30))
+    return max(MIN_DELAY, rng.uniform(0, ceiling))
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` value (delta seconds or an HTTP date) as seconds from ``now``,
+    clamped to ``[1 s, 1 h]``; None when absent or unreadable."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        seconds = float(text)
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    return min(BACKOFF_CAP, max(MIN_DELAY, seconds))
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, second precision, with a ``Z`` suffix (the contract's example format)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CallbackDispatcher:
+    """Delivers outbox rows. Thread-safe; one instance per process is enough."""
+
+    def __init__(
+        self,
+        db: Database,
+        http: httpx.Client,
+        *,
+        secret: str | None,
+        lease_seconds: float,
+        max_age_hours: float,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._db = db
+        self._http = http
+        self._secret = secret
+        self._lease = lease_seconds
+        self._max_age = max_age_hours * 3600.0
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    def deliver(self, outbox_id: int) -> str:
+        """Try to deliver one row now. Returns the outcome: ``delivered``, ``retry``, ``dead``,
+        ``superseded``, ``blocked`` (an older row is on the wire), ``not_due``, ``skipped``
+        (already settled) or ``missing``. Raises only ``DeferredFailure`` (database down)."""
+        with self._db.transaction() as cur:
+            cur.execute(_CLAIM, {"id": outbox_id, "lease": self._lease})
+            row = cur.fetchone()
+            if row is None:
+                return _refusal(cur, outbox_id)
+        job = _job(outbox_id, row)
+        answer = self._post(job)  # no transaction is open here
+        outcome = self._settle(job, answer)
+        log.info(
+            "callback %s",
+            outcome,
+            extra={
+                "outbox_id": outbox_id,
+                "request_id": job.request_id,
+                "attempt": job.attempt,
+                "http_status": answer.code,
+                "outcome": outcome,
+            },
+        )
+        return outcome
+
+    def due(self, limit: int) -> list[int]:
+        """Ids of pending rows whose next attempt is due and that were not re-driven within
+        the last lease, oldest first; marks them re-driven (at most ``limit``)."""
+        with self._db.transaction() as cur:
+            cur.execute(_DUE, (self._lease, limit))
+            return sorted(int(row[0]) for row in cur.fetchall())
+
+    def _post(self, job: _Job) -> _Answer:
+        timestamp = int(self._clock())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "webhook-id": job.webhook_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if self._secret:
+            headers["webhook-signature"] = sign(self._secret, job.webhook_id, timestamp, job.body)
+        try:
+            # stream(): the answer's body is never read, so a huge one costs nothing.
+            with self._http.stream("POST", job.url, content=job.body, headers=headers) as resp:
+                return _Answer(resp.status_code, resp.headers.get("retry-after"), None)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return _Answer(None, None, type(exc).__name__)
+
+    def _settle(self, job: _Job, answer: _Answer) -> str:
+        code = answer.code
+        if code is not None and 200 <= code < 300:
+            return self._write_state(job, "delivered", None)
+        error = answer.error or f"HTTP {code}"
+        if code == 410:
+            return self._write_state(job, "dead", error)
+        delay = None
+        if code == 429:
+            delay = retry_after_seconds(answer.retry_after, self._clock())
+        if delay is None:
+            delay = backoff(job.attempt, self._rng)
+        params = {
+            "id": job.outbox_id,
+            "attempt": job.attempt,
+            "error": error,
+            "delay": delay,
+            "max_age": self._max_age,
+        }
+        with self._db.transaction() as cur:
+            cur.execute(_RESCHEDULE, params)
+            row = cur.fetchone()
+        if row is None:
+            return "skipped"
+        return "dead" if row[0] == "dead" else "retry"
+
+    def _write_state(self, job: _Job, state: str, error: str | None) -> str:
+        with self._db.transaction() as cur:
+            cur.execute(
+                _SETTLE,
+                {"id": job.outbox_id, "attempt": job.attempt, "state": state, "error": error},
+            )
+            return state if cur.rowcount == 1 else "skipped"
+
+
+def _job(outbox_id: int, row: tuple[Any, ...]) -> _Job:
+    attempt, webhook_id, url, request_id, notification_id, correlation_id = row[:6]
+    status, error, event_at = row[6:]
+    body = StatusCallback(
+        notification_id=notification_id,
+        status=CallbackStatus(status),
+        timestamp=rfc3339(event_at),
+        error=error,
+        request_id=request_id,
+        correlation_id=correlation_id,
+    )
+    return _Job(outbox_id, attempt, webhook_id, url, request_id, body.model_dump_json().encode())
+
+
+def _refusal(cur: cursor, outbox_id: int) -> str:
+    """Explain (and act on) a claim that returned no row."""
+    cur.execute(_EXPLAIN, (outbox_id,))
+    row = cur.fetchone()
+    if row is None:
+        return "missing"
+    state, has_newer, older_in_flight = row
+    if state != "pending":
+        return "skipped"
+    if has_newer:
+        cur.execute(
+            "UPDATE callback_outbox SET state = 'superseded' WHERE id = %s AND state = 'pending'"
+            " AND (in_flight_until IS NULL OR in_flight_until <= now())",
+            (outbox_id,),
+        )
+        return "superseded" if cur.rowcount == 1 else "skipped"
+    if older_in_flight:
+        cur.execute(
+            "UPDATE callback_outbox SET next_attempt_at = now() + make_interval(secs => %s)"
+            " WHERE id = %s",
+            (BLOCKED_DELAY, outbox_id),
+        )
+        return "blocked"
+    return "not_due"

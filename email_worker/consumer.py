@@ -1,0 +1,245 @@
+"""The RabbitMQ consumer: pika on one I/O thread, the work on a thread pool.
+
+Hazards this module exists to handle (RELIABILITY rules 1-5):
+- pika is not thread-safe and heartbeats are only answered while the I/O thread runs
+  ``process_data_events``. Blocking it past the heartbeat drops the connection and redelivers
+  the message (a duplicate email), so SMTP and HTTP run on worker threads and every ack goes
+  back through ``add_callback_threadsafe``.
+- Acks belong to one channel. After a reconnect, a late ack for a delivery of the old channel
+  must be dropped (the broker has already requeued it); each delivery carries its generation.
+- Prefetch is per consumer (global QoS on a quorum queue closes the connection on 3.10).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.exceptions import AMQPError
+from pika.spec import Basic
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS_HEADER = "email_worker_attempts"
+DEFERRALS_HEADER = "email_worker_deferrals"
+FIRST_ATTEMPT_HEADER = "email_worker_first_attempt_at"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as received, with the retry counts carried in our own headers."""
+
+    body: bytes
+    properties: pika.BasicProperties
+    delivery_tag: int
+    generation: int
+    redelivered: bool
+    attempts: int
+    deferrals: int
+    first_attempt_at: str | None
+
+
+def _int_header(headers: dict[str, object], name: str) -> int:
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    try:
+        return max(0, int(value)) if isinstance(value, int | str) else 0
+    except ValueError:
+        return 0
+
+
+def delivery_from(
+    method: Basic.Deliver, properties: pika.BasicProperties, body: bytes, generation: int
+) -> Delivery:
+    headers = dict(properties.headers or {})
+    first = headers.get(FIRST_ATTEMPT_HEADER)
+    if isinstance(first, bytes):
+        first = first.decode("ascii", "replace")
+    return Delivery(
+        body=body,
+        properties=properties,
+        delivery_tag=method.delivery_tag or 0,
+        generation=generation,
+        redelivered=bool(method.redelivered),
+        attempts=_int_header(headers, ATTEMPTS_HEADER),
+        deferrals=_int_header(headers, DEFERRALS_HEADER),
+        first_attempt_at=first if isinstance(first, str) else None,
+    )
+
+
+class Consumer:
+    """Consumes ``queue`` until ``stop()``; reconnects with jittered backoff after any broker
+    failure. On stop: cancel the consumer, finish the work already received (up to
+    ``drain_seconds``), then close; unfinished deliveries return to the queue."""
+
+    def __init__(
+        self,
+        parameters: pika.URLParameters,
+        queue: str,
+        process: Callable[[Delivery], None],
+        *,
+        prefetch: int,
+        concurrency: int,
+        drain_seconds: float,
+    ) -> None:
+        self._parameters = parameters
+        self._queue = queue
+        self._process = process
+        self._prefetch = prefetch
+        self._drain_seconds = drain_seconds
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="email-worker")
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._generation = 0
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._tag: str | None = None
+        self._paused_until = 0.0
+        self.consuming = False
+
+    @property
+    def paused(self) -> bool:
+        """True while consumption is paused because our SMTP credentials or TLS are refused."""
+        with self._lock:
+            return time.monotonic() < self._paused_until
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def run(self) -> None:
+        """Serve until ``stop()``. Never raises for broker failures; it reconnects."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                self._serve()
+                delay = 0.5
+            except (AMQPError, OSError) as exc:
+                self.consuming = False
+                wait = delay * (0.5 + random.random() / 2)
+                log.warning(
+                    "broker connection lost; reconnecting",
+                    extra={"error": type(exc).__name__, "retry_in_s": round(wait, 2)},
+                )
+                self._stop.wait(wait)
+                delay = min(delay * 2, 30.0)
+        self._executor.shutdown(wait=True)
+
+    def stop(self) -> None:
+        """Thread- and signal-safe: ask ``run`` to drain and return."""
+        self._stop.set()
+
+    def ack(self, delivery: Delivery) -> None:
+        self._settle(delivery, lambda ch: ch.basic_ack(delivery.delivery_tag))
+
+    def nack(self, delivery: Delivery, *, requeue: bool) -> None:
+        self._settle(delivery, lambda ch: ch.basic_nack(delivery.delivery_tag, requeue=requeue))
+
+    def pause(self, seconds: float) -> None:
+        """Stop receiving for ``seconds`` (our own configuration is broken: credentials, TLS);
+        messages stay in the queue instead of being burnt through."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    def _serve(self) -> None:
+        connection = pika.BlockingConnection(self._parameters)
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=self._prefetch)
+        with self._lock:
+            self._generation += 1
+            self._connection, self._channel = connection, channel
+        self._tag = None  # a consumer tag dies with its channel
+        try:
+            self._loop(connection, channel)
+            self._drain(connection, channel)
+        finally:
+            self.consuming = False
+            with self._lock:
+                self._connection = self._channel = None
+            if connection.is_open:
+                connection.close()
+
+    def _loop(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
+        log.info("consuming", extra={"queue": self._queue, "prefetch": self._prefetch})
+        while not self._stop.is_set():
+            paused = time.monotonic() < self._paused_until
+            if paused and self._tag is not None:
+                log.error("consumption paused: the SMTP relay refuses our credentials or TLS")
+                self._cancel(channel)
+            elif not paused and self._tag is None:
+                self._tag = channel.basic_consume(self._queue, self._on_message)
+                self.consuming = True
+            connection.process_data_events(time_limit=0.25)
+
+    def _cancel(self, channel: BlockingChannel) -> None:
+        # basic_cancel nacks (requeues) deliveries not yet dispatched to our callback.
+        if self._tag is not None and channel.is_open:
+            channel.basic_cancel(self._tag)
+        self._tag = None
+        self.consuming = False
+
+    def _drain(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
+        self._cancel(channel)
+        deadline = time.monotonic() + self._drain_seconds
+        while self.in_flight and time.monotonic() < deadline and connection.is_open:
+            connection.process_data_events(time_limit=0.1)
+        if connection.is_open:
+            # Acks are queued before in_flight drops: run the callbacks still pending.
+            connection.process_data_events(time_limit=0)
+        if self.in_flight:
+            log.warning(
+                "drain timed out; unfinished messages return to the queue",
+                extra={"in_flight": self.in_flight},
+            )
+
+    def _on_message(
+        self,
+        channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        delivery = delivery_from(method, properties, body, self._generation)
+        with self._lock:
+            self._in_flight += 1
+        self._executor.submit(self._run, delivery)
+
+    def _run(self, delivery: Delivery) -> None:
+        try:
+            self._process(delivery)
+        except Exception:
+            # The processor settles every message itself; reaching here is a bug. Requeue so
+            # nothing is lost; the delivery limit catches a message that keeps doing this.
+            log.exception("unhandled error while processing a message")
+            self.nack(delivery, requeue=True)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _settle(self, delivery: Delivery, action: Callable[[BlockingChannel], None]) -> None:
+        with self._lock:
+            connection, generation = self._connection, self._generation
+        if connection is None or generation != delivery.generation:
+            return  # the old channel is gone: the broker has already requeued it
+
+        def settle() -> None:
+            channel = self._channel
+            if channel is not None and channel.is_open and generation == self._generation:
+                action(channel)
+
+        try:
+            connection.add_callback_threadsafe(settle)
+        except (AMQPError, OSError, RuntimeError) as exc:
+            log.info(
+                "settle dropped; the broker will redeliver", extra={"error": type(exc).__name__}
+            )

@@ -1,0 +1,129 @@
+"""Postgres access: a thread-safe connection pool, one transaction context manager, and the one
+place where psycopg2 errors are translated into ``schemas.failures`` errors.
+
+Hazards handled here: psycopg2's ``ThreadedConnectionPool`` raises instead of waiting when it is
+exhausted (a semaphore makes callers wait); a connection broken by a Postgres restart looks
+healthy until it is used (every checkout runs ``SET TIME ZONE 'UTC'``, which doubles as a
+liveness probe, and a broken connection is closed instead of returned to the pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg2
+from psycopg2.extensions import connection, cursor
+from psycopg2.pool import ThreadedConnectionPool
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from schemas.failures import DeferredFailure, Reason
+
+log = logging.getLogger(__name__)
+
+# Errors meaning "the database is not usable right now". OperationalError also covers
+# serialization failures, deadlocks, lock and statement timeouts: all retryable later.
+UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class Database:
+    """A pool of at most ``pool_size`` connections, safe to share between threads."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int,
+        connect_timeout: float = 5.0,
+        checkout_timeout: float = 30.0,
+    ) -> None:
+        # minconn=0 so that constructing the pool never connects (start-up does not crash
+        # while Postgres is briefly down); then raise minconn, because psycopg2 closes
+        # every returned connection beyond minconn instead of keeping it idle.
+        self._pool = ThreadedConnectionPool(
+            0, pool_size, dsn, connect_timeout=max(1, int(connect_timeout))
+        )
+        self._pool.minconn = pool_size
+        self._size = pool_size
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._checkout_timeout = checkout_timeout
+
+    @contextmanager
+    def transaction(self) -> Iterator[cursor]:
+        """Yield a cursor inside one transaction: commit on success, roll back on any error.
+
+        Raises ``DeferredFailure(DATABASE_UNAVAILABLE)`` when no connection can be had or the
+        database fails mid-transaction; other exceptions from the body pass through unchanged.
+        A broken connection is discarded, never returned to the pool.
+        """
+        if not self._slots.acquire(timeout=self._checkout_timeout):
+            raise DeferredFailure(Reason.DATABASE_UNAVAILABLE, "connection pool exhausted")
+        conn: connection | None = None
+        try:
+            conn = self._checkout()
+            with conn.cursor() as cur:
+                yield cur
+            conn.commit()
+        except UNAVAILABLE as exc:
+            raise DeferredFailure(Reason.DATABASE_UNAVAILABLE, type(exc).__name__) from exc
+        finally:
+            if conn is not None:
+                self._checkin(conn)
+            self._slots.release()
+
+    def ping(self) -> bool:
+        """True when a trivial query succeeds now (readiness); never raises."""
+        try:
+            with self.transaction() as cur:
+                cur.execute("SELECT 1")
+                return cur.fetchone() == (1,)
+        except DeferredFailure:
+            return False
+
+    def close(self) -> None:
+        """Close every pooled connection. The object must not be used afterwards."""
+        self._pool.closeall()
+
+    @retry(
+        retry=retry_if_exception_type(UNAVAILABLE),
+        stop=stop_after_attempt(3) | stop_after_delay(2),
+        wait=wait_random_exponential(multiplier=0.1, max=0.8),
+        reraise=True,
+    )
+    def _checkout(self) -> connection:
+        # A short jittered retry around getting a usable connection only. After a Postgres
+        # restart every idle pooled connection is dead but looks fine until used: probe each
+        # one and drop the dead ones at once, without sleeping between them.
+        for _ in range(self._size + 1):
+            conn = self._pool.getconn()  # connect errors go to the retry above
+            if self._usable(conn):
+                return conn
+        raise psycopg2.OperationalError("no usable pooled connection")
+
+    def _usable(self, conn: connection) -> bool:
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET TIME ZONE 'UTC'")
+        except UNAVAILABLE:
+            self._pool.putconn(conn, close=True)
+            return False
+        return True
+
+    def _checkin(self, conn: connection) -> None:
+        broken = bool(conn.closed)
+        if not broken:
+            try:
+                conn.rollback()  # no-op after commit; ends a failed transaction otherwise
+            except UNAVAILABLE:
+                broken = True
+        if broken:
+            log.warning("discarding a broken database connection")
+        self._pool.putconn(conn, close=broken)

@@ -1,0 +1,69 @@
+"""In-process callback delivery: a ``Notifier`` that hands outbox rows straight to a
+``CallbackDispatcher`` on a small thread pool, for the demo and single-process setups.
+
+Production uses ``tasks.CeleryNotifier`` (its own processes, so a slow gateway never shares a
+core with sending). Either way the outbox row is committed first and beat re-drives what a
+notifier failed to deliver: this class adds no guarantee of its own and loses none.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from email_worker.callbacks import CallbackDispatcher
+from email_worker.config import Settings
+from email_worker.db import Database
+from schemas.failures import WorkerFailure
+
+log = logging.getLogger(__name__)
+
+
+class InlineNotifier:
+    """Delivers each handed-over row on a background thread; ``close`` waits for them."""
+
+    def __init__(self, dispatcher: CallbackDispatcher, *, threads: int = 2) -> None:
+        self._dispatcher = dispatcher
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="callbacks")
+        self._owned: tuple[Database, httpx.Client] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InlineNotifier:
+        db = Database(settings.database_url.get_secret_value(), pool_size=2)
+        http = httpx.Client(
+            timeout=settings.callback_timeout, follow_redirects=False, trust_env=False
+        )
+        secret = settings.callback_secret
+        notifier = cls(
+            CallbackDispatcher(
+                db,
+                http,
+                secret=secret.get_secret_value() if secret else None,
+                lease_seconds=settings.callback_lease_seconds,
+                max_age_hours=settings.callback_max_age_hours,
+            )
+        )
+        notifier._owned = (db, http)
+        return notifier
+
+    def hand_over(self, outbox_id: int) -> None:
+        """Never raises; a row that is not delivered now is re-driven by beat."""
+        self._pool.submit(self._deliver, outbox_id)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self._owned is not None:
+            db, http = self._owned
+            http.close()
+            db.close()
+
+    def _deliver(self, outbox_id: int) -> None:
+        try:
+            self._dispatcher.deliver(outbox_id)
+        except WorkerFailure as failure:
+            log.warning(
+                "callback not delivered now; beat re-drives it",
+                extra={"outbox_id": outbox_id, "reason": str(failure.reason)},
+            )

@@ -1,0 +1,300 @@
+"""The idempotency ledger in Postgres: who owns a request, what became of it, and its audit trail.
+
+``PgLedger`` implements the ``Ledger`` port (RELIABILITY rules 7-9). A claim is one
+``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement that either wins a lease or returns no
+row; every later write is fenced by the lease token, so a worker whose lease was taken over
+writes nothing. Leases use the database clock only. Each status change appends to
+``email_events`` and, when a callback is due, inserts its ``callback_outbox`` row in the same
+transaction. No transaction or row lock is held beyond the ledger's own statements. The
+maintenance functions at the bottom are run by ``email-worker beat``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+from psycopg2.extensions import cursor
+
+from email_worker.db import Database
+from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record
+from schemas.callback import CallbackStatus
+from schemas.failures import DeferredFailure, PermanentFailure, Reason
+from schemas.request import EmailRequest
+
+# A new outbox row waits this long before beat's re-drive may pick it up, so the immediate
+# hand-over (which may claim a never-attempted row at once) does not race beat.
+HANDOVER_GRACE_SECONDS = 30.0
+
+_CLAIM = """
+INSERT INTO email_requests AS r (
+    request_id, payload_hash, status, lease_owner, lease_expires_at, attempts,
+    notification_id, correlation_id, template_code, batch_id, recipient, first_attempt_at)
+VALUES (%(request_id)s, %(payload_hash)s, 'sending', %(lease)s,
+        now() + make_interval(secs => %(lease_seconds)s), 1,
+        %(notification_id)s, %(correlation_id)s, %(template_code)s, %(batch_id)s,
+        %(recipient)s, now())
+ON CONFLICT (request_id) DO UPDATE SET
+    status = 'sending', claimed_from = r.status, payload_hash = EXCLUDED.payload_hash,
+    lease_owner = EXCLUDED.lease_owner, lease_expires_at = EXCLUDED.lease_expires_at,
+    attempts = r.attempts + 1, notification_id = EXCLUDED.notification_id,
+    correlation_id = EXCLUDED.correlation_id, template_code = EXCLUDED.template_code,
+    batch_id = EXCLUDED.batch_id, first_attempt_at = COALESCE(r.first_attempt_at, now()),
+    updated_at = now()
+WHERE (r.payload_hash = EXCLUDED.payload_hash OR r.payload_hash = '')
+  AND (r.status IN ('pending', 'failed', 'unknown')
+       OR (r.status = 'sending' AND r.lease_expires_at < now()))
+RETURNING r.attempts, r.claimed_from
+"""
+
+# Fenced by the lease token. 'unknown' is accepted because expire_leases() marks a silent
+# lease unknown but keeps its owner: that owner may still record what really happened,
+# until another worker claims the request (which replaces the token).
+_FINISH = """
+UPDATE email_requests SET
+    status = %(status)s, lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+    recipient = COALESCE(%(recipient)s, recipient), subject = COALESCE(%(subject)s, subject),
+    message_id = COALESCE(%(message_id)s, message_id), html_body = COALESCE(%(html)s, html_body),
+    text_body = COALESCE(%(text)s, text_body), smtp_reply = COALESCE(%(reply)s, smtp_reply),
+    template_version = COALESCE(%(version)s, template_version),
+    failure_reason = %(reason)s, failure_detail = %(detail)s,
+    sent_at = CASE WHEN %(status)s = 'sent' THEN now() ELSE sent_at END
+WHERE request_id = %(request_id)s AND lease_owner = %(lease)s
+  AND status IN ('sending', 'unknown')
+"""
+
+# Callbacks never move backwards: nothing after 'delivered', no 'pending' after 'failed'.
+_OUTBOX = """
+INSERT INTO callback_outbox (webhook_id, request_id, notification_id, correlation_id, status,
+                             error, event_at, callback_url, next_attempt_at)
+SELECT %(webhook_id)s, %(request_id)s, %(notification_id)s, %(correlation_id)s, %(status)s,
+       %(error)s, now(), %(url)s, now() + make_interval(secs => %(grace)s)
+WHERE NOT EXISTS (
+    SELECT 1 FROM callback_outbox o
+    WHERE o.request_id = %(request_id)s
+      AND (o.status = 'delivered' OR (%(status)s = 'pending' AND o.status = 'failed')))
+RETURNING id
+"""
+
+# Older rows still waiting are obsolete. A row in flight is left alone: the dispatcher will
+# not send the newer row until it lands, so the gateway never sees them out of order.
+_SUPERSEDE = """
+UPDATE callback_outbox SET state = 'superseded'
+WHERE request_id = %s AND id < %s AND state = 'pending'
+  AND (in_flight_until IS NULL OR in_flight_until <= now())
+"""
+
+_REJECT = """
+INSERT INTO email_requests (request_id, payload_hash, status, notification_id, correlation_id,
+    failure_reason, failure_detail) VALUES (%s, '', 'failed', %s, %s, %s, %s)
+ON CONFLICT (request_id) DO NOTHING
+"""
+
+_EVENT = """
+INSERT INTO email_events (request_id, event, status, attempt, reason, detail)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+
+
+class PgLedger:
+    """The ``Ledger`` port on Postgres. Thread-safe (each call uses its own transaction)."""
+
+    def __init__(self, db: Database, *, lease_seconds: float) -> None:
+        self._db = db
+        self._lease_seconds = lease_seconds
+
+    def claim(self, request: EmailRequest) -> Claim | AlreadySent:
+        """See ``Ledger.claim``. The lease lasts ``lease_seconds`` on the database clock."""
+        lease = uuid.uuid4().hex
+        with self._db.transaction() as cur:
+            cur.execute(_CLAIM, _claim_params(request, lease, self._lease_seconds))
+            row = cur.fetchone()
+            if row is None:
+                return _refusal(cur, request)
+            attempts, taken_over = row[0], row[1] == LedgerStatus.SENDING  # claimed from
+            event = "taken_over" if taken_over else "claimed"
+            cur.execute(_EVENT, (request.request_id, event, "sending", attempts, None, None))
+        return Claim(request.request_id, lease, attempts, taken_over)
+
+    def finish(self, claim: Claim, request: EmailRequest, record: Record) -> int | None:
+        """See ``Ledger.finish``. Writes nothing at all when the lease was lost."""
+        with self._db.transaction() as cur:
+            cur.execute(_FINISH, _finish_params(claim, record))
+            if cur.rowcount == 0:
+                raise DeferredFailure(Reason.LEASE_LOST, "the lease was taken over")
+            reason = record.reason.value if record.reason else None
+            status = record.status.value
+            event = (claim.request_id, status, status, claim.attempt, reason, record.detail or None)
+            cur.execute(_EVENT, event)
+            if record.callback is None or not record.callback_url:
+                return None
+            ids = (request.request_id, request.notification_id, request.correlation_id)
+            error = _error(record.reason, record.detail)
+            return _enqueue(cur, ids, record.callback, error, record.callback_url)
+
+    def reject(
+        self,
+        request_id: str,
+        notification_id: str,
+        correlation_id: str,
+        reason: Reason,
+        detail: str,
+        callback_url: str | None,
+    ) -> int | None:
+        """See ``Ledger.reject``: creates a ``failed`` row only for an unknown ``request_id``
+        (its payload hash stays '' so a later valid message with that id is not a conflict)."""
+        with self._db.transaction() as cur:
+            row = (request_id, notification_id, correlation_id, reason.value, detail or None)
+            cur.execute(_REJECT, row)
+            created = cur.rowcount == 1
+            event = ("rejected", "failed" if created else None, None, reason.value, detail or None)
+            cur.execute(_EVENT, (request_id, *event))
+            if not created or not callback_url:
+                return None
+            ids = (request_id, notification_id, correlation_id)
+            return _enqueue(cur, ids, CallbackStatus.FAILED, _error(reason, detail), callback_url)
+
+
+_KEYS = {"request_id", "payload_hash", "notification_id", "correlation_id"}
+_CLAIM_FIELDS = _KEYS | {"template_code", "batch_id", "recipient"}
+
+
+def _claim_params(request: EmailRequest, lease: str, lease_seconds: float) -> dict[str, Any]:
+    params = request.model_dump(include=_CLAIM_FIELDS)
+    return {**params, "lease": lease, "lease_seconds": lease_seconds}
+
+
+def _refusal(cur: cursor, request: EmailRequest) -> AlreadySent:
+    """Explain a claim that returned no row: sent, conflicting, or leased by someone else."""
+    cur.execute(
+        "SELECT status, payload_hash, message_id FROM email_requests WHERE request_id = %s",
+        (request.request_id,),
+    )
+    row = cur.fetchone()
+    if row is None:  # pruned between the two statements: the next delivery claims it
+        raise DeferredFailure(Reason.LEASE_BUSY, "the request changed during the claim")
+    status, payload_hash, message_id = row
+    if payload_hash not in ("", request.payload_hash):
+        raise PermanentFailure(
+            Reason.IDEMPOTENCY_CONFLICT, "request_id already used with a different payload"
+        )
+    if status == LedgerStatus.SENT:
+        return AlreadySent(request.request_id, message_id)
+    raise DeferredFailure(Reason.LEASE_BUSY, "another worker holds a live lease")
+
+
+def _finish_params(claim: Claim, record: Record) -> dict[str, Any]:
+    email = record.email
+    return {
+        "request_id": claim.request_id,
+        "lease": claim.lease,
+        "status": record.status.value,
+        "recipient": record.recipient,
+        "message_id": record.message_id,
+        "reply": record.smtp_reply,
+        "reason": record.reason.value if record.reason else None,
+        "detail": record.detail or None,
+        "subject": email.subject if email else None,
+        "text": email.text if email else None,
+        "html": email.html if email else None,
+        "version": email.template_version if email else None,
+    }
+
+
+def _error(reason: Reason | None, detail: str) -> str | None:  # '<reason_code>: <detail>'
+    if reason is None:
+        return None
+    return f"{reason.value}: {detail}" if detail else reason.value
+
+
+def _enqueue(
+    cur: cursor, ids: tuple[str, str, str], status: CallbackStatus, error: str | None, url: str
+) -> int | None:
+    """Insert an outbox row for ``ids`` (request, notification, correlation id) unless it would
+    move the status backwards; supersede older waiting rows. Returns the new id or None."""
+    request_id, notification_id, correlation_id = ids
+    params = {
+        "webhook_id": f"msg_{secrets.token_hex(16)}",  # stable per event: stored once
+        "request_id": request_id,
+        "notification_id": notification_id,
+        "correlation_id": correlation_id,
+        "status": status.value,
+        "error": error if status != CallbackStatus.DELIVERED else None,
+        "url": url,
+        "grace": HANDOVER_GRACE_SECONDS,
+    }
+    cur.execute(_OUTBOX, params)
+    row = cur.fetchone()
+    if row is None:
+        return None
+    outbox_id = int(row[0])
+    cur.execute(_SUPERSEDE, (request_id, outbox_id))
+    return outbox_id
+
+
+def expire_leases(db: Database, grace_seconds: float = 60.0) -> int:
+    """Mark ``unknown`` (with a ``lease_expired`` event) each ``sending`` request whose lease
+    expired over ``grace_seconds`` ago: its worker went silent, maybe after the relay took the
+    message. The owner is kept, so a late live worker can still record its outcome."""
+    with db.transaction() as cur:
+        cur.execute(  # returns the count of events appended, one per expired lease
+            "WITH expired AS ("
+            " UPDATE email_requests SET status = 'unknown', updated_at = now()"
+            " WHERE status = 'sending'"
+            "   AND lease_expires_at < now() - make_interval(secs => %s)"
+            " RETURNING request_id, attempts)"
+            " INSERT INTO email_events (request_id, event, status, attempt, detail)"
+            " SELECT request_id, 'lease_expired', 'unknown', attempts,"
+            "        'lease expired without an outcome' FROM expired",
+            (grace_seconds,),
+        )
+        return cur.rowcount
+
+
+_PRUNE = """
+WITH gone AS (
+    DELETE FROM email_requests WHERE request_id IN (
+        SELECT request_id FROM email_requests
+        WHERE status IN ('sent', 'failed', 'unknown')
+          AND updated_at < now() - make_interval(days => %(days)s)
+        LIMIT %(batch)s)
+    RETURNING request_id),
+events AS (DELETE FROM email_events e USING gone WHERE e.request_id = gone.request_id),
+outbox AS (DELETE FROM callback_outbox o USING gone
+           WHERE o.request_id = gone.request_id
+             AND o.state IN ('delivered', 'superseded', 'dead'))
+SELECT count(*) FROM gone
+"""
+
+
+def prune(db: Database, retention_days: int, batch: int = 5000) -> int:
+    """Delete finished requests (sent, failed, unknown) untouched for ``retention_days`` with
+    their events and settled outbox rows, ``batch`` at a time; returns how many were deleted."""
+    total = 0
+    while True:
+        with db.transaction() as cur:
+            cur.execute(_PRUNE, {"days": retention_days, "batch": batch})
+            row = cur.fetchone()
+        deleted = int(row[0]) if row else 0
+        total += deleted
+        if deleted < batch:
+            return total
+
+
+def get_request(db: Database, request_id: str) -> dict[str, Any] | None:
+    """The ledger row of ``request_id`` as a dict of column → value, or None."""
+    rows = _rows(db, "SELECT * FROM email_requests WHERE request_id = %s", request_id)
+    return rows[0] if rows else None
+
+
+def events(db: Database, request_id: str) -> list[dict[str, Any]]:
+    """The audit trail of ``request_id``, oldest first."""
+    return _rows(db, "SELECT * FROM email_events WHERE request_id = %s ORDER BY id", request_id)
+
+
+def _rows(db: Database, query: str, request_id: str) -> list[dict[str, Any]]:
+    with db.transaction() as cur:
+        cur.execute(query, (request_id,))
+        names = [column.name for column in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -1,0 +1,267 @@
+"""The SMTP adapter: build the MIME message, send it once, classify what happened.
+
+``SmtpMailer`` implements the ``Mailer`` port over ``smtplib`` with one persistent connection per
+calling thread. It drives MAIL, RCPT and DATA itself so every failure is known by its phase:
+
+    connect / TLS / AUTH   refused, timeout      TransientFailure(SMTP_UNAVAILABLE), retried briefly
+                           bad certificate       SystemicFailure(SMTP_TLS_FAILED)
+                           530/534/535           SystemicFailure(SMTP_AUTH_FAILED)
+    MAIL, RCPT, DATA       connection lost       TransientFailure(SMTP_UNAVAILABLE)
+                           4xx                   TransientFailure(SMTP_TRANSIENT)
+                           5xx at RCPT           PermanentFailure(RECIPIENT_REJECTED)
+                           5xx elsewhere         PermanentFailure(MESSAGE_REJECTED)
+    after the final dot    no reply, timeout     AmbiguousDelivery(SMTP_UNKNOWN)
+
+The window after the final dot cannot be closed, only detected (RELIABILITY rule 10): the body
+and its terminating dot go out in one ``sendall``; a failure inside it means the relay cannot
+have completed the message, a failure after it means it may have. Nothing is ever retried around
+DATA. Failure details carry codes and phases, never the relay's text (it echoes addresses).
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+import threading
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from email_worker.config import SmtpSecurity
+from email_worker.mime import build_message, serialize
+from email_worker.ports import OutgoingEmail
+from schemas.failures import (
+    AmbiguousDelivery,
+    PermanentFailure,
+    Reason,
+    SystemicFailure,
+    TransientFailure,
+)
+
+_AUTH_CODES = frozenset({530, 534, 535})
+_ENHANCED = re.compile(rb"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+_ADDRESS = re.compile(r"\S+@\S+")
+_CONNECT_ATTEMPTS = 3  # quick, jittered: well within a few seconds in total
+
+
+class _StaleConnection(Exception):
+    """A pooled connection turned out dead at MAIL: reconnect once, nothing was sent."""
+
+
+def _connect_failed(error: BaseException) -> bool:
+    return type(error) is TransientFailure and error.reason is Reason.SMTP_UNAVAILABLE
+
+
+def _status(code: int, reply: bytes, phase: str) -> str:
+    """``"451 4.3.0 at RCPT"``: the code, the enhanced code if any, the phase; no text."""
+    enhanced = _ENHANCED.match(reply)
+    middle = f" {enhanced.group(1).decode()}" if enhanced else ""
+    return f"{code}{middle} at {phase}"
+
+
+def _classify(code: int, reply: bytes, phase: str, expect: int | None = None) -> None:
+    """Return when ``code`` is success at ``phase`` (``expect``, else any 2xx); otherwise
+    raise the failure it means. Anything not 5xx or an auth code (4xx, or a reply that makes
+    no sense at this phase) is transient."""
+    if code == expect or (expect is None and 200 <= code < 300):
+        return
+    detail = _status(code, reply, phase)
+    if code in _AUTH_CODES:
+        raise SystemicFailure(Reason.SMTP_AUTH_FAILED, detail)
+    if 500 <= code < 600:
+        reason = Reason.RECIPIENT_REJECTED if phase == "RCPT" else Reason.MESSAGE_REJECTED
+        raise PermanentFailure(reason, detail)
+    raise TransientFailure(Reason.SMTP_TRANSIENT, detail)
+
+
+def _tls_failure(error: ssl.SSLError) -> SystemicFailure:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return SystemicFailure(Reason.SMTP_TLS_FAILED, "certificate verification failed")
+    return SystemicFailure(Reason.SMTP_TLS_FAILED, f"TLS handshake failed: {error.reason}")
+
+
+def _dot_stuffed(payload: bytes) -> bytes:
+    """The DATA body: leading dots doubled, CRLF-terminated, then the final ``.``."""
+    body = re.sub(rb"(?m)^\.", b"..", payload)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
+
+
+class SmtpMailer:
+    """Thread-safe: each calling thread owns its connection; ``close()`` closes them all."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        security: SmtpSecurity,
+        username: str | None,
+        password: str | None,
+        timeout: float,
+        ca_file: Path | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        self._host, self._port, self._security = host, port, security
+        self._username, self._password = username, password
+        self._timeout, self._local_hostname = timeout, local_hostname
+        # Always an explicit, verifying context: starttls() without one verifies nothing.
+        self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self._local = threading.local()
+        self._open: set[smtplib.SMTP] = set()
+        self._lock = threading.Lock()
+
+    def send(self, email: OutgoingEmail) -> str:
+        """Send ``email`` once to its one recipient; return the relay's final reply.
+        Raises the failures in the module docstring (``schemas.failures`` only)."""
+        message = build_message(email)  # checks every header first: UNSAFE_CONTENT
+        for _ in range(2):  # the second round only after a stale pooled connection
+            smtp, reused = self._checkout()
+            try:
+                return self._transaction(smtp, email, message, reused)
+            except _StaleConnection:
+                self._discard(smtp)
+            except BaseException:
+                self._discard(smtp)  # never reuse a connection in an unknown state
+                raise
+        raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL")
+
+    def close(self) -> None:
+        """QUIT and close every pooled connection (of every thread)."""
+        with self._lock:
+            connections, self._open = list(self._open), set()
+        for smtp in connections:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
+        self._local = threading.local()
+
+    # Connections.
+    def _checkout(self) -> tuple[smtplib.SMTP, bool]:
+        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        if smtp is not None and smtp in self._open:
+            return smtp, True
+        retrying = Retrying(
+            stop=stop_after_attempt(_CONNECT_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.2, max=1.0),
+            retry=retry_if_exception(_connect_failed),
+            reraise=True,
+        )
+        smtp = retrying(self._connect)
+        with self._lock:
+            self._open.add(smtp)
+        self._local.smtp = smtp
+        return smtp, False
+
+    def _discard(self, smtp: smtplib.SMTP) -> None:
+        with self._lock:
+            self._open.discard(smtp)
+        if getattr(self._local, "smtp", None) is smtp:
+            self._local.smtp = None
+        smtp.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        smtp: smtplib.SMTP | None = None
+        try:
+            smtp = self._open_socket()
+            self._handshake(smtp)
+            return smtp
+        except BaseException:
+            if smtp is not None:
+                smtp.close()
+            raise
+
+    def _open_socket(self) -> smtplib.SMTP:
+        host, port, name, timeout = self._host, self._port, self._local_hostname, self._timeout
+        try:
+            if self._security is SmtpSecurity.TLS:
+                return smtplib.SMTP_SSL(
+                    host, port, local_hostname=name, timeout=timeout, context=self._tls
+                )
+            return smtplib.SMTP(host, port, local_hostname=name, timeout=timeout)
+        except ssl.SSLError as exc:
+            raise _tls_failure(exc) from None
+        except smtplib.SMTPConnectError as exc:
+            raise TransientFailure(Reason.SMTP_UNAVAILABLE, f"{exc.smtp_code} at connect") from None
+        except OSError as exc:
+            raise TransientFailure(
+                Reason.SMTP_UNAVAILABLE, f"connect failed: {type(exc).__name__}"
+            ) from None
+
+    def _handshake(self, smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            if self._security is SmtpSecurity.STARTTLS:
+                self._starttls(smtp)
+            if self._username is not None:
+                smtp.login(self._username, self._password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SystemicFailure(Reason.SMTP_AUTH_FAILED, f"{exc.smtp_code} at AUTH") from None
+        except smtplib.SMTPNotSupportedError:
+            raise SystemicFailure(Reason.SMTP_AUTH_FAILED, "AUTH not offered") from None
+        except smtplib.SMTPResponseException as exc:  # EHLO/HELO refused
+            raise TransientFailure(Reason.SMTP_UNAVAILABLE, f"{exc.smtp_code} at EHLO") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransientFailure(
+                Reason.SMTP_UNAVAILABLE, f"handshake failed: {type(exc).__name__}"
+            ) from None
+
+    def _starttls(self, smtp: smtplib.SMTP) -> None:
+        if not smtp.has_extn("starttls"):
+            raise SystemicFailure(Reason.SMTP_TLS_FAILED, "STARTTLS required but not offered")
+        try:
+            smtp.starttls(context=self._tls)
+        except ssl.SSLError as exc:
+            raise _tls_failure(exc) from None
+        except smtplib.SMTPResponseException as exc:
+            raise SystemicFailure(Reason.SMTP_TLS_FAILED, f"{exc.smtp_code} at STARTTLS") from None
+        smtp.ehlo()
+
+    # The transaction.
+    def _transaction(
+        self, smtp: smtplib.SMTP, email: OutgoingEmail, message: EmailMessage, reused: bool
+    ) -> str:
+        utf8 = not (email.sender + email.recipient).isascii()
+        if utf8 and not smtp.has_extn("smtputf8"):
+            raise PermanentFailure(Reason.MESSAGE_REJECTED, "non-ASCII address, no SMTPUTF8")
+        payload = _dot_stuffed(serialize(message, utf8=utf8))
+        try:
+            code, reply = smtp.mail(email.sender, ["SMTPUTF8"] if utf8 else [])
+        except OSError:  # smtplib's disconnects are OSErrors too
+            if reused:
+                raise _StaleConnection from None
+            raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL") from None
+        if reused and code == 421:  # an idle connection the relay has timed out
+            raise _StaleConnection
+        _classify(code, reply, "MAIL")
+        self._command(smtp, "RCPT", lambda: smtp.rcpt(email.recipient))
+        self._command(smtp, "DATA", lambda: smtp.docmd("DATA"), expect=354)
+        try:
+            smtp.send(payload)
+        except OSError:  # the final dot did not leave: the relay cannot have the message
+            raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost in DATA") from None
+        try:
+            code, reply = smtp.getreply()
+        except OSError:  # after the final dot: the relay may have the message
+            raise AmbiguousDelivery(Reason.SMTP_UNKNOWN, "no reply after end of DATA") from None
+        _classify(code, reply, "end of DATA")
+        text = _ADDRESS.sub("[address]", reply.decode("utf-8", "replace").replace("\n", " "))
+        return f"{code} {text}"[:200]
+
+    @staticmethod
+    def _command(
+        smtp: smtplib.SMTP,
+        phase: str,
+        call: Callable[[], tuple[int, bytes]],
+        expect: int | None = None,
+    ) -> None:
+        try:
+            code, reply = call()
+        except OSError:
+            raise TransientFailure(Reason.SMTP_UNAVAILABLE, f"connection lost at {phase}") from None
+        _classify(code, reply, phase, expect)

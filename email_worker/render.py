@@ -1,0 +1,185 @@
+"""Rendering a fetched template into checked email content (CONTRACT sections 5 and 9).
+
+``TemplateRenderer`` implements the ``Renderer`` port. Templates are Jinja2 source rendered in
+``email_worker.sandbox.GuardedEnvironment`` (immutable sandbox, ``StrictUndefined``): the HTML
+body with autoescaping, the subject, text body and ``List-Unsubscribe`` without. Variables are
+passed as data, never compiled, so a variable holding ``{{ 7*7 }}`` renders literally. Every
+part is streamed and stops as soon as it passes ``max_rendered_bytes``. The subject and
+``List-Unsubscribe`` are stripped of surrounding whitespace and must pass the header check.
+When a template has no text body it is derived from the rendered HTML.
+
+Every failure is a ``PermanentFailure``: ``TEMPLATE_ERROR`` (syntax, missing variable, unsafe
+operation, too large) or ``UNSAFE_CONTENT`` (a header value). Details name the part, the line
+and at most a variable's identifier, never a variable's value.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from types import TracebackType
+from typing import NamedTuple
+
+import jinja2
+from jinja2.exceptions import SecurityError
+
+from email_worker.headers import check_header_value
+from email_worker.ports import RenderedEmail
+from email_worker.sandbox import GuardedEnvironment, OutputTooLarge
+from email_worker.textify import html_to_text
+from schemas.failures import PermanentFailure, Reason
+from templates_client.template import Template
+
+_TEMPLATE_FILE = "<template>"  # the filename Jinja gives frames of templates made from strings
+_MISSING = re.compile(r"^'([A-Za-z_][A-Za-z0-9_]{0,63})' is undefined$")
+_NO_ATTRIBUTE = re.compile(r"has no attribute '([A-Za-z_][A-Za-z0-9_]{0,63})'$")
+
+
+class _Key(NamedTuple):
+    code: str
+    language: str | None
+    version: str
+    part: str
+
+
+class CacheInfo(NamedTuple):
+    hits: int
+    misses: int
+    size: int
+
+
+def _template_line(traceback: TracebackType | None) -> int | None:
+    """The template line of the innermost template frame in ``traceback``."""
+    line = None
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == _TEMPLATE_FILE:
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return line
+
+
+def _undefined_detail(error: jinja2.UndefinedError) -> str:
+    message = error.message or ""
+    if match := _MISSING.match(message):
+        return f"missing variable '{match.group(1)}'"
+    if match := _NO_ATTRIBUTE.search(message):
+        return f"missing attribute '{match.group(1)}'"
+    return "undefined value"  # the key was not an identifier: it may be user data
+
+
+def _runtime_failure(part: str, error: Exception) -> PermanentFailure:
+    """Map an error raised while rendering ``part``; exception texts can hold variable values
+    (``int('alice@example.com')``), so only identifiers and type names are kept."""
+    if isinstance(error, OutputTooLarge):
+        return PermanentFailure(Reason.TEMPLATE_ERROR, f"rendered body too large ({part})")
+    if isinstance(error, SecurityError):
+        what = "unsafe template operation"
+    elif isinstance(error, jinja2.UndefinedError):
+        what = _undefined_detail(error)
+    else:
+        what = f"template failed: {type(error).__name__}"
+    line = _template_line(error.__traceback__)
+    where = f" ({part} line {line})" if line is not None else f" ({part})"
+    return PermanentFailure(Reason.TEMPLATE_ERROR, what + where)
+
+
+class TemplateRenderer:
+    """Thread-safe; compiled templates are cached by (code, language, version, part)."""
+
+    def __init__(self, max_rendered_bytes: int = 1_048_576, cache_size: int = 512) -> None:
+        self._max_bytes = max_rendered_bytes
+        self._cache_size = cache_size
+        self._html = GuardedEnvironment(limit=max_rendered_bytes, autoescape=True)
+        self._plain = GuardedEnvironment(limit=max_rendered_bytes, autoescape=False)
+        self._cache: OrderedDict[_Key, tuple[str, jinja2.Template]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    def render(self, template: Template, variables: dict[str, object]) -> RenderedEmail:
+        """Render all parts. Raises ``PermanentFailure(TEMPLATE_ERROR | UNSAFE_CONTENT)``."""
+        subject = self._part(template, "subject", template.subject, variables).strip()
+        check_header_value("Subject", subject)
+        html = self._part(template, "html", template.html, variables)
+        if template.text:
+            text = self._part(template, "text", template.text, variables)
+        else:
+            text = html_to_text(html)
+        unsubscribe = None
+        if template.list_unsubscribe:
+            raw = self._part(template, "list_unsubscribe", template.list_unsubscribe, variables)
+            unsubscribe = check_header_value("List-Unsubscribe", raw.strip())
+        return RenderedEmail(
+            subject=subject,
+            html=html,
+            text=text,
+            template_code=template.code,
+            template_version=template.version,
+            list_unsubscribe=unsubscribe,
+        )
+
+    def cache_info(self) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(self._hits, self._misses, len(self._cache))
+
+    def _part(
+        self, template: Template, part: str, source: str, variables: dict[str, object]
+    ) -> str:
+        compiled = self._compiled(
+            _Key(template.code, template.language, template.version, part), source
+        )
+        try:
+            return self._stream(compiled, variables, part)
+        except PermanentFailure:
+            raise
+        except Exception as exc:  # anything a template can raise: all its own fault
+            raise _runtime_failure(part, exc) from None
+
+    def _stream(self, compiled: jinja2.Template, variables: dict[str, object], part: str) -> str:
+        """Render chunk by chunk, stopping as soon as the output passes the byte cap."""
+        chunks: list[str] = []
+        size = 0
+        for chunk in compiled.generate(variables):
+            try:
+                size += len(chunk.encode("utf-8"))
+            except UnicodeEncodeError:  # lone surrogates (valid JSON, invalid text)
+                raise PermanentFailure(
+                    Reason.UNSAFE_CONTENT, f"rendered {part} is not valid unicode"
+                ) from None
+            if size > self._max_bytes:
+                raise PermanentFailure(Reason.TEMPLATE_ERROR, f"rendered body too large ({part})")
+            chunks.append(chunk)
+        return "".join(chunks)
+
+    def _compiled(self, key: _Key, source: str) -> jinja2.Template:
+        with self._lock:
+            cached = self._cache.get(key)
+            # The source is compared too: a service that reuses a version for new content
+            # must not get the old compiled body.
+            if cached is not None and cached[0] == source:
+                self._cache.move_to_end(key)
+                self._hits += 1
+                return cached[1]
+            self._misses += 1
+        compiled = self._compile(key.part, source)  # outside the lock: compiling is slow
+        with self._lock:
+            self._cache[key] = (source, compiled)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return compiled
+
+    def _compile(self, part: str, source: str) -> jinja2.Template:
+        env = self._html if part == "html" else self._plain
+        try:
+            return env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise PermanentFailure(
+                Reason.TEMPLATE_ERROR,
+                f"syntax error in {part} at line {exc.lineno}: {exc.message or ''}",
+            ) from None
+        except Exception as exc:  # e.g. RecursionError on absurdly nested source
+            raise PermanentFailure(
+                Reason.TEMPLATE_ERROR, f"cannot compile {part}: {type(exc).__name__}"
+            ) from None

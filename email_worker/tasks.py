@@ -1,0 +1,209 @@
+"""Celery wiring for ``email-worker callbacks`` and ``email-worker beat``, and the ``Notifier``
+the email consumer uses to hand a fresh outbox row over.
+
+Tasks run on their own queue (``callback_queue``) so a slow or dead gateway never touches email
+sending. They hold no state in the broker beyond an outbox id: the row in Postgres is the truth,
+retries are rescheduled in the row, and beat re-drives whatever is due. The database and HTTP
+client are built lazily, once per process, from the ``Settings`` given to ``configure``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from celery import Celery
+
+from email_worker import ledger
+from email_worker.callbacks import CallbackDispatcher
+from email_worker.config import Settings
+from email_worker.db import Database
+from schemas.failures import DeferredFailure
+
+log = logging.getLogger(__name__)
+
+DELIVER = "email_worker.deliver_callback"
+REDRIVE = "email_worker.redrive_callbacks"
+EXPIRE = "email_worker.expire_leases"
+PRUNE = "email_worker.prune"
+REDRIVE_BATCH = 500
+# Hand-over publishes fail fast when the broker is down: beat re-drives the row later.
+HANDOVER_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+
+
+@dataclass
+class _Runtime:
+    settings: Settings
+    db: Database
+    http: httpx.Client
+    dispatcher: CallbackDispatcher
+
+    def close(self) -> None:
+        self.http.close()
+        self.db.close()
+
+
+class _State:
+    """The process's configuration and lazily built runtime (one per process: built after a
+    fork, never shared across one)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.settings: Settings | None = None
+        self.runtime: _Runtime | None = None
+
+
+_state = _State()
+
+
+def configure(settings: Settings) -> None:
+    """Set the settings the tasks of this process use; drops any runtime built before."""
+    with _state.lock:
+        old, _state.runtime, _state.settings = _state.runtime, None, settings
+    if old is not None:
+        old.close()
+
+
+def runtime() -> _Runtime:
+    """The process's database, HTTP client and dispatcher, built on first use.
+    Raises ``RuntimeError`` when ``configure`` was never called."""
+    with _state.lock:
+        if _state.runtime is None:
+            if _state.settings is None:
+                raise RuntimeError("email_worker.tasks.configure(settings) was not called")
+            _state.runtime = _build(_state.settings)
+        return _state.runtime
+
+
+def _build(settings: Settings) -> _Runtime:
+    db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
+    # No redirects, no proxies from the environment, strict timeouts (RELIABILITY rule 15).
+    http = httpx.Client(timeout=settings.callback_timeout, follow_redirects=False, trust_env=False)
+    secret = settings.callback_secret.get_secret_value() if settings.callback_secret else None
+    dispatcher = CallbackDispatcher(
+        db,
+        http,
+        secret=secret,
+        lease_seconds=settings.callback_lease_seconds,
+        max_age_hours=settings.callback_max_age_hours,
+    )
+    return _Runtime(settings, db, http, dispatcher)
+
+
+def make_celery(broker_url: str, callback_queue: str, *, beat_interval: float = 10.0) -> Celery:
+    """A Celery app whose tasks deliver callbacks and run maintenance on ``callback_queue``."""
+    app = Celery("email_worker", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=callback_queue,
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        # In-memory schedule: beat never writes a schedule file into the working directory.
+        beat_scheduler="celery.beat:Scheduler",
+        beat_schedule=_schedule(beat_interval),
+    )
+    _register(app, callback_queue)
+    return app
+
+
+def _schedule(beat_interval: float) -> dict[str, dict[str, object]]:
+    # ``expires``: a maintenance run that waited longer than its period is stale; dropping it
+    # keeps the queue from filling while the callback workers are down.
+    return {
+        "redrive-callbacks": {
+            "task": REDRIVE,
+            "schedule": beat_interval,
+            "options": {"expires": beat_interval},
+        },
+        "expire-leases": {"task": EXPIRE, "schedule": 60.0, "options": {"expires": 60.0}},
+        "prune": {"task": PRUNE, "schedule": 3600.0, "options": {"expires": 3600.0}},
+    }
+
+
+# Not "shared": a shared task is added to every Celery app created later in the process, so
+# a second app (tests, or the notifier's app in the consumer) would collide on the names.
+# The stubs omit the ``shared`` argument, hence the untyped mapping.
+_LOCAL: dict[str, Any] = {"shared": False}
+
+
+def _register(app: Celery, queue: str) -> None:
+    @app.task(name=DELIVER, **_LOCAL)
+    def deliver_callback(outbox_id: int) -> str:
+        try:
+            return runtime().dispatcher.deliver(outbox_id)
+        except DeferredFailure as failure:  # the row stays pending; beat re-drives it
+            log.warning(
+                "callback deferred", extra={"outbox_id": outbox_id, "reason": failure.reason.value}
+            )
+            return "deferred"
+
+    @app.task(name=REDRIVE, **_LOCAL)
+    def redrive_callbacks() -> int:
+        ids = runtime().dispatcher.due(REDRIVE_BATCH)
+        for outbox_id in ids:
+            app.send_task(DELIVER, args=[outbox_id], queue=queue)
+        return len(ids)
+
+    @app.task(name=EXPIRE, **_LOCAL)
+    def expire_leases() -> int:
+        return ledger.expire_leases(runtime().db)
+
+    @app.task(name=PRUNE, **_LOCAL)
+    def prune() -> int:
+        rt = runtime()
+        return ledger.prune(rt.db, rt.settings.retention_days)
+
+
+class CeleryNotifier:
+    """The ``Notifier`` port over Celery: publishes ``deliver_callback`` for one outbox row."""
+
+    def __init__(self, app: Celery, queue: str | None = None) -> None:
+        self._app = app
+        self._queue = queue or str(app.conf.task_default_queue)
+
+    def hand_over(self, outbox_id: int) -> None:
+        """Best effort, never raises: a row not handed over is re-driven by beat."""
+        try:
+            self._app.send_task(
+                DELIVER, args=[outbox_id], queue=self._queue, retry_policy=HANDOVER_RETRY
+            )
+        except Exception as exc:  # any publish failure is recoverable through beat
+            log.warning(
+                "callback hand-over failed; beat will re-drive it",
+                extra={"outbox_id": outbox_id, "error": type(exc).__name__},
+            )
+
+
+def start(command: str, settings: Settings) -> int:
+    """Run ``callbacks`` (a Celery worker on the callback queue) or ``beat`` until stopped."""
+    app = make_celery(
+        settings.broker_for_celery,
+        settings.callback_queue,
+        beat_interval=settings.beat_interval_seconds,
+    )
+    if command == "beat":
+        app.Beat(loglevel=settings.log_level).run()
+        return 0
+    # Threads: delivery is I/O bound; keep one database connection per thread available.
+    concurrency = max(1, min(settings.concurrency, settings.db_pool_size))
+    app.worker_main(
+        [
+            "worker",
+            "--pool=threads",
+            f"--concurrency={concurrency}",
+            f"--queues={settings.callback_queue}",
+            f"--loglevel={settings.log_level}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+    return 0  # pragma: no cover - worker_main exits the process

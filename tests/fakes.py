@@ -1,0 +1,137 @@
+"""In-memory fakes of the core's ports (email_worker/ports.py), for fast unit tests.
+
+They keep the ports' contracts (claim semantics, fencing, classified errors) so a unit test
+of the pipeline fails for the same reasons an integration test would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+
+from email_worker.ports import (
+    AlreadySent,
+    Claim,
+    LedgerStatus,
+    OutgoingEmail,
+    Recipient,
+    Record,
+)
+from schemas.failures import DeferredFailure, PermanentFailure, Reason, WorkerFailure
+from schemas.request import EmailRequest
+from templates_client.template import Template
+
+
+@dataclass
+class _Row:
+    payload_hash: str
+    status: LedgerStatus
+    lease: str | None
+    attempts: int = 0
+    records: list[Record] = field(default_factory=list)
+
+
+class FakeLedger:
+    def __init__(self) -> None:
+        self.rows: dict[str, _Row] = {}
+        self.rejections: list[tuple[str, Reason]] = []
+        self.outbox: list[tuple[str, str]] = []  # (request_id, callback status)
+        self.fail_finish: WorkerFailure | None = None
+        self._ids = itertools.count(1)
+
+    def claim(self, request: EmailRequest) -> Claim | AlreadySent:
+        row = self.rows.get(request.request_id)
+        if row is None:
+            row = _Row(request.payload_hash, LedgerStatus.PENDING, None)
+            self.rows[request.request_id] = row
+        if row.payload_hash != request.payload_hash:
+            raise PermanentFailure(Reason.IDEMPOTENCY_CONFLICT, "payload differs")
+        if row.status == LedgerStatus.SENT:
+            return AlreadySent(request.request_id, None)
+        if row.status == LedgerStatus.SENDING:
+            raise DeferredFailure(Reason.LEASE_BUSY, "held by another worker")
+        row.status, row.lease = LedgerStatus.SENDING, uuid.uuid4().hex
+        row.attempts += 1
+        return Claim(request.request_id, row.lease, row.attempts)
+
+    def finish(self, claim: Claim, request: EmailRequest, record: Record) -> int | None:
+        if self.fail_finish is not None:
+            raise self.fail_finish
+        row = self.rows[claim.request_id]
+        if row.lease != claim.lease or row.status != LedgerStatus.SENDING:
+            raise DeferredFailure(Reason.LEASE_LOST, "lease taken over")
+        row.status, row.lease = record.status, None
+        row.records.append(record)
+        if record.callback is None or record.callback_url is None:
+            return None
+        self.outbox.append((claim.request_id, str(record.callback)))
+        return next(self._ids)
+
+    def reject(
+        self,
+        request_id: str,
+        notification_id: str,
+        correlation_id: str,
+        reason: Reason,
+        detail: str,
+        callback_url: str | None,
+    ) -> int | None:
+        self.rejections.append((request_id, reason))
+        if request_id in self.rows or callback_url is None:
+            return None
+        self.rows[request_id] = _Row("", LedgerStatus.FAILED, None)
+        self.outbox.append((request_id, "failed"))
+        return next(self._ids)
+
+
+class FakeTemplates:
+    def __init__(self, templates: dict[str, Template | WorkerFailure]) -> None:
+        self.templates = templates
+        self.calls = 0
+
+    def get(self, code: str, language: str | None) -> Template:
+        self.calls += 1
+        found = self.templates.get(code)
+        if found is None:
+            raise PermanentFailure(Reason.TEMPLATE_NOT_FOUND, f"template {code!r} not found")
+        if isinstance(found, WorkerFailure):
+            raise found
+        return found
+
+
+class FakeRecipients:
+    def __init__(self, users: dict[str, Recipient | WorkerFailure] | None = None) -> None:
+        self.users = users or {}
+
+    def resolve(self, request: EmailRequest) -> Recipient:
+        if request.recipient:
+            return Recipient(request.recipient)
+        found = self.users.get(request.user_id or "")
+        if found is None:
+            raise PermanentFailure(Reason.RECIPIENT_UNKNOWN, "user not found")
+        if isinstance(found, WorkerFailure):
+            raise found
+        return found
+
+
+class FakeMailer:
+    """Sends succeed unless a failure is queued in ``script`` (consumed in order)."""
+
+    def __init__(self, *script: WorkerFailure | Exception) -> None:
+        self.script = list(script)
+        self.sent: list[OutgoingEmail] = []
+
+    def send(self, email: OutgoingEmail) -> str:
+        if self.script:
+            raise self.script.pop(0)
+        self.sent.append(email)
+        return "250 2.0.0 Ok: queued"
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.handed_over: list[int] = []
+
+    def hand_over(self, outbox_id: int) -> None:
+        self.handed_over.append(outbox_id)

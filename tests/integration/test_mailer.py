@@ -1,0 +1,299 @@
+"""SmtpMailer against a real aiosmtpd server: delivery, pooling, TLS, auth, classification."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from email_worker.config import SmtpSecurity
+from email_worker.mailer import SmtpMailer
+from email_worker.message_ids import message_id_for
+from email_worker.ports import OutgoingEmail, RenderedEmail
+from schemas.failures import (
+    AmbiguousDelivery,
+    PermanentFailure,
+    Reason,
+    SystemicFailure,
+    TransientFailure,
+    WorkerFailure,
+)
+from tests.support.smtp import (  # noqa: F401 - fixtures, registered by importing them
+    Behaviour,
+    SelfSignedCert,
+    SmtpTestServer,
+    smtp_cert_fixture,
+    smtp_server_factory_fixture,
+    smtp_server_fixture,
+)
+
+pytestmark = pytest.mark.integration
+
+SENDER = "Acme <notify@acme.test>"
+RECIPIENT = "ann@example.test"
+Factory = Callable[..., SmtpTestServer]
+SMTP_TRANSIENT, RCPT_REJECTED = Reason.SMTP_TRANSIENT, Reason.RECIPIENT_REJECTED
+MESSAGE_REJECTED, RCPT_550, END = Reason.MESSAGE_REJECTED, "550 5.1.1 at RCPT", "end of DATA"
+
+
+def _email(request_id: str = "req-1", recipient: str = RECIPIENT) -> OutgoingEmail:
+    content = RenderedEmail(
+        subject="Welcome, Ann ✓",
+        html="<p>Hello <b>Ann</b></p>\n.a line starting with a dot",
+        text="Hello Ann\n.a line starting with a dot",
+        template_code="welcome",
+        template_version="v1",
+        list_unsubscribe="<https://acme.test/u/1>",
+    )
+    message_id = message_id_for(request_id, b"secret", "acme.test")
+    return OutgoingEmail(SENDER, recipient, message_id, content)
+
+
+def _mailer(
+    server: SmtpTestServer,
+    security: SmtpSecurity = SmtpSecurity.NONE,
+    *,
+    ca_file: Path | None = None,
+    credentials: tuple[str, str] | None = None,
+    timeout: float = 5.0,
+) -> SmtpMailer:
+    username, password = credentials or (None, None)
+    return SmtpMailer(
+        server.host,
+        server.port,
+        security=security,
+        username=username,
+        password=password,
+        timeout=timeout,
+        ca_file=ca_file,
+        local_hostname="worker.test",
+    )
+
+
+@pytest.fixture
+def mailer(smtp_server: SmtpTestServer) -> Iterator[SmtpMailer]:
+    mailer = _mailer(smtp_server)
+    yield mailer
+    mailer.close()
+
+
+def _failure(mailer: SmtpMailer, email: OutgoingEmail | None = None) -> WorkerFailure:
+    with pytest.raises(WorkerFailure) as caught:
+        mailer.send(email or _email())
+    return caught.value
+
+
+def test_delivers_multipart_alternative_with_all_headers(
+    mailer: SmtpMailer, smtp_server: SmtpTestServer
+) -> None:
+    reply = mailer.send(_email())
+
+    assert reply.startswith("250 2.0.0")
+    [received] = smtp_server.messages
+    assert received.mail_from == "notify@acme.test"
+    assert received.rcpt_tos == (RECIPIENT,)
+    message = received.parsed()
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = message.iter_parts()
+    assert text.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
+    assert (
+        text.get_content().replace("\r\n", "\n").rstrip()
+        == "Hello Ann\n.a line starting with a dot"
+    )
+    assert "<b>Ann</b>" in html.get_content()
+    assert received.message_id == _email().message_id
+    assert message["Subject"] == "Welcome, Ann ✓"
+    assert message["To"] == RECIPIENT and message["From"] == SENDER
+    assert message["List-Unsubscribe"] == "<https://acme.test/u/1>"
+    assert message["Date"] is not None
+
+
+def test_one_connection_is_reused_across_sends(
+    mailer: SmtpMailer, smtp_server: SmtpTestServer
+) -> None:
+    for n in range(3):
+        mailer.send(_email(f"req-{n}"))
+
+    assert len(smtp_server.messages) == 3
+    assert smtp_server.connections == 1
+
+
+def test_each_thread_gets_its_own_connection(
+    mailer: SmtpMailer, smtp_server: SmtpTestServer
+) -> None:
+    threads = [threading.Thread(target=mailer.send, args=(_email(f"r{n}"),)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(smtp_server.messages) == 2
+    assert smtp_server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "kind", "reason", "detail"),
+    [
+        (Behaviour(rcpt="451 4.3.0 x"), TransientFailure, SMTP_TRANSIENT, "451 4.3.0 at RCPT"),
+        (Behaviour(rcpt="452 4.5.3 x"), TransientFailure, SMTP_TRANSIENT, "452 4.5.3 at RCPT"),
+        (Behaviour(rcpt="421 4.7.0 x"), TransientFailure, SMTP_TRANSIENT, "421 4.7.0 at RCPT"),
+        (Behaviour(rcpt=f"550 5.1.1 <{RECIPIENT}>"), PermanentFailure, RCPT_REJECTED, RCPT_550),
+        (Behaviour(data="554 5.6.0 x"), PermanentFailure, MESSAGE_REJECTED, "554 5.6.0 at " + END),
+        (Behaviour(data="451 4.7.1 x"), TransientFailure, SMTP_TRANSIENT, "451 4.7.1 at " + END),
+    ],
+)
+def test_replies_are_classified_by_code_and_phase(
+    mailer: SmtpMailer,
+    smtp_server: SmtpTestServer,
+    behaviour: Behaviour,
+    kind: type[WorkerFailure],
+    reason: Reason,
+    detail: str,
+) -> None:
+    smtp_server.script(RECIPIENT, behaviour)
+
+    failure = _failure(mailer)
+
+    assert type(failure) is kind
+    assert (failure.reason, failure.detail) == (reason, detail)
+    assert "ann" not in failure.detail
+    assert smtp_server.messages == []
+    mailer.send(_email())  # the failed connection was dropped; a fresh one works
+    assert smtp_server.connections == 2
+
+
+def test_connection_dropped_after_the_final_dot_is_ambiguous(
+    mailer: SmtpMailer, smtp_server: SmtpTestServer
+) -> None:
+    smtp_server.enqueue(Behaviour(drop=True))
+
+    failure = _failure(mailer)
+
+    assert isinstance(failure, AmbiguousDelivery)
+    assert failure.reason is Reason.SMTP_UNKNOWN
+    [received] = smtp_server.messages  # the relay did get it: exactly why this is "unknown"
+    assert received.ambiguous and received.message_id == _email().message_id
+
+
+def test_timeout_waiting_for_the_final_reply_is_ambiguous(smtp_server: SmtpTestServer) -> None:
+    smtp_server.enqueue(Behaviour(delay=2.0))
+    mailer = _mailer(smtp_server, timeout=0.5)
+
+    failure = _failure(mailer)
+
+    assert isinstance(failure, AmbiguousDelivery)
+    mailer.close()
+
+
+def test_refused_connection_is_transient_and_fast() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mailer = SmtpMailer(
+        "127.0.0.1", port, security=SmtpSecurity.NONE, username=None, password=None, timeout=2
+    )
+    started = time.monotonic()
+
+    failure = _failure(mailer)
+
+    assert type(failure) is TransientFailure
+    assert failure.reason is Reason.SMTP_UNAVAILABLE
+    assert time.monotonic() - started < 3.0
+
+
+def test_server_restart_between_sends_reconnects_transparently(
+    mailer: SmtpMailer, smtp_server: SmtpTestServer
+) -> None:
+    mailer.send(_email("req-1"))
+    smtp_server.restart()  # the pooled connection is now dead
+
+    mailer.send(_email("req-2"))
+
+    assert [m.message_id for m in smtp_server.messages] == [
+        _email("req-1").message_id,
+        _email("req-2").message_id,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tls", "security"), [("starttls", SmtpSecurity.STARTTLS), ("tls", SmtpSecurity.TLS)]
+)
+def test_verified_tls_with_auth_delivers(
+    smtp_server_factory: Factory, smtp_cert: SelfSignedCert, tls: str, security: SmtpSecurity
+) -> None:
+    server = smtp_server_factory(tls=tls, cert=smtp_cert, credentials=("user", "pass"))
+    mailer = _mailer(server, security, ca_file=smtp_cert.cert, credentials=("user", "pass"))
+
+    mailer.send(_email())
+    mailer.send(_email("req-2"))
+
+    assert len(server.messages) == 2 and server.connections == 1
+    mailer.close()
+
+
+@pytest.mark.parametrize(
+    ("tls", "security"), [("starttls", SmtpSecurity.STARTTLS), ("tls", SmtpSecurity.TLS)]
+)
+def test_untrusted_certificate_is_systemic(
+    smtp_server_factory: Factory, smtp_cert: SelfSignedCert, tls: str, security: SmtpSecurity
+) -> None:
+    server = smtp_server_factory(tls=tls, cert=smtp_cert)
+    mailer = _mailer(server, security)  # system trust store: the self-signed cert is unknown
+
+    failure = _failure(mailer)
+
+    assert isinstance(failure, SystemicFailure)
+    assert (failure.reason, failure.detail) == (
+        Reason.SMTP_TLS_FAILED,
+        "certificate verification failed",
+    )
+    assert server.messages == []
+
+
+def test_starttls_required_but_not_offered_is_systemic(smtp_server: SmtpTestServer) -> None:
+    mailer = _mailer(smtp_server, SmtpSecurity.STARTTLS)
+
+    failure = _failure(mailer)
+
+    assert isinstance(failure, SystemicFailure) and failure.reason is Reason.SMTP_TLS_FAILED
+
+
+def test_wrong_credentials_are_systemic(
+    smtp_server_factory: Factory, smtp_cert: SelfSignedCert
+) -> None:
+    server = smtp_server_factory(tls="starttls", cert=smtp_cert, credentials=("user", "pass"))
+    mailer = _mailer(
+        server, SmtpSecurity.STARTTLS, ca_file=smtp_cert.cert, credentials=("user", "wrong")
+    )
+
+    failure = _failure(mailer)
+
+    assert isinstance(failure, SystemicFailure)
+    assert (failure.reason, failure.detail) == (Reason.SMTP_AUTH_FAILED, "535 at AUTH")
+    assert "wrong" not in str(failure)
+
+
+def test_missing_credentials_when_relay_requires_auth_is_systemic(
+    smtp_server_factory: Factory,
+) -> None:
+    server = smtp_server_factory(credentials=("user", "pass"))
+
+    failure = _failure(_mailer(server))
+
+    assert isinstance(failure, SystemicFailure)
+    assert (failure.reason, failure.detail) == (Reason.SMTP_AUTH_FAILED, "530 5.7.0 at MAIL")
+
+
+def test_unsafe_header_fails_before_any_connection(
+    mailer: SmtpMailer, smtp_server: SmtpTestServer
+) -> None:
+    email = _email(recipient="ann@example.test\r\nBcc: evil@x.test")
+
+    failure = _failure(mailer, email)
+
+    assert failure.reason is Reason.UNSAFE_CONTENT
+    assert smtp_server.connections == 0

@@ -1,0 +1,279 @@
+"""TemplateClient against a real HTTP server: answer shapes, cache, last-known-good copy and the
+circuit breaker (CONTRACT section 5, RELIABILITY rule 17)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from schemas.failures import DeferredFailure, PermanentFailure, Reason, TransientFailure
+from templates_client.client import TemplateClient
+from templates_client.transport import make_http_client
+from tests.support.http import FakeHttpServer, Reply
+
+pytestmark = pytest.mark.integration
+
+PATH = "/api/v1/templates/welcome"
+GOOD = {"subject": "Hi {{ name }}", "html_body": "<p>Hi {{ name }}</p>", "text_body": "Hi"}
+BROKEN = Reply(500, {"success": False, "error": "boom"})
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[FakeHttpServer]:
+    server = FakeHttpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def http_server(shared_server: FakeHttpServer) -> FakeHttpServer:
+    """One real server per module, reset for each test: stopping the shared per-test fixture's
+    server waits out a 0.5 s poll, which would dominate this file's run time."""
+    shared_server.routes.clear()
+    shared_server.requests.clear()
+    return shared_server
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with make_http_client(1.0) as client:
+        yield client
+
+
+def _client(
+    server: FakeHttpServer,
+    http: httpx.Client,
+    *,
+    fail_max: int = 3,
+    reset_seconds: float = 30.0,
+    cache_seconds: float = 60.0,
+    max_bytes: int = 1_048_576,
+    clock: Callable[[], float] = time.monotonic,
+) -> TemplateClient:
+    return TemplateClient(
+        server.url + "/",  # a trailing slash must not double up in the path
+        http,
+        cache_seconds=cache_seconds,
+        fail_max=fail_max,
+        reset_seconds=reset_seconds,
+        max_bytes=max_bytes,
+        clock=clock,
+    )
+
+
+def test_bare_answer(http_server: FakeHttpServer, http: httpx.Client) -> None:
+    http_server.route("GET", PATH, Reply(200, GOOD | {"version": 7, "list_unsubscribe": "<u>"}))
+    template = _client(http_server, http).get("welcome", None)
+    assert (template.code, template.language, template.version) == ("welcome", None, "7")
+    assert (template.subject, template.html, template.text) == (
+        GOOD["subject"],
+        GOOD["html_body"],
+        "Hi",
+    )
+    assert template.list_unsubscribe == "<u>"
+    [request] = http_server.seen("GET")
+    assert request.path == PATH
+    assert request.headers["Accept"] == "application/json"
+
+
+def test_envelope_answer_and_content_hash_version(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    body = {"subject": "S", "html": "<b>x</b>", "text": "x"}
+    http_server.route("GET", PATH, Reply(200, {"success": True, "data": body, "message": "ok"}))
+    http_server.route("GET", "/api/v1/templates/other", Reply(200, body | {"subject": "T"}))
+    client = _client(http_server, http)
+    first = client.get("welcome", None)
+    assert (first.subject, first.html, first.text) == ("S", "<b>x</b>", "x")
+    assert first.version.startswith("sha256:")
+    assert client.get("other", None).version != first.version
+
+
+def test_plain_body_field_and_missing_text(http_server: FakeHttpServer, http: httpx.Client) -> None:
+    http_server.route("GET", PATH, Reply(200, {"subject": "S", "body": "<p>b</p>"}))
+    template = _client(http_server, http).get("welcome", None)
+    assert (template.html, template.text) == ("<p>b</p>", None)
+
+
+def test_language_is_passed_and_cached_separately(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    http_server.route("GET", PATH, Reply(200, GOOD))
+    client = _client(http_server, http)
+    assert client.get("welcome", "fr").language == "fr"
+    client.get("welcome", None)
+    client.get("welcome", "fr")
+    assert [r.path for r in http_server.seen("GET")] == [PATH + "?language=fr", PATH]
+
+
+def test_fresh_copy_is_served_without_a_request(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    http_server.route(
+        "GET", PATH, Reply(200, GOOD | {"version": "1"}), Reply(200, GOOD | {"version": "2"})
+    )
+    clock = FakeClock()
+    client = _client(http_server, http, cache_seconds=60, clock=clock)
+    assert client.get("welcome", None).version == "1"
+    clock.now += 59
+    assert client.get("welcome", None).version == "1"
+    assert len(http_server.seen("GET")) == 1
+    clock.now += 2
+    assert client.get("welcome", None).version == "2"
+    assert len(http_server.seen("GET")) == 2
+
+
+def test_404_is_permanent_and_never_opens_the_breaker(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    client = _client(http_server, http, fail_max=2)
+    for _ in range(6):
+        with pytest.raises(PermanentFailure) as caught:
+            client.get("missing", None)
+        assert caught.value.reason is Reason.TEMPLATE_NOT_FOUND
+    assert client.breaker_state == "closed"
+    assert len(http_server.seen("GET")) == 6
+
+
+def test_404_drops_the_last_known_good_copy(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    http_server.route("GET", PATH, Reply(200, GOOD), Reply(404), BROKEN)
+    client = _client(http_server, http, cache_seconds=0)
+    client.get("welcome", None)
+    with pytest.raises(PermanentFailure):
+        client.get("welcome", None)
+    with pytest.raises(TransientFailure):  # no stale copy left to serve
+        client.get("welcome", None)
+
+
+def test_5xx_opens_the_breaker_then_no_request_is_made(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    http_server.route("GET", PATH, BROKEN)
+    client = _client(http_server, http, fail_max=3)
+    for _ in range(3):  # the third call trips the breaker and still reports its own failure
+        with pytest.raises(TransientFailure) as caught:
+            client.get("welcome", None)
+        assert not isinstance(caught.value, DeferredFailure)
+        assert caught.value.reason is Reason.TEMPLATE_SERVICE_UNAVAILABLE
+        assert "HTTP 500" in caught.value.detail
+    assert client.breaker_state == "open"
+    for _ in range(5):
+        with pytest.raises(DeferredFailure) as deferred:
+            client.get("welcome", None)
+        assert deferred.value.reason is Reason.TEMPLATE_SERVICE_UNAVAILABLE
+    assert len(http_server.seen("GET")) == 3
+
+
+def test_last_known_good_is_served_while_failing_and_open(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    http_server.route("GET", PATH, Reply(200, GOOD | {"version": "v1"}), BROKEN)
+    client = _client(http_server, http, cache_seconds=0, fail_max=2)
+    assert client.get("welcome", None).version == "v1"
+    for _ in range(5):
+        assert client.get("welcome", None).version == "v1"
+    assert client.breaker_state == "open"
+    assert len(http_server.seen("GET")) == 3  # one success, then fail_max failures
+    with pytest.raises(DeferredFailure):  # another template has no copy to fall back on
+        client.get("other", None)
+
+
+def test_half_open_trial_recovers_or_reopens(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    http_server.route("GET", PATH, BROKEN)
+    client = _client(http_server, http, fail_max=2, reset_seconds=0.3)
+    for _ in range(2):
+        with pytest.raises(TransientFailure):
+            client.get("welcome", None)
+    time.sleep(0.35)
+    with pytest.raises(TransientFailure):  # the trial call fails: open again at once
+        client.get("welcome", None)
+    assert client.breaker_state == "open"
+    with pytest.raises(DeferredFailure):
+        client.get("welcome", None)
+    assert len(http_server.seen("GET")) == 3
+    http_server.route("GET", PATH, Reply(200, GOOD))
+    time.sleep(0.35)
+    assert client.get("welcome", None).subject == GOOD["subject"]
+    assert client.breaker_state == "closed"
+
+
+def test_timeout_is_transient(http_server: FakeHttpServer) -> None:
+    http_server.route("GET", PATH, Reply(200, GOOD, delay=0.6))
+    with make_http_client(0.2) as http:
+        started = time.monotonic()
+        with pytest.raises(TransientFailure) as caught:
+            _client(http_server, http).get("welcome", None)
+        assert time.monotonic() - started < 0.55
+    assert "timeout" in caught.value.detail
+
+
+def test_refused_connection_is_transient(http: httpx.Client) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = TemplateClient(f"http://127.0.0.1:{port}", http)
+    with pytest.raises(TransientFailure) as caught:
+        client.get("welcome", None)
+    assert "connection failed" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("reply", "detail"),
+    [
+        (Reply(200, "<html>oops</html>"), "malformed"),
+        (Reply(200, {"success": True, "data": {"html": "<p>x</p>"}}), "no subject"),
+        (Reply(200, {"subject": "S", "text": "only text"}), "no html body"),
+        (Reply(200, {"subject": "S", "html": "x" * 5000}), "too large"),
+        (Reply(401, {"error": "unauthorized"}), "configuration"),
+        (Reply(302, headers={"Location": "/api/v1/templates/elsewhere"}), "redirect"),
+    ],
+)
+def test_bad_answers_are_transient_and_count(
+    http_server: FakeHttpServer, http: httpx.Client, reply: Reply, detail: str
+) -> None:
+    http_server.route("GET", PATH, reply)
+    client = _client(http_server, http, fail_max=2, max_bytes=1024)
+    for _ in range(2):
+        with pytest.raises(TransientFailure) as caught:
+            client.get("welcome", None)
+        assert detail in caught.value.detail
+    assert client.breaker_state == "open"
+    assert [r.path for r in http_server.seen()] == [PATH, PATH]  # redirects not followed
+
+
+def test_slow_calls_run_in_parallel(http_server: FakeHttpServer, http: httpx.Client) -> None:
+    codes = [f"t{i}" for i in range(5)]
+    for code in codes:
+        http_server.route("GET", f"/api/v1/templates/{code}", Reply(200, GOOD, delay=0.4))
+    client = _client(http_server, http)
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda c=code: results.append(client.get(c, None).code))
+        for code in codes
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == codes
+    assert time.monotonic() - started < 1.4  # serialised behind the breaker it would take 2 s

@@ -1,0 +1,183 @@
+"""The ``email-worker`` processes under stress: SIGKILL mid-pipeline, SIGTERM with a full
+prefetch buffer, a broker restart, a topology conflict, the health endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pika
+import pytest
+
+from tests.support.http import Reply
+from tests.support.smtp import Behaviour
+from tests.support.stack import TEMPLATE, Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def worker_process(stack: Stack, *args: str, **overrides: Any) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, **stack.environment(**overrides)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "email_worker", *(args or ("run",))],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def message(request_id: str, address: str) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "template_code": "welcome",
+        "to_email": address,
+        "variables": {"name": "Ada", "link": "l"},
+    }
+
+
+def test_killed_between_claim_and_send_is_delivered_once_after_restart(stack: Stack) -> None:
+    request_id = f"kill-{uuid.uuid4().hex[:8]}"
+    # The first template fetch hangs: the worker has claimed the request and is mid-pipeline.
+    stack.http.route(
+        "GET",
+        "/api/v1/templates/slow",
+        Reply(200, {"data": TEMPLATE}, delay=30),
+        Reply(200, {"data": TEMPLATE}),
+    )
+    overrides = {"lease_seconds": 2, "http_timeout": 60, "retry_delays": [0.5, 1.0]}
+    with worker_process(stack, **overrides) as first:
+        stack.publish({**message(request_id, "once@example.com"), "template_code": "slow"})
+        wait_for(lambda: stack.status(request_id) == "sending", 20, "the claim")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert stack.smtp.messages == []
+    with worker_process(stack, **overrides):
+        wait_for(lambda: stack.status(request_id) == "sent", 30, "delivery after restart")
+        wait_for(stack.idle, 10)
+    assert len(stack.emails_to("once@example.com")) == 1
+    events = [
+        e["event"]
+        for e in stack.query(
+            "SELECT event FROM email_events WHERE request_id = %s ORDER BY id", request_id
+        )
+    ]
+    assert "taken_over" in events
+
+
+def test_sigterm_drains_in_flight_work_and_exits_zero(stack: Stack) -> None:
+    ids = [f"term-{n}-{uuid.uuid4().hex[:6]}" for n in range(20)]
+    stack.smtp.enqueue(*[Behaviour(delay=0.2)] * 20)
+    with worker_process(stack, concurrency=2, prefetch=10) as process:
+        for n, request_id in enumerate(ids):
+            stack.publish(message(request_id, f"t{n}@example.com"))
+        wait_for(lambda: len(stack.smtp.messages) >= 2, 20, "the first sends")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    sent = sum(stack.status(r) == "sent" for r in ids)
+    assert 2 <= sent < 20
+    assert stack.queued() == 20 - sent  # nothing stuck unacked, nothing lost
+    with worker_process(stack):
+        wait_for(lambda: all(stack.status(r) == "sent" for r in ids), 30)
+    assert len(stack.smtp.messages) == 20
+
+
+def test_broker_restart_mid_run_loses_and_duplicates_nothing(stack: Stack) -> None:
+    before = [f"b-{n}-{uuid.uuid4().hex[:6]}" for n in range(10)]
+    after = [f"a-{n}-{uuid.uuid4().hex[:6]}" for n in range(10)]
+    worker = stack.start_worker()
+    for n, request_id in enumerate(before):
+        stack.publish(message(request_id, f"b{n}@example.com"))
+    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True)
+    try:
+        time.sleep(1)
+    finally:
+        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
+        subprocess.run(["rabbitmqctl", "await_startup"], check=False, capture_output=True)
+    wait_for(lambda: worker.consumer.consuming, 60, "the worker to reconnect")
+    for n, request_id in enumerate(after):
+        stack.publish(message(request_id, f"a{n}@example.com"))
+    wait_for(lambda: all(stack.status(r) == "sent" for r in before + after), 60)
+    wait_for(stack.idle, 20)
+    addresses = [rcpt for m in stack.smtp.messages for rcpt in m.rcpt_tos]
+    assert sorted(addresses) == sorted(
+        [f"b{n}@example.com" for n in range(10)] + [f"a{n}@example.com" for n in range(10)]
+    )
+
+
+def test_topology_conflict_fails_start_up_naming_queue_and_setting(stack: Stack) -> None:
+    queue = f"{stack.prefix}.conflict.queue"
+    connection = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
+    connection.channel().queue_declare(queue, durable=True)  # classic, no arguments
+    connection.close()
+    try:
+        with worker_process(stack, email_queue=queue) as process:
+            output = process.communicate(timeout=30)[0].decode()
+            assert process.returncode == 3
+        assert queue in output and "EMAIL_WORKER_PASSIVE_TOPOLOGY" in output
+        assert "x-queue-type" in output or "x-dead-letter" in output
+        with worker_process(
+            stack, "run", email_queue=queue, passive_topology=True, http_port=free_port()
+        ) as passive:
+            time.sleep(3)
+            assert passive.poll() is None  # passive mode accepts the existing queue
+    finally:
+        connection = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
+        connection.channel().queue_delete(queue)
+        connection.close()
+
+
+def test_health_and_readiness_endpoints(stack: Stack) -> None:
+    port = free_port()
+    with worker_process(stack, http_port=port) as process:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        wait_for(ready, 20, "readiness")
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            assert json.loads(response.read()) == {"status": "ok"}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+
+
+def test_bad_setting_stops_start_up_naming_it(stack: Stack) -> None:
+    env = {**os.environ, "EMAIL_WORKER_SMTP_PORT": "not-a-port"}
+    result = subprocess.run(
+        [sys.executable, "-m", "email_worker", "run"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert b"EMAIL_WORKER_SMTP_PORT" in result.stderr

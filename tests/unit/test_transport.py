@@ -1,0 +1,264 @@
+"""Unit tests of templates_client.transport: SSRF allow-list, internal addresses, capped JSON
+reading, envelopes and failure classification (httpx.MockTransport, no network)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from schemas.failures import PermanentFailure, Reason, TransientFailure
+from templates_client.transport import (
+    ResponseTooLarge,
+    get_object,
+    host_allowed,
+    is_internal_ip,
+    make_http_client,
+    read_json,
+    unwrap_envelope,
+    unwrap_ip,
+)
+
+ALLOWED = ["hooks.example.com", "*.example.org", "127.0.0.1", "[2001:db8::5]", "Gateway.Local"]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://hooks.example.com/api/v1/email/status/", True),
+        ("http://hooks.example.com:8443/x", True),  # non-default ports are fine
+        ("https://HOOKS.EXAMPLE.COM/x", True),  # case-insensitive
+        ("https://hooks.example.com./x", True),  # trailing dot is the same host
+        ("https://gateway.local/x", True),  # entries are case-insensitive too
+        ("https://a.example.org/x", True),  # wildcard: subdomain
+        ("https://a.b.example.org/x", True),  # wildcard: deeper subdomain
+        ("https://example.org/x", False),  # wildcard: not the apex
+        ("https://evilexample.org/x", False),  # suffix without a dot boundary
+        ("https://example.org.evil.com/x", False),
+        ("https://other.example.com/x", False),  # exact entries do not admit subdomains
+        ("https://hooks.example.com.evil.com/x", False),
+        ("ftp://hooks.example.com/x", False),
+        ("file:///etc/passwd", False),
+        ("javascript:alert(1)", False),
+        ("//hooks.example.com/x", False),  # no scheme
+        ("http://a@hooks.example.com/", False),  # userinfo
+        ("http://user:pw@hooks.example.com/", False),
+        ("http://@hooks.example.com/", False),
+        ("http://evil.com\\@hooks.example.com/", False),  # parser differential
+        ("http://hooks.example.com\r\nX: y/", False),
+        ("http://hooks.example.com /", False),
+        ("http://hooks.example.com#@evil.com/", True),  # the fragment is not the authority
+        ("http://[::1/", False),  # malformed: refused, never raises
+        ("http://[zz]/", False),
+        ("not a url", False),
+        ("", False),
+        # IP literals: only when that exact address is listed.
+        ("http://127.0.0.1:8080/cb", True),
+        ("http://[2001:db8::5]/cb", True),
+        ("http://[2001:db8:0:0:0:0:0:5]/cb", True),  # same address, other spelling
+        ("http://127.0.0.2/", False),
+        ("http://localhost/", False),
+        ("http://10.0.0.1/", False),
+        ("http://172.16.0.1/", False),
+        ("http://192.168.1.1/", False),
+        ("http://169.254.169.254/latest/meta-data/", False),
+        ("http://[::1]/", False),
+        ("http://[::ffff:127.0.0.1]/", False),  # listing 127.0.0.1 does not admit its v6 form
+        ("http://[64:ff9b::7f00:1]/", False),
+        ("http://[2002:7f00:1::]/", False),
+        ("http://8.8.8.8/", False),  # public, but not listed
+        # Legacy numeric hosts a resolver reads as 127.0.0.1.
+        ("http://2130706433/", False),
+        ("http://0177.0.0.1/", False),
+        ("http://0x7f.0.0.1/", False),
+        ("http://0x7f000001/", False),
+        ("http://127.1/", False),
+        ("http://%31%32%37.0.0.1/", False),
+        ("http://[fe80::1%25eth0]/", False),
+    ],
+)
+def test_host_allowed(url: str, expected: bool) -> None:
+    assert host_allowed(url, ALLOWED) is expected
+
+
+def test_legacy_numeric_forms_are_refused_even_when_listed_verbatim() -> None:
+    assert host_allowed("http://2130706433/", ["2130706433"]) is False
+    assert host_allowed("http://127.1/", ["127.1"]) is False
+
+
+def test_empty_allow_list_allows_nothing() -> None:
+    assert host_allowed("https://hooks.example.com/", []) is False
+    assert host_allowed("https://hooks.example.com/", ["*", "*.", ""]) is False
+
+
+def test_idn_hosts_match_their_entries() -> None:
+    assert host_allowed("https://BÜCHER.example/x", ["bücher.example"]) is True
+    assert host_allowed("https://xn--bcher-kva.example/x", ["bücher.example"]) is True
+    assert host_allowed("https://a.bücher.example/x", ["*.BÜCHER.example"]) is True
+
+
+@pytest.mark.parametrize(
+    ("address", "internal"),
+    [
+        ("127.0.0.1", True),
+        ("127.255.0.9", True),
+        ("10.1.2.3", True),
+        ("172.16.0.1", True),
+        ("172.31.255.255", True),
+        ("192.168.0.1", True),
+        ("169.254.169.254", True),
+        ("100.64.0.1", True),  # shared address space (carrier-grade NAT)
+        ("0.0.0.0", True),
+        ("224.0.0.1", True),  # multicast
+        ("240.0.0.1", True),  # reserved
+        ("255.255.255.255", True),
+        ("::1", True),
+        ("::", True),
+        ("fe80::1", True),
+        ("fc00::1", True),
+        ("ff02::1", True),
+        ("::ffff:127.0.0.1", True),  # IPv4-mapped
+        ("::ffff:10.0.0.1", True),
+        ("64:ff9b::7f00:1", True),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", True),  # NAT64 of 169.254.169.254
+        ("64:ff9b:1::1", True),  # local-use NAT64
+        ("2002:7f00:1::", True),  # 6to4 of 127.0.0.1
+        ("2002:a00:1::", True),  # 6to4 of 10.0.0.1
+        ("::7f00:1", True),  # IPv4-compatible 127.0.0.1
+        ("8.8.8.8", False),
+        ("172.32.0.1", False),
+        ("2606:4700:4700::1111", False),
+        ("::ffff:8.8.8.8", False),
+        ("64:ff9b::808:808", False),  # NAT64 of 8.8.8.8
+        ("2002:808:808::", False),  # 6to4 of 8.8.8.8
+    ],
+)
+def test_is_internal_ip(address: str, internal: bool) -> None:
+    assert is_internal_ip(ipaddress.ip_address(address)) is internal
+
+
+def test_unwrap_ip_extracts_the_ipv4_inside() -> None:
+    loopback = ipaddress.IPv4Address("127.0.0.1")
+    for form in ("::ffff:127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::", "::127.0.0.1"):
+        assert unwrap_ip(ipaddress.ip_address(form)) == loopback
+    assert unwrap_ip(ipaddress.ip_address("::1")) == ipaddress.ip_address("::1")
+
+
+def _streamed(chunks: list[bytes], headers: dict[str, str] | None = None) -> httpx.Response:
+    def body() -> Iterator[bytes]:
+        yield from chunks
+
+    return httpx.Response(200, headers=headers, content=body())
+
+
+def test_read_json_reads_bodies_within_the_cap() -> None:
+    assert read_json(httpx.Response(200, content=b'{"a": 1}'), 8) == {"a": 1}
+    assert read_json(_streamed([b'{"a"', b": [1, 2]}"]), 100) == {"a": [1, 2]}
+
+
+def test_read_json_refuses_bodies_over_the_cap() -> None:
+    with pytest.raises(ResponseTooLarge):
+        read_json(httpx.Response(200, content=b'{"a": 12}'), 8)
+    with pytest.raises(ResponseTooLarge):
+        read_json(_streamed([b"[1,", b"2,", b"3]"]), 4)
+
+
+def test_read_json_trusts_a_declared_length_over_the_cap_without_reading() -> None:
+    def never() -> Iterator[bytes]:
+        raise AssertionError("the body must not be read")
+        yield b""
+
+    response = httpx.Response(200, headers={"Content-Length": "5000"}, content=never())
+    with pytest.raises(ResponseTooLarge):
+        read_json(response, 100)
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"{", b"\xff\xfe\x00garbage"])
+def test_read_json_refuses_malformed_bodies(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        read_json(httpx.Response(200, content=body), 1000)
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        ({"success": True, "data": {"subject": "Hi"}}, {"subject": "Hi"}),
+        ({"success": True, "data": {"x": 1}, "message": "ok", "meta": {}}, {"x": 1}),
+        ({"data": {"x": 1}}, {"x": 1}),
+        ({"subject": "Hi", "html": "<p>x</p>"}, {"subject": "Hi", "html": "<p>x</p>"}),
+        # A bare object that happens to have a "data" field stays whole.
+        ({"subject": "Hi", "data": {"x": 1}}, {"subject": "Hi", "data": {"x": 1}}),
+    ],
+)
+def test_unwrap_envelope(obj: object, expected: dict[str, object]) -> None:
+    assert unwrap_envelope(obj) == expected
+
+
+@pytest.mark.parametrize(
+    "obj", [[1, 2], "text", None, 3, {"success": False, "data": {"x": 1}}, {"success": False}]
+)
+def test_unwrap_envelope_refuses(obj: object) -> None:
+    with pytest.raises(ValueError):
+        unwrap_envelope(obj)
+
+
+def test_make_http_client_is_hardened() -> None:
+    with make_http_client(2.5, max_connections=3) as client:
+        assert client.follow_redirects is False
+        assert client.trust_env is False
+        timeout = client.timeout
+        assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (2.5,) * 4
+
+
+def _client(reply: httpx.Response | Exception) -> httpx.Client:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def _get(client: httpx.Client) -> dict[str, object]:
+    return get_object(
+        client,
+        "http://svc.test/x",
+        reason=Reason.TEMPLATE_SERVICE_UNAVAILABLE,
+        not_found=Reason.TEMPLATE_NOT_FOUND,
+        max_bytes=64,
+    )
+
+
+def test_get_object_unwraps_a_2xx_answer() -> None:
+    assert _get(_client(httpx.Response(200, json={"success": True, "data": {"a": 1}}))) == {"a": 1}
+
+
+def test_get_object_404_is_permanent() -> None:
+    with pytest.raises(PermanentFailure) as caught:
+        _get(_client(httpx.Response(404, json={"error": "nope"})))
+    assert caught.value.reason is Reason.TEMPLATE_NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("reply", "detail"),
+    [
+        (httpx.Response(500), "HTTP 500"),
+        (httpx.Response(503), "HTTP 503"),
+        (httpx.Response(429), "HTTP 429"),
+        (httpx.Response(401), "configuration"),
+        (httpx.Response(302, headers={"Location": "http://169.254.169.254/"}), "redirect"),
+        (httpx.Response(200, content=b"<html>"), "malformed"),
+        (httpx.Response(200, content=b"[1]"), "malformed"),
+        (httpx.Response(200, content=b"[" + b"1," * 100 + b"1]"), "too large"),
+        (httpx.ConnectError("refused"), "connection failed"),
+        (httpx.ReadTimeout("slow"), "timeout"),
+    ],
+)
+def test_get_object_transient_failures(reply: httpx.Response | Exception, detail: str) -> None:
+    with pytest.raises(TransientFailure) as caught:
+        _get(_client(reply))
+    assert caught.value.reason is Reason.TEMPLATE_SERVICE_UNAVAILABLE
+    assert detail in caught.value.detail
+    assert "svc.test" not in caught.value.detail
