@@ -9,6 +9,7 @@ Uses its own ``demo.*`` queues, removed at the end; the ledger rows stay for ins
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -108,7 +109,7 @@ def scenarios(run: str) -> list[Scenario]:
         ),
         Scenario(
             "invalid JSON",
-            None,
+            rid(9),
             b'{"request_id": "' + rid(9).encode() + b'", "templ',
             expect="failed",
         ),
@@ -198,6 +199,8 @@ def _dead_letters(settings: Settings) -> list[dict[str, Any]]:
 def run_demo(settings: Settings, *, timeout: float = 60.0) -> int:
     """Run the demo; returns 0 when every message ended where it should."""
     run = uuid.uuid4().hex[:6]
+    # The worker's JSON outcome lines would bury the summary; errors still show.
+    logging.getLogger().setLevel(logging.ERROR)
     sink, http = SmtpSink(flaky={"flaky@example.com"}).start(), DemoHttp().start()
     demo = _demo_settings(settings, sink, http)
     db = Database(demo.database_url.get_secret_value(), pool_size=2)

@@ -5,6 +5,7 @@ service, the user service and the gateway's callback endpoint. Loopback only, fr
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,10 +79,11 @@ class SmtpSink:
     port: int = 0
 
     def start(self) -> SmtpSink:
-        self._controller = Controller(_SinkHandler(self), hostname="127.0.0.1", port=0)
+        with socket.socket() as probe:  # aiosmtpd's readiness probe cannot use port 0
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self._controller = Controller(_SinkHandler(self), hostname="127.0.0.1", port=self.port)
         self._controller.start()
-        server: Any = self._controller.server
-        self.port = int(server.sockets[0].getsockname()[1])
         return self
 
     def stop(self) -> None:
