@@ -37,6 +37,10 @@ demo: install services
 	$(BIN)/email-worker migrate
 	$(BIN)/email-worker demo
 
+## The throughput benchmark (issue 4): see benchmarks/README.md (fast sink: apt-get install postfix).
+bench: install services
+	$(BIN)/python -m benchmarks --messages 20000 --write-results
+
 schemas: install
 	$(BIN)/python -m schemas
 

@@ -10,14 +10,24 @@ import threading
 from types import FrameType
 
 import pika
+from prometheus_client import REGISTRY
 
 from email_worker.config import Settings
 from email_worker.consumer import Consumer, Delivery
 from email_worker.db import Database
 from email_worker.disposition import Retry, RetryPolicy
-from email_worker.health import HealthServer
+from email_worker.health import HealthServer, Readiness, TcpProbe
 from email_worker.ledger import PgLedger
 from email_worker.mailer import SmtpMailer
+from email_worker.metrics import (
+    Cached,
+    LiveGauges,
+    LiveSources,
+    MeteredMailer,
+    WorkerMetrics,
+    pending_callbacks,
+    queue_stats,
+)
 from email_worker.migrations import get_or_create_secret
 from email_worker.pipeline import Pipeline, PipelineConfig
 from email_worker.ports import Notifier
@@ -25,6 +35,7 @@ from email_worker.publisher import Publisher, PublishError
 from email_worker.recipients import RecipientDirectory, UserServiceClient
 from email_worker.render import TemplateRenderer
 from email_worker.settlement import Settler
+from email_worker.status_api import StatusApi, StatusReader
 from email_worker.tasks import CeleryNotifier, make_celery
 from email_worker.topology import Topology, connection_parameters, declare
 from templates_client.client import TemplateClient
@@ -60,6 +71,10 @@ class Worker:
         self.db = Database(
             settings.database_url.get_secret_value(), pool_size=settings.db_pool_size
         )
+        # Scrapes and status queries get a pool of their own: they never take a connection
+        # the pipeline is waiting for.
+        self.observer_db = Database(settings.database_url.get_secret_value(), pool_size=2)
+        self.metrics = WorkerMetrics()
         secret = secret_value(settings.message_id_secret)
         self._http = make_http_client(settings.http_timeout)
         self.templates = TemplateClient(
@@ -91,6 +106,7 @@ class Worker:
             notifier = CeleryNotifier(
                 make_celery(settings.broker_for_celery, settings.callback_queue)
             )
+        self.notifier = notifier
         self.topology = Topology.from_settings(settings)
         self.pipeline = Pipeline(
             PipelineConfig(
@@ -115,7 +131,7 @@ class Worker:
             RecipientDirectory(self.users),
             self.templates,
             TemplateRenderer(max_rendered_bytes=settings.max_rendered_bytes),
-            self.mailer,
+            MeteredMailer(self.mailer, self.metrics.send_duration),
             notifier,
         )
         amqp = settings.amqp_url.get_secret_value()
@@ -131,10 +147,41 @@ class Worker:
             concurrency=settings.concurrency,
             drain_seconds=settings.drain_seconds,
         )
+        self.smtp_probe = TcpProbe(
+            settings.smtp_host,
+            settings.smtp_port,
+            interval=settings.smtp_probe_interval_seconds,
+            timeout=min(2.0, settings.smtp_timeout),
+        )
+        self.metrics.registry.register(LiveGauges(self._live_sources()))
+
+    def _live_sources(self) -> LiveSources:
+        settings = self.settings
+        params = connection_parameters(
+            settings.amqp_url.get_secret_value(), 0, "email-worker metrics"
+        )
+        # A scrape must answer quickly even when the broker does not.
+        params.socket_timeout, params.stack_timeout, params.blocked_connection_timeout = 2, 3, 3
+        queues = (settings.email_queue, settings.failed_queue)
+        ttl = settings.metrics_cache_seconds
+        breakers = {"template_service": lambda: self.templates.breaker_state}
+        if self.users is not None:
+            users = self.users
+            breakers["user_service"] = lambda: users.breaker_state
+        return LiveSources(
+            breakers=breakers,
+            in_flight=lambda: self.consumer.in_flight,
+            paused=lambda: self.consumer.paused,
+            pending_callbacks=Cached(lambda: pending_callbacks(self.observer_db), ttl).get,
+            queues=Cached(lambda: queue_stats(params, queues), ttl).get,
+            email_queue=settings.email_queue,
+        )
 
     def process(self, delivery: Delivery) -> None:
         """Decide, publish what the decision needs, then ack; requeue if the publish failed."""
+        self.metrics.received()
         decision = self.pipeline.handle(delivery)
+        self.metrics.decided(decision, delivery.properties.timestamp)
         try:
             self.settler.settle(delivery, decision)
         except PublishError as exc:
@@ -144,17 +191,33 @@ class Worker:
             self.consumer.nack(delivery, requeue=True)
             return
         self.consumer.ack(delivery)
+        self.metrics.settled(decision)
         if isinstance(decision, Retry) and decision.pause:
             self.consumer.pause(self.settings.pause_seconds)
 
-    def readiness(self) -> dict[str, bool]:
-        return {
-            "broker": self.consumer.consuming,
-            "database": self.db.ping(),
-            "template_service": self.templates.breaker_state != "open",
-            "user_service": self.users is None or self.users.breaker_state != "open",
-            "smtp": not self.consumer.paused,
-        }
+    def readiness(self) -> Readiness:
+        """Gating: the consumer is connected (consuming, or deliberately paused), the database
+        answers, the relay accepts TCP connections and consumption is not paused. Breaker
+        states are reported but do not gate: an outage of a shared dependency would otherwise
+        take every replica out of service at once, and the breakers already defer the work."""
+        paused = self.consumer.paused
+        breakers = {"template_service": self.templates.breaker_state}
+        breakers["user_service"] = self.users.breaker_state if self.users else "disabled"
+        return Readiness(
+            checks={
+                "broker": self.consumer.consuming or paused,
+                "database": self.db.ping(),
+                "smtp": not paused and self.smtp_probe.reachable(),
+            },
+            info=breakers,
+        )
+
+    def status_api(self) -> StatusApi:
+        token = secret_value(self.settings.status_api_token)
+        reader = StatusReader(
+            self.observer_db, expose_content=self.settings.status_api_expose_content
+        )
+        return StatusApi(reader, token=token)
 
     def run(self, *, install_signals: bool = True) -> None:
         """Serve until stopped; returns after draining. Raises ``TopologyError`` at start-up."""
@@ -165,7 +228,11 @@ class Worker:
         health = None
         if self.settings.http_port:
             health = HealthServer(
-                self.settings.http_host, self.settings.http_port, self.readiness
+                self.settings.http_host,
+                self.settings.http_port,
+                self.readiness,
+                registries=(self.metrics.registry, REGISTRY),
+                api=self.status_api(),
             ).start()
         try:
             self.consumer.run()
@@ -178,9 +245,13 @@ class Worker:
         self.consumer.stop()
 
     def close(self) -> None:
+        close_notifier = getattr(self.notifier, "close", None)
+        if callable(close_notifier):
+            close_notifier()
         self.publisher.close()
         self.mailer.close()
         self._http.close()
+        self.observer_db.close()
         self.db.close()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -25,6 +25,7 @@ from psycopg2.extensions import cursor
 
 from email_worker import __version__
 from email_worker.db import Database
+from email_worker.metrics import count_callback
 from email_worker.signing import sign
 from schemas.callback import CallbackStatus, StatusCallback
 
@@ -167,11 +168,14 @@ class CallbackDispatcher:
         with self._db.transaction() as cur:
             cur.execute(_CLAIM, {"id": outbox_id, "lease": self._lease})
             row = cur.fetchone()
-            if row is None:
-                return _refusal(cur, outbox_id)
+            refused = _refusal(cur, outbox_id) if row is None else None
+        if row is None:
+            count_callback(str(refused))  # counted once committed: "superseded" is settled
+            return str(refused)
         job = _job(outbox_id, row)
         answer = self._post(job)  # no transaction is open here
         outcome = self._settle(job, answer)
+        count_callback(outcome)
         log.info(
             "callback %s",
             outcome,

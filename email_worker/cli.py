@@ -1,16 +1,20 @@
 """The ``email-worker`` console script (also ``python -m email_worker``).
 
-Commands: ``migrate``, ``run``, ``callbacks``, ``beat``, ``dlq list``, ``demo``. A bad setting
-stops start-up with exit code 2 and a message naming the variable; a topology conflict exits 3.
+Commands: ``migrate``, ``run``, ``callbacks``, ``beat``, ``dlq list|show|replay|export|purge``
+and ``demo``. A bad setting stops start-up with exit code 2 and a message naming the variable; a
+topology conflict exits 3. The ``dlq`` commands exit 1 when the broker refuses or a record is not
+found, and 2 when they refuse to act (see docs/dlq.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pika
+from pika.exceptions import AMQPError
 from pydantic import ValidationError
 
 from email_worker import logs
@@ -38,13 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="consume email.queue until SIGTERM/SIGINT, then drain")
     commands.add_parser("callbacks", help="deliver status callbacks (a Celery worker)")
     commands.add_parser("beat", help="periodic maintenance (Celery beat)")
-    dlq = commands.add_parser("dlq", help="the dead-letter queue").add_subparsers(
-        dest="dlq_command", required=True
-    )
-    listing = dlq.add_parser("list", help="one line per record; leaves the queue untouched")
-    listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    listing.add_argument("--reason", help="only records with this failure_reason")
-    listing.add_argument("--limit", type=int, default=1000)
+    _dlq_parser(commands)
     demo = commands.add_parser("demo", help="the whole pipeline on the local services")
     demo.add_argument("--timeout", type=float, default=60.0)
     return parser
@@ -75,7 +73,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         tasks.configure(settings)
         return tasks.start(args.command, settings)
     if args.command == "dlq":
-        return _dlq_list(settings, as_json=args.json, reason=args.reason, limit=args.limit)
+        return _dlq(args, settings)
     from email_worker.demo import run_demo
 
     return run_demo(settings, timeout=args.timeout)
@@ -94,14 +92,195 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _dlq_list(settings: Settings, *, as_json: bool, reason: str | None, limit: int) -> int:
+# The dead-letter queue (CONTRACT section 8; the runbook is docs/dlq.md). ---------------------
+
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+EXPORT_STATE_FILE = "dlq-exports.json"
+DlqHandler = Callable[[argparse.Namespace, Settings, pika.BlockingConnection], int]
+
+
+def _dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = commands.add_parser("dlq", help="the dead-letter queue (see docs/dlq.md)")
+    verbs = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = verbs.add_parser("list", help="one line per record; leaves the queue untouched")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.add_argument("--reason", metavar="CODE", help="only records with this failure_reason")
+    listing.add_argument("--limit", metavar="N", type=_positive(int), default=1000)
+    show = verbs.add_parser("show", help="headers, properties and original body of a record")
+    show.add_argument("request_id")
+    replay = verbs.add_parser("replay", help="republish records to email.queue, then remove")
+    replay.add_argument("--reason", metavar="CODE", help="records with this failure_reason")
+    replay.add_argument("--request-id", metavar="ID", help="records of this request_id")
+    replay.add_argument("--all", action="store_true", help="every record")
+    replay.add_argument(
+        "--limit", metavar="N", type=_positive(int), help="replay at most N records"
+    )
+    replay.add_argument(
+        "--rate", metavar="PER_S", type=_positive(float), help="at most PER_S publishes a second"
+    )
+    replay.add_argument("--dry-run", action="store_true", help="print, change nothing")
+    export = verbs.add_parser("export", help="write every record to FILE as JSON lines")
+    export.add_argument("file", metavar="FILE", type=Path)
+    purge = verbs.add_parser("purge", help="remove the exported records (or all with --force)")
+    purge.add_argument("--yes", action="store_true", help="confirm: records are removed for good")
+    purge.add_argument("--force", action="store_true", help="remove every record, exported or not")
+    for parser in (export, purge):
+        parser.add_argument(
+            "--state-dir", metavar="DIR", type=Path, help="where the last export is recorded"
+        )
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return value
+
+    return parse
+
+
+def _dlq_refusal(args: argparse.Namespace) -> str | None:
+    """Why a dlq command refuses its arguments before touching the broker, or None."""
+    if args.dlq_command == "replay":
+        if args.all and (args.reason or args.request_id):
+            return "--all cannot be combined with --reason or --request-id"
+        if not (args.all or args.reason or args.request_id):
+            return "choose records with --reason CODE, --request-id ID or --all"
+    if args.dlq_command == "purge" and not args.yes:
+        return "purge removes records for good; confirm with --yes (export them first)"
+    return None
+
+
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from email_worker.dlq import DlqError
+    from email_worker.publisher import PublishError
+
+    command = f"dlq {args.dlq_command}"
+    refusal = _dlq_refusal(args)
+    if refusal is not None:
+        print(f"{command}: {refusal}", file=sys.stderr)
+        return EXIT_REFUSED
+    handlers: dict[str, DlqHandler] = {
+        "list": _dlq_list,
+        "show": _dlq_show,
+        "replay": _dlq_replay,
+        "export": _dlq_export,
+        "purge": _dlq_purge,
+    }
+    url = settings.amqp_url.get_secret_value()
+    try:
+        connection = pika.BlockingConnection(
+            connection_parameters(url, 0, f"email-worker {command}")
+        )
+        try:
+            return handlers[args.dlq_command](args, settings, connection)
+        finally:
+            if connection.is_open:
+                connection.close()
+    except (DlqError, PublishError, AMQPError, OSError) as exc:
+        print(f"{command}: {str(exc) or type(exc).__name__}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _dlq_list(
+    args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
+) -> int:
     from email_worker.dlq import browse, format_line
 
-    params = connection_parameters(settings.amqp_url.get_secret_value(), 0, "email-worker dlq")
-    connection = pika.BlockingConnection(params)
+    queue = settings.failed_queue
+    for record in browse(connection, queue, limit=args.limit, reason=args.reason):
+        print(format_line(record, as_json=args.json))
+    return 0
+
+
+def _dlq_show(
+    args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
+) -> int:
+    from email_worker.dlq import browse, show_document
+
+    queue = settings.failed_queue
+    found = [
+        record
+        for record in browse(connection, queue, limit=sys.maxsize)
+        if record.headers.request_id == args.request_id
+    ]
+    if not found:
+        print(
+            f"dlq show: no record with request_id {args.request_id!r} in {queue}", file=sys.stderr
+        )
+        return EXIT_FAILED
+    for record in found:
+        print(show_document(record))
+    return 0
+
+
+def _dlq_replay(
+    args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
+) -> int:
+    from email_worker.dlq import DeadLetterRecord, format_line
+    from email_worker.publisher import Publisher
+    from email_worker.replay import Pacer, Selector, Target, replay
+
+    exchange, key = settings.exchange, settings.routing_keys[0]
+    url = settings.amqp_url.get_secret_value()
+    publisher = None if args.dry_run else Publisher(connection_parameters(url, 0, "dlq replay"))
+    target = None if publisher is None else Target(publisher, exchange, key)
+    replayed: list[DeadLetterRecord] = []
+
+    def report(record: DeadLetterRecord) -> None:
+        replayed.append(record)
+        print(format_line(record, as_json=False), flush=True)
+
     try:
-        for record in browse(connection, settings.failed_queue, limit=limit, reason=reason):
-            print(format_line(record, as_json=as_json))
+        replay(
+            connection,
+            settings.failed_queue,
+            target,
+            Selector(args.reason, args.request_id),
+            limit=args.limit,
+            pacer=Pacer(args.rate),
+            report=report,
+        )
     finally:
-        connection.close()
+        if publisher is not None:
+            publisher.close()
+        verb = "would replay" if args.dry_run else "replayed"
+        print(f"{verb} {len(replayed)} record(s) to {exchange!r} with routing key {key!r}")
+    return 0
+
+
+def _dlq_export(
+    args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
+) -> int:
+    from email_worker.dlq import ExportState, export, queue_key
+
+    key = queue_key(settings.amqp_url.get_secret_value(), settings.failed_queue)
+    summary = export(connection, settings.failed_queue, args.file, key=key)
+    state = ExportState((args.state_dir or settings.dlq_state_dir) / EXPORT_STATE_FILE)
+    state.record(summary)
+    print(f"exported {summary.records} record(s) to {args.file} (recorded in {state.path})")
+    return 0
+
+
+def _dlq_purge(
+    args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
+) -> int:
+    from email_worker.dlq import ExportState, queue_key
+    from email_worker.replay import NotExported, purge
+
+    queue = settings.failed_queue
+    state = ExportState((args.state_dir or settings.dlq_state_dir) / EXPORT_STATE_FILE)
+    exported = state.last(queue_key(settings.amqp_url.get_secret_value(), queue))
+    try:
+        removed = purge(connection, queue, exported, force=args.force)
+    except NotExported as exc:
+        print(
+            f"dlq purge: refused, nothing removed: {exc}. Run `email-worker dlq export FILE` "
+            "first, or pass --force to remove every record.",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    print(f"purged {removed} record(s) from {queue}")
     return 0

@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 PREFIX = "EMAIL_WORKER_"
 SECRET_FIELDS = (
+    "status_api_token",
     "smtp_password",
     "user_service_token",
     "callback_secret",
@@ -55,6 +56,12 @@ class FileSecretsSource(PydanticBaseSettingsSource):
             if value is not None:
                 found[key] = value
         return found
+
+
+def _default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/email-worker``, else ``~/.local/state/email-worker``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "email-worker"
 
 
 def _split(value: object) -> object:
@@ -136,6 +143,15 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
     beat_interval_seconds: float = Field(default=10.0, gt=0)
+
+    # Status API and metrics.
+    status_api_token: SecretStr | None = None  # when set, /api/ needs "Bearer <token>"
+    status_api_expose_content: bool = False  # recipient, subject and bodies in the status API
+    smtp_probe_interval_seconds: float = Field(default=10.0, gt=0)  # readiness TCP check
+    metrics_cache_seconds: float = Field(default=5.0, ge=0)  # outbox and queue gauges
+
+    # SRE tooling: where `dlq export` records what it exported (checked by `dlq purge`).
+    dlq_state_dir: Path = Field(default_factory=_default_state_dir)
 
     @field_validator("routing_keys", "callback_allowed_hosts", mode="before")
     @classmethod

@@ -68,7 +68,7 @@ class Database:
             raise DeferredFailure(Reason.DATABASE_UNAVAILABLE, "connection pool exhausted")
         conn: connection | None = None
         try:
-            conn = self._checkout()
+            conn = self._checkout_fast()
             with conn.cursor() as cur:
                 yield cur
             conn.commit()
@@ -91,6 +91,16 @@ class Database:
     def close(self) -> None:
         """Close every pooled connection. The object must not be used afterwards."""
         self._pool.closeall()
+
+    def _checkout_fast(self) -> connection:
+        # The retry wrapper costs more than a checkout: enter it only after a failure.
+        try:
+            conn = self._pool.getconn()
+        except UNAVAILABLE:
+            return self._checkout()
+        if self._usable(conn):
+            return conn
+        return self._checkout()
 
     @retry(
         retry=retry_if_exception_type(UNAVAILABLE),

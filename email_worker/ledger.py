@@ -45,7 +45,18 @@ ON CONFLICT (request_id) DO UPDATE SET
 WHERE (r.payload_hash = EXCLUDED.payload_hash OR r.payload_hash = '')
   AND (r.status IN ('pending', 'failed', 'unknown')
        OR (r.status = 'sending' AND r.lease_expires_at < now()))
-RETURNING r.attempts, r.claimed_from
+RETURNING r.request_id, r.attempts, r.claimed_from
+"""
+
+# The claim and its event in one statement: one round trip on the hot path.
+_CLAIM_WITH_EVENT = f"""
+WITH claimed AS ({_CLAIM}),
+event AS (
+    INSERT INTO email_events (request_id, event, status, attempt)
+    SELECT request_id, CASE WHEN claimed_from = 'sending' THEN 'taken_over' ELSE 'claimed' END,
+           'sending', attempts
+    FROM claimed)
+SELECT attempts, claimed_from FROM claimed
 """
 
 # Fenced by the lease token. 'unknown' is accepted because expire_leases() marks a silent
@@ -62,6 +73,14 @@ UPDATE email_requests SET
     sent_at = CASE WHEN %(status)s = 'sent' THEN now() ELSE sent_at END
 WHERE request_id = %(request_id)s AND lease_owner = %(lease)s
   AND status IN ('sending', 'unknown')
+RETURNING request_id
+"""
+
+# The fenced update and its event in one statement; no row means the lease was lost.
+_FINISH_WITH_EVENT = f"""
+WITH finished AS ({_FINISH})
+INSERT INTO email_events (request_id, event, status, attempt, reason, detail)
+SELECT request_id, %(status)s, %(status)s, %(attempt)s, %(reason)s, %(detail)s FROM finished
 """
 
 # Callbacks never move backwards: nothing after 'delivered', no 'pending' after 'failed'.
@@ -79,10 +98,13 @@ RETURNING id
 
 # Older rows still waiting are obsolete. A row in flight is left alone: the dispatcher will
 # not send the newer row until it lands, so the gateway never sees them out of order.
-_SUPERSEDE = """
-UPDATE callback_outbox SET state = 'superseded'
-WHERE request_id = %s AND id < %s AND state = 'pending'
-  AND (in_flight_until IS NULL OR in_flight_until <= now())
+_OUTBOX_AND_SUPERSEDE = f"""
+WITH inserted AS ({_OUTBOX}),
+superseded AS (
+    UPDATE callback_outbox SET state = 'superseded'
+    WHERE request_id = %(request_id)s AND id < (SELECT id FROM inserted) AND state = 'pending'
+      AND (in_flight_until IS NULL OR in_flight_until <= now()))
+SELECT id FROM inserted
 """
 
 _REJECT = """
@@ -108,25 +130,19 @@ class PgLedger:
         """See ``Ledger.claim``. The lease lasts ``lease_seconds`` on the database clock."""
         lease = uuid.uuid4().hex
         with self._db.transaction() as cur:
-            cur.execute(_CLAIM, _claim_params(request, lease, self._lease_seconds))
+            cur.execute(_CLAIM_WITH_EVENT, _claim_params(request, lease, self._lease_seconds))
             row = cur.fetchone()
             if row is None:
                 return _refusal(cur, request)
-            attempts, taken_over = row[0], row[1] == LedgerStatus.SENDING  # claimed from
-            event = "taken_over" if taken_over else "claimed"
-            cur.execute(_EVENT, (request.request_id, event, "sending", attempts, None, None))
+        attempts, taken_over = row[0], row[1] == LedgerStatus.SENDING  # claimed from
         return Claim(request.request_id, lease, attempts, taken_over)
 
     def finish(self, claim: Claim, request: EmailRequest, record: Record) -> int | None:
         """See ``Ledger.finish``. Writes nothing at all when the lease was lost."""
         with self._db.transaction() as cur:
-            cur.execute(_FINISH, _finish_params(claim, record))
+            cur.execute(_FINISH_WITH_EVENT, _finish_params(claim, record))
             if cur.rowcount == 0:
                 raise DeferredFailure(Reason.LEASE_LOST, "the lease was taken over")
-            reason = record.reason.value if record.reason else None
-            status = record.status.value
-            event = (claim.request_id, status, status, claim.attempt, reason, record.detail or None)
-            cur.execute(_EVENT, event)
             if record.callback is None or not record.callback_url:
                 return None
             ids = (request.request_id, request.notification_id, request.correlation_id)
@@ -189,6 +205,7 @@ def _finish_params(claim: Claim, record: Record) -> dict[str, Any]:
     return {
         "request_id": claim.request_id,
         "lease": claim.lease,
+        "attempt": claim.attempt,
         "status": record.status.value,
         "recipient": record.recipient,
         "message_id": record.message_id,
@@ -224,13 +241,9 @@ def _enqueue(
         "url": url,
         "grace": HANDOVER_GRACE_SECONDS,
     }
-    cur.execute(_OUTBOX, params)
+    cur.execute(_OUTBOX_AND_SUPERSEDE, params)
     row = cur.fetchone()
-    if row is None:
-        return None
-    outbox_id = int(row[0])
-    cur.execute(_SUPERSEDE, (request_id, outbox_id))
-    return outbox_id
+    return None if row is None else int(row[0])
 
 
 def expire_leases(db: Database, grace_seconds: float = 60.0) -> int:

@@ -224,7 +224,7 @@ class SmtpMailer:
 
     # The transaction.
     def _transaction(
-        self, smtp: smtplib.SMTP, email: OutgoingEmail, message: EmailMessage, reused: bool
+        self, smtp: smtplib.SMTP, email: OutgoingEmail, message: bytes | EmailMessage, reused: bool
     ) -> str:
         utf8 = not (email.sender + email.recipient).isascii()
         if utf8 and not smtp.has_extn("smtputf8"):

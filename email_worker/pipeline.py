@@ -114,7 +114,7 @@ class Pipeline:
         self._renderer = renderer
         self._mailer = mailer
         self._notifier = notifier
-        self._finish = retry(
+        self._finish_patiently = retry(
             retry=retry_if_exception(_is_database_down),
             stop=stop_after_delay(config.record_patience_seconds),
             wait=wait_random_exponential(multiplier=0.2, max=5),
@@ -159,12 +159,22 @@ class Pipeline:
         decision = decide(failure, delivery.attempts, delivery.deferrals, self._config.policy)
         record = self._with_callback_url(request, attempt.record(failure, decision))
         try:
-            outbox_id = self._finish(claim, request, record)
+            outbox_id = self._record(claim, request, record)
         except WorkerFailure as lost:  # lease taken over or database gone: let the ledger decide
             return self._conclude(delivery, lost, started, fp=attempt.fingerprint)
         if outbox_id is not None:
             self._notifier.hand_over(outbox_id)
         return self._conclude(delivery, failure, started, decision=decision, fp=attempt.fingerprint)
+
+    def _record(self, claim: Claim, request: EmailRequest, record: Record) -> int | None:
+        """``Ledger.finish``, retried in-process while the database is down (the retry wrapper
+        costs too much to sit on the hot path, so it is only entered after a failure)."""
+        try:
+            return self._ledger.finish(claim, request, record)
+        except DeferredFailure as failure:
+            if failure.reason != Reason.DATABASE_UNAVAILABLE:
+                raise
+        return self._finish_patiently(claim, request, record)
 
     def _attempt(self, request: EmailRequest, attempt: _Attempt) -> WorkerFailure | None:
         """Resolve, fetch, render and send; what was done so far is kept on ``attempt``."""

@@ -1,0 +1,51 @@
+"""CPU time and memory of a running process, read from ``/proc`` (Linux): no dependency, and
+the numbers are exactly what the kernel accounts (``utime + stime``; ``VmHWM`` is the peak
+resident set size since the process started)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of a process: CPU seconds used so far, current and peak RSS in bytes."""
+
+    cpu_seconds: float
+    rss_bytes: int
+    peak_rss_bytes: int
+
+
+def parse_cpu_seconds(stat_line: str, ticks: int = _TICKS) -> float:
+    """User + system CPU seconds from one ``/proc/<pid>/stat`` line. The command name sits in
+    parentheses and may itself hold spaces or parentheses, so fields count from the last ')'."""
+    fields = stat_line[stat_line.rindex(")") + 2 :].split()
+    # After the name: state is field 3 of the man page; utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def parse_status_kib(status_text: str, key: str) -> int:
+    """A ``kB`` line of ``/proc/<pid>/status`` in bytes (0 when absent, e.g. a zombie)."""
+    for line in status_text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def sample(pid: int) -> Sample | None:
+    """The process's current figures, ``None`` when it has already gone."""
+    base = Path("/proc") / str(pid)
+    try:
+        stat_line = (base / "stat").read_text()
+        status = (base / "status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return Sample(
+        cpu_seconds=parse_cpu_seconds(stat_line),
+        rss_bytes=parse_status_kib(status, "VmRSS"),
+        peak_rss_bytes=parse_status_kib(status, "VmHWM"),
+    )

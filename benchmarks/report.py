@@ -1,0 +1,206 @@
+"""The benchmark's report: one Markdown document (printed, and written to ``RESULTS.md`` with
+``--write-results``) and a JSON form of the same figures. Formatting only; the figures are
+computed by the phases and ``stats``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.scenario import RunResult
+from benchmarks.sinks import SinkCapacity
+from benchmarks.stats import format_mib, format_ms, format_rate, format_ratio, ratio
+
+RSS_LIMIT = 150 * 1024 * 1024
+TARGET_RATE = 1000.0
+
+
+@dataclass
+class Report:
+    command: str
+    started: str
+    machine: dict[str, str]
+    sink_capacity: SinkCapacity | None = None
+    consume_capacity: float | None = None
+    runs: list[RunResult] = field(default_factory=list)
+    half_rate: RunResult | None = None
+    naive: RunResult | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def peak(self) -> RunResult | None:
+        return max(self.runs, key=lambda r: r.emails_per_s, default=None)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, default=str)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+
+
+def _limits(report: Report) -> list[str]:
+    rows = []
+    cap = report.sink_capacity
+    if cap is not None:
+        rows.append(
+            ["SMTP sink, smtplib, 1 persistent connection", format_rate(cap.one_connection)]
+        )
+        rows.append([f"SMTP sink, smtplib, {cap.threads} threads", format_rate(cap.threaded)])
+    if report.consume_capacity is not None:
+        rows.append(
+            ["RabbitMQ consume, pika, prefetch 50, ack each", format_rate(report.consume_capacity)]
+        )
+    if not rows:
+        return []
+    return ["## Limits measured in the same run", "", *_table(["what", "messages/s"], rows)]
+
+
+def _run_row(run: RunResult, report: Report) -> list[str]:
+    naive = report.naive.emails_per_s if report.naive else 0.0
+    sink = report.sink_capacity.best if report.sink_capacity else 0.0
+    lat = run.latency
+    return [
+        str(run.workers),
+        f"{run.sent:,}",
+        format_rate(run.publish_per_s),
+        format_rate(run.emails_per_s),
+        format_rate(run.callbacks_per_s),
+        format_ms(lat.p50 if lat else None),
+        format_ms(lat.p95 if lat else None),
+        format_ms(lat.p99 if lat else None),
+        f"{run.cpu_per_thousand('run'):.2f}",
+        f"{run.cpu_per_thousand('callbacks'):.2f}",
+        format_mib(run.peak_rss("run")),
+        format_ratio(ratio(run.emails_per_s, naive)),
+        format_ratio(ratio(run.emails_per_s, sink)),
+    ]
+
+
+RUN_HEADER = [
+    "worker processes",
+    "emails",
+    "published/s",
+    "emails/s",
+    "callbacks/s",
+    "p50",
+    "p95",
+    "p99",
+    "CPU s/1k (run)",
+    "CPU s/1k (callbacks)",
+    "peak RSS/run process",
+    "x naive",
+    "x sink",
+]
+
+
+def _runs(report: Report) -> list[str]:
+    if not report.runs:
+        return []
+    lines = ["## The worker (`email-worker run` x N + one `email-worker callbacks`)", ""]
+    lines += _table(RUN_HEADER, [_run_row(r, report) for r in report.runs])
+    lines.append(
+        "Latency here is publish→SMTP accept with the whole backlog published at once, so it is "
+        "mostly queueing time; see the half-rate figure below for latency under load."
+    )
+    return [*lines, ""]
+
+
+def _half_rate(report: Report) -> list[str]:
+    run = report.half_rate
+    if run is None or run.latency is None:
+        return []
+    lat = run.latency
+    return [
+        "## Latency at half of peak rate",
+        "",
+        f"{run.sent:,} messages published at {format_rate(run.paced_rate or 0)}/s "
+        f"(50% of the peak {format_rate(report.peak.emails_per_s if report.peak else 0)}/s) "
+        f"to {run.workers} worker process(es): p50 {format_ms(lat.p50)}, p95 {format_ms(lat.p95)}, "
+        f"**p99 {format_ms(lat.p99)}**, max {format_ms(lat.max)}.",
+        "",
+    ]
+
+
+def _naive(report: Report) -> list[str]:
+    run = report.naive
+    if run is None:
+        return []
+    cpu = run.cpu_per_thousand("run")
+    return [
+        "## Naive baseline (`benchmarks/baselines/naive_celery.py`, threads pool, concurrency 8)",
+        "",
+        f"{run.sent:,} emails: **{format_rate(run.emails_per_s)} emails/s**, "
+        f"{format_rate(run.callbacks_per_s)} callbacks/s, p99 "
+        f"{format_ms(run.latency.p99 if run.latency else None)}, CPU {cpu:.2f} s per 1,000, "
+        f"peak RSS {format_mib(run.peak_rss('run'))}.",
+        "",
+    ]
+
+
+def _verdict(report: Report) -> list[str]:
+    peak = report.peak
+    if peak is None:
+        return []
+    naive = report.naive.emails_per_s if report.naive else 0.0
+    sink = report.sink_capacity.best if report.sink_capacity else 0.0
+    half = report.half_rate.latency if report.half_rate else None
+    worst_rss = max((r.peak_rss("run") for r in report.runs), default=0)
+    checks = [
+        (
+            f">= {TARGET_RATE:,.0f} emails/s",
+            format_rate(peak.emails_per_s),
+            peak.emails_per_s >= TARGET_RATE,
+        ),
+        (
+            ">= 10x naive",
+            format_ratio(ratio(peak.emails_per_s, naive)),
+            naive > 0 and peak.emails_per_s >= 10 * naive,
+        ),
+        (
+            ">= 1/3 of sink capacity",
+            format_ratio(ratio(peak.emails_per_s, sink)),
+            sink > 0 and peak.emails_per_s * 3 >= sink,
+        ),
+        (
+            "p99 < 1 s at half of peak",
+            format_ms(half.p99 if half else None),
+            half is not None and half.p99 < 1.0,
+        ),
+        ("RSS < 150 MiB per run process", format_mib(worst_rss), 0 < worst_rss < RSS_LIMIT),
+    ]
+    rows = [[what, value, "yes" if ok else "**no**"] for what, value, ok in checks]
+    return [
+        "## Against the targets of issue 4 (peak configuration)",
+        "",
+        *_table(["target", "measured", "met"], rows),
+    ]
+
+
+def markdown(report: Report) -> str:
+    """The whole report as Markdown."""
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run {report.started} with `{report.command}`. How each figure is measured: "
+        "[README.md](README.md).",
+        "",
+        "## Machine",
+        "",
+        *_table(["", ""], [[k, v] for k, v in report.machine.items()]),
+    ]
+    lines += _limits(report) + _runs(report) + _half_rate(report) + _naive(report)
+    lines += _verdict(report)
+    if report.errors:
+        lines += ["## Errors", "", *(f"- {e}" for e in report.errors), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def as_dict(report: Report) -> dict[str, Any]:
+    return dict(json.loads(report.to_json()))

@@ -1,0 +1,155 @@
+"""The benchmark command (``python -m benchmarks``): parses the options, starts the shared
+pieces (sink, HTTP services), runs the phases in order (limits, the worker with 1/2/4
+processes, latency at half of peak, the naive baseline), and prints and optionally writes the
+report. A phase that fails is reported and the others still run; the exit status is 1 then.
+Every child process is stopped on the way out, also on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from benchmarks import broker, machine, report, sinks
+from benchmarks.http_services import HttpServices
+from benchmarks.naive import run_naive
+from benchmarks.processes import Processes
+from benchmarks.scenario import Scenario, Target
+from email_worker.config import Settings
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    add = parser.add_argument
+    add("--messages", type=int, default=20_000, help="emails per worker run (default 20000)")
+    add("--workers", default="1,2,4", help="worker process counts to run (default 1,2,4)")
+    add("--naive-messages", type=int, default=2_000, help="emails for the naive baseline")
+    add("--half-rate-seconds", type=float, default=20.0, help="length of the paced run")
+    add("--capacity-seconds", type=float, default=3.0, help="length of each sink measurement")
+    add("--capacity-messages", type=int, default=10_000, help="messages for RabbitMQ consume")
+    add("--sink", choices=("auto", "smtp-sink", "builtin"), default="auto")
+    add("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/%2F")
+    add(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="an admin URL: each run creates and drops its own database",
+    )
+    add("--timeout", type=float, default=None, help="seconds per worker run (default scales)")
+    add("--log-level", default="INFO", help="EMAIL_WORKER_LOG_LEVEL for the worker processes")
+    add("--skip", action="append", default=[], choices=("limits", "half-rate", "naive"))
+    add(
+        "--write-results",
+        nargs="?",
+        const=str(RESULTS),
+        default=None,
+        metavar="PATH",
+        help=f"write the Markdown report (default path {RESULTS})",
+    )
+    add("--json", default=None, metavar="PATH", help="also write the figures as JSON")
+    return parser.parse_args(argv)
+
+
+def _phase(rep: report.Report, name: str, action: Callable[[], None]) -> None:
+    print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+    try:
+        action()
+    except Exception as exc:  # a failed phase is reported; the others still run
+        rep.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        print(f"[bench] {name} FAILED: {exc}", file=sys.stderr, flush=True)
+
+
+def _limits(target: Target, args: argparse.Namespace, rep: report.Report) -> None:
+    rep.sink_capacity = sinks.measure_capacity(target.sink.port, args.capacity_seconds)
+    queue = f"bench-{uuid.uuid4().hex[:10]}.capacity"
+    queue_type = Settings().queue_type
+    rep.consume_capacity = broker.consume_capacity(
+        target.amqp_url, queue, args.capacity_messages, queue_type
+    )
+
+
+def _worker_runs(target: Target, args: argparse.Namespace, rep: report.Report) -> None:
+    timeout = args.timeout or 120 + args.messages / 100
+    for count in (int(n) for n in args.workers.split(",") if n.strip()):
+        label = f"{count} worker process(es)"
+
+        def one(workers: int = count, name: str = label) -> None:
+            rep.runs.append(Scenario(target, name, workers, args.messages).run(timeout))
+            _progress(rep.runs[-1])
+
+        _phase(rep, label, one)
+
+
+def _half_rate(target: Target, args: argparse.Namespace, rep: report.Report) -> None:
+    peak = rep.peak
+    if peak is None or peak.emails_per_s <= 0:
+        raise RuntimeError("no successful worker run to take the peak rate from")
+    paced = peak.emails_per_s / 2
+    messages = min(args.messages, max(200, int(paced * args.half_rate_seconds)))
+    scenario = Scenario(target, "half of peak rate", peak.workers, messages)
+    rep.half_rate = scenario.run(120 + messages / paced * 2, rate=paced)
+    _progress(rep.half_rate)
+
+
+def _progress(run: object) -> None:
+    print(f"[bench]   {run}", file=sys.stderr, flush=True)
+
+
+def _run_phases(target: Target, args: argparse.Namespace, rep: report.Report) -> None:
+    if "limits" not in args.skip:
+        _phase(rep, "limits (sink and broker capacity)", lambda: _limits(target, args, rep))
+    _worker_runs(target, args, rep)
+    if "half-rate" not in args.skip:
+        _phase(rep, "latency at half of peak rate", lambda: _half_rate(target, args, rep))
+    if "naive" not in args.skip:
+        timeout = 120 + args.naive_messages / 5  # it does 10-80/s depending on the load
+
+        def naive() -> None:
+            rep.naive = run_naive(target, args.naive_messages, timeout)
+
+        _phase(rep, "naive Celery baseline", naive)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through every finally: children stopped, queues deleted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 0 when every phase succeeded, 1 otherwise."""
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    log_dir = Path(tempfile.mkdtemp(prefix="ew-bench-"))
+    command = "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:])
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rep = report.Report(command=command.strip(), started=started, machine={})
+    processes, services = Processes(log_dir), HttpServices().start()
+    try:
+        sink = sinks.SinkProcess(processes, args.sink)
+        rep.machine = machine.describe(args.amqp_url, args.database_url, sink.kind)
+        target = Target(args.amqp_url, args.database_url, sink, services, processes, args.log_level)
+        _run_phases(target, args, rep)
+    except KeyboardInterrupt:
+        rep.errors.append("interrupted")
+    finally:
+        processes.stop_all()
+        services.stop()
+    return _output(rep, args, log_dir)
+
+
+def _output(rep: report.Report, args: argparse.Namespace, log_dir: Path) -> int:
+    text = report.markdown(rep)
+    print(text)
+    if args.write_results:
+        Path(args.write_results).write_text(text, encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(rep.to_json(), encoding="utf-8")
+    print(f"[bench] process logs: {log_dir}", file=sys.stderr)
+    return 1 if rep.errors else 0

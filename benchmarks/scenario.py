@@ -1,0 +1,215 @@
+"""One measured run of the real worker: a fresh database and queue names, ``workers`` processes
+of ``email-worker run`` plus one ``email-worker callbacks``, N spec messages published (as fast
+as possible or paced), and the figures of that run. Everything it creates it removes, also on
+failure: processes are stopped, queues and the exchange deleted, the database dropped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import broker, database, procstat, stats
+from benchmarks.http_services import HttpServices
+from benchmarks.processes import BenchmarkError, Processes, wait_until
+from benchmarks.sinks import SinkProcess
+from email_worker.config import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where everything runs: shared by every scenario of one benchmark."""
+
+    amqp_url: str
+    admin_database_url: str
+    sink: SinkProcess
+    services: HttpServices
+    processes: Processes
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class ProcessFigures:
+    name: str
+    cpu_seconds: float  # used during the measured window only
+    peak_rss_bytes: int  # since the process started (VmHWM)
+
+
+@dataclass
+class RunResult:
+    label: str
+    workers: int
+    messages: int
+    sent: int = 0
+    callbacks: int = 0
+    sink_accepted: int = 0
+    emails_per_s: float = 0.0
+    callbacks_per_s: float = 0.0
+    publish_per_s: float = 0.0
+    paced_rate: float | None = None
+    latency: stats.Latency | None = None
+    processes: list[ProcessFigures] = field(default_factory=list)
+
+    def cpu_per_thousand(self, kind: str) -> float:
+        """CPU seconds per 1,000 sent emails of the ``run`` or ``callbacks`` processes."""
+        total = sum(p.cpu_seconds for p in self.processes if p.name.startswith(kind))
+        return stats.per_thousand(total, self.sent)
+
+    def peak_rss(self, kind: str) -> int:
+        return max((p.peak_rss_bytes for p in self.processes if p.name.startswith(kind)), default=0)
+
+
+def worker_settings(prefix: str, database_url: str, target: Target) -> dict[str, object]:
+    """The run-specific settings: unique names, the fresh database, the local services. Tuning
+    knobs (prefetch, concurrency, ...) come from the caller's ``EMAIL_WORKER_*`` environment."""
+    return {
+        "amqp_url": target.amqp_url,
+        "database_url": database_url,
+        "exchange": f"{prefix}.notifications.direct",
+        "email_queue": f"{prefix}.email.queue",
+        "failed_queue": f"{prefix}.failed.queue",
+        "retry_queue_prefix": f"{prefix}.email.retry",
+        "callback_queue": f"{prefix}.email.callbacks",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": target.sink.port,
+        "smtp_security": "none",
+        "template_service_url": target.services.url,
+        "callback_url": target.services.callback_url,
+        "http_port": 0,
+        "log_level": target.log_level,
+        "message_id_secret": "benchmark-only-message-id-secret",
+    }
+
+
+def environment(values: dict[str, object]) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.update({f"EMAIL_WORKER_{k.upper()}": str(v) for k, v in values.items()})
+    return env
+
+
+class Scenario:
+    """Run once with ``run()``; the instance holds what ``cleanup()`` must remove."""
+
+    def __init__(self, target: Target, label: str, workers: int, messages: int) -> None:
+        self.target, self.label, self.workers, self.messages = target, label, workers, messages
+        tag = uuid.uuid4().hex[:10]
+        self.prefix, self.db_name = f"bench-{tag}", f"bench_{tag}"
+        self.db_url = database.with_database(target.admin_database_url, self.db_name)
+        self.values = worker_settings(self.prefix, self.db_url, target)
+        self.settings = Settings(**self.values)  # type: ignore[arg-type]
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def run(self, timeout: float, rate: float | None = None) -> RunResult:
+        """Measure one run; raises ``BenchmarkError`` on a timeout or a dead process."""
+        database.create(self.target.admin_database_url, self.db_name)
+        try:
+            database.migrate(environment(self.values))
+            return self._measure(timeout, rate)
+        finally:
+            self.cleanup()
+
+    def _start(self) -> list[tuple[str, int]]:
+        env, procs = environment(self.values), self.target.processes
+        argv = [sys.executable, "-m", "email_worker"]
+        started = [
+            ("callbacks", procs.start(f"{self.prefix}-callbacks", [*argv, "callbacks"], env))
+        ]
+        for n in range(self.workers):
+            started.append(("run", procs.start(f"{self.prefix}-run{n}", [*argv, "run"], env)))
+        self.children = started
+        url, settings = self.target.amqp_url, self.settings
+
+        def consuming() -> bool:
+            procs.check_alive(*(child for _, child in started))
+            email = broker.queue_counts(url, settings.email_queue)
+            calls = broker.queue_counts(url, settings.callback_queue)
+            return bool(email and calls and email[1] >= self.workers and calls[1] >= 1)
+
+        wait_until(consuming, 90, f"{self.workers} worker(s) and the callbacks worker to consume")
+        return [(name, child.pid) for name, child in started]
+
+    def _measure(self, timeout: float, rate: float | None) -> RunResult:
+        pids = self._start()
+        services, sink = self.target.services, self.target.sink
+        services.callbacks.clear()
+        sink_before = sink.count()
+        before = {pid: procstat.sample(pid) for _, pid in pids}
+        messages = (broker.spec_message(f"{self.prefix}-{n}", n) for n in range(self.messages))
+        published = broker.publish(
+            self.target.amqp_url,
+            self.settings.exchange,
+            "email",
+            broker.encoded(messages),
+            rate=rate,
+        )
+        first, last = min(published.values()), max(published.values())
+        ledger = database.Ledger(self.db_url)
+        try:
+            self._wait_done(ledger, timeout - (time.time() - first))
+            after = {pid: procstat.sample(pid) for _, pid in pids}
+            sent_at = ledger.sent_at()
+        finally:
+            ledger.close()
+        delivered = services.callbacks.delivered()
+        result = RunResult(self.label, self.workers, self.messages, paced_rate=rate)
+        result.sent, result.callbacks = len(sent_at), len(delivered)
+        result.sink_accepted = sink.settled_count(sink_before + result.sent) - sink_before
+        result.emails_per_s = stats.rate(len(sent_at), first, max(sent_at.values(), default=0))
+        result.callbacks_per_s = stats.rate(
+            len(delivered), first, max(delivered.values(), default=0)
+        )
+        result.publish_per_s = stats.rate(len(published), first, last)
+        result.latency = stats.summarize(stats.latencies(published, sent_at))
+        result.processes = _figures(pids, before, after)
+        return result
+
+    def _wait_done(self, ledger: database.Ledger, timeout: float) -> None:
+        children = [child for _, child in self.children]
+        callbacks = self.target.services.callbacks
+
+        def done() -> bool:
+            self.target.processes.check_alive(*children)
+            counts = ledger.counts()
+            if counts.get("failed", 0):
+                raise BenchmarkError(f"{counts['failed']} request(s) failed: see the worker logs")
+            return counts.get("sent", 0) >= self.messages and (
+                len(callbacks.delivered()) >= self.messages
+            )
+
+        wait_until(done, max(timeout, 5), f"{self.messages} emails sent and called back", 0.2)
+
+    def cleanup(self) -> None:
+        """Stop this run's processes, delete its queues and exchange, drop its database."""
+        children = [child for _, child in self.children]
+        if children:
+            self.target.processes.stop(*children)
+        s = self.settings
+        queues = [s.email_queue, s.failed_queue, s.callback_queue]
+        queues += [s.retry_queue_name(delay) for delay in s.retry_delays]
+        try:
+            broker.delete(self.target.amqp_url, queues, [s.exchange])
+        finally:
+            database.drop(self.target.admin_database_url, self.db_name)
+
+
+def _figures(
+    pids: list[tuple[str, int]],
+    before: dict[int, procstat.Sample | None],
+    after: dict[int, procstat.Sample | None],
+) -> list[ProcessFigures]:
+    figures = []
+    for index, (name, pid) in enumerate(pids):
+        start, end = before.get(pid), after.get(pid)
+        if start is None or end is None:
+            raise BenchmarkError(f"process {name} ({pid}) vanished before it was measured")
+        label = name if name == "callbacks" else f"run{index - 1}"
+        figures.append(
+            ProcessFigures(label, end.cpu_seconds - start.cpu_seconds, end.peak_rss_bytes)
+        )
+    return figures

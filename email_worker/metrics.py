@@ -1,0 +1,257 @@
+"""Prometheus metrics (prefix ``email_worker_``): what is counted, how, and where it is read.
+
+Events are counted off the hot path: ``WorkerMetrics.settled`` sees every decision once the
+broker has it, ``MeteredMailer`` times each SMTP attempt around the ``Mailer`` port, and
+``LiveGauges`` reads breaker states, in-flight work, the pause flag, the outbox backlog and the
+queue depths only when Prometheus scrapes. Each worker owns a ``CollectorRegistry`` (several
+workers can live in one process, as in tests); the callback counter is process-wide on the
+default registry because the dispatcher is. Labels carry closed sets only (outcomes, reason
+codes, dependency and queue names): never an id or an address.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import pika
+from pika.exceptions import ChannelClosedByBroker
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from email_worker import __version__
+from email_worker.db import Database
+from email_worker.disposition import Ack, Decision, Retry
+from email_worker.ports import Mailer, OutgoingEmail
+
+log = logging.getLogger(__name__)
+
+# From a fast local relay (5 ms) to a relay that answers after minutes (and retry delays).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+BREAKER_VALUES = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
+CALLBACK_RESULTS = frozenset({"delivered", "retry", "dead", "superseded"})
+SCRAPE_CACHE_SECONDS = 5.0
+MAX_CLOCK_SKEW = 5.0  # seconds a publisher's clock may run ahead before we skip the sample
+
+_CALLBACKS = Counter(
+    "email_worker_callbacks_total",
+    "Status callbacks settled by this process's dispatcher, by result.",
+    ["result"],
+)
+
+
+def count_callback(result: str) -> None:
+    """Count one dispatcher outcome; outcomes that settle nothing (blocked, not_due, skipped,
+    missing) are ignored. Never raises."""
+    if result in CALLBACK_RESULTS:
+        _CALLBACKS.labels(result=result).inc()
+
+
+def publish_age(timestamp: object, now: float) -> float | None:
+    """Seconds since the AMQP ``timestamp`` property, or None when it is absent, unusable or
+    too far in the future. Gateways that put milliseconds there (JavaScript) are recognised."""
+    if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or timestamp <= 0:
+        return None
+    seconds = timestamp / 1000 if timestamp > 1e11 else float(timestamp)
+    age = now - seconds
+    return None if age < -MAX_CLOCK_SKEW else max(0.0, age)
+
+
+def outcome_labels(decision: Decision) -> tuple[str, str]:
+    """``(outcome, reason)`` of a decision, as ``email_worker_outcomes_total`` labels it."""
+    if isinstance(decision, Ack):
+        return decision.outcome, ""
+    if isinstance(decision, Retry):
+        return "retried", str(decision.reason)
+    return "dead_lettered", str(decision.reason)
+
+
+class WorkerMetrics:
+    """The counters and histograms of one worker, in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.consumed = Counter(
+            "email_worker_messages_consumed",
+            "Messages received from the email queue (redeliveries and retries included).",
+            registry=self.registry,
+        )
+        self.outcomes = Counter(
+            "email_worker_outcomes",
+            "Messages settled, by outcome and reason code (empty when none).",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.send_duration = Histogram(
+            "email_worker_send_duration_seconds",
+            "Duration of one SMTP send attempt, whatever its result.",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.end_to_end = Histogram(
+            "email_worker_end_to_end_seconds",
+            "From the gateway's publish (AMQP timestamp) to the relay's acceptance.",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        Info("email_worker_build", "Version of the worker.", registry=self.registry).info(
+            {"version": __version__}
+        )
+
+    def received(self) -> None:
+        self.consumed.inc()
+
+    def decided(self, decision: Decision, timestamp: object) -> None:
+        """Observe the end-to-end latency of a delivered message (right after the relay's
+        acceptance was recorded)."""
+        if isinstance(decision, Ack) and decision.outcome == "delivered":
+            age = publish_age(timestamp, time.time())
+            if age is not None:
+                self.end_to_end.observe(age)
+
+    def settled(self, decision: Decision) -> None:
+        """Count a decision the broker has acted on (a requeued message is counted later)."""
+        outcome, reason = outcome_labels(decision)
+        self.outcomes.labels(outcome=outcome, reason=reason).inc()
+
+
+class MeteredMailer:
+    """The ``Mailer`` port, timed: every attempt lands in ``send_duration_seconds``."""
+
+    def __init__(self, inner: Mailer, histogram: Histogram) -> None:
+        self._inner = inner
+        self._histogram = histogram
+
+    def send(self, email: OutgoingEmail) -> str:
+        """Exactly what the inner mailer returns or raises."""
+        started = time.perf_counter()
+        try:
+            return self._inner.send(email)
+        finally:
+            self._histogram.observe(time.perf_counter() - started)
+
+
+T = TypeVar("T")
+
+
+class Cached(Generic[T]):
+    """``get()`` calls ``load`` at most once per ``ttl`` seconds; concurrent scrapes share one
+    load. A load that raises leaves the previous value in place (None at first)."""
+
+    def __init__(self, load: Callable[[], T], ttl: float = SCRAPE_CACHE_SECONDS) -> None:
+        self._load, self._ttl = load, ttl
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._at = float("-inf")
+
+    def get(self) -> T | None:
+        with self._lock:
+            if time.monotonic() - self._at >= self._ttl:
+                self._at = time.monotonic()
+                try:
+                    self._value = self._load()
+                except Exception as exc:  # a scrape must never fail because a source did
+                    log.debug("metric source failed", extra={"error": type(exc).__name__})
+                    self._value = None
+            return self._value
+
+
+def pending_callbacks(db: Database) -> int:
+    """Outbox rows still to deliver. Raises ``DeferredFailure`` when Postgres is down."""
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) FROM callback_outbox WHERE state = 'pending'")
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    messages: int  # ready messages (unacknowledged ones are not counted by the broker here)
+    consumers: int
+
+
+def queue_stats(
+    parameters: pika.ConnectionParameters, queues: Iterable[str]
+) -> dict[str, QueueStats]:
+    """Passive ``queue_declare`` of each queue on a short-lived connection of its own (never the
+    consumer's: a slow scrape must not stall acks). A missing queue is left out."""
+    stats: dict[str, QueueStats] = {}
+    connection = pika.BlockingConnection(parameters)
+    try:
+        for name in queues:
+            channel = connection.channel()
+            try:
+                ok = channel.queue_declare(name, passive=True).method
+            except ChannelClosedByBroker:  # 404: the channel is closed
+                continue
+            stats[name] = QueueStats(int(ok.message_count), int(ok.consumer_count))
+            channel.close()
+    finally:
+        connection.close()
+    return stats
+
+
+@dataclass(frozen=True)
+class LiveSources:
+    """What ``LiveGauges`` reads at scrape time; every callable must be cheap or cached."""
+
+    breakers: Mapping[str, Callable[[], str]]
+    in_flight: Callable[[], int]
+    paused: Callable[[], bool]
+    pending_callbacks: Callable[[], int | None]
+    queues: Callable[[], Mapping[str, QueueStats] | None]
+    email_queue: str
+
+
+class LiveGauges(Collector):
+    """Gauges computed when scraped, so nothing on the data path pays for them."""
+
+    def __init__(self, sources: LiveSources) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        src = self._sources
+        breaker = GaugeMetricFamily(
+            "email_worker_breaker_state",
+            "Circuit breaker per dependency: 0 closed, 1 half-open, 2 open.",
+            labels=["dependency"],
+        )
+        for dependency, state in src.breakers.items():
+            breaker.add_metric([dependency], BREAKER_VALUES.get(state(), 2.0))
+        yield breaker
+        yield GaugeMetricFamily(
+            "email_worker_in_flight_messages", "Messages being processed now.", src.in_flight()
+        )
+        yield GaugeMetricFamily(
+            "email_worker_consumer_paused",
+            "1 while consumption is paused (SMTP credentials or TLS refused).",
+            1.0 if src.paused() else 0.0,
+        )
+        pending = src.pending_callbacks()
+        if pending is not None:
+            yield GaugeMetricFamily(
+                "email_worker_callbacks_pending", "Outbox rows not yet delivered.", pending
+            )
+        yield from self._queue_gauges()
+
+    def _queue_gauges(self) -> Iterable[Metric]:
+        stats = self._sources.queues()
+        if stats is None:
+            return
+        messages = GaugeMetricFamily(
+            "email_worker_queue_messages", "Ready messages in the queue.", labels=["queue"]
+        )
+        consumers = GaugeMetricFamily(
+            "email_worker_queue_consumers", "Consumers on the email queue.", labels=["queue"]
+        )
+        for name, value in stats.items():
+            messages.add_metric([name], value.messages)
+            if name == self._sources.email_queue:
+                consumers.add_metric([name], value.consumers)
+        yield messages
+        yield consumers

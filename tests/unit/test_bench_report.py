@@ -1,0 +1,77 @@
+"""The benchmark's Markdown report: ratios to the baseline and to the sink, and the verdict
+against issue 4's targets, from fixed figures."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import report
+from benchmarks.scenario import ProcessFigures, RunResult
+from benchmarks.sinks import SinkCapacity
+from benchmarks.stats import Latency
+
+MIB = 1024 * 1024
+
+
+def _run(workers: int, rate: float, rss_mib: int = 80, p99: float = 0.5) -> RunResult:
+    """A finished run; published at 3,000/s."""
+    run = RunResult(f"{workers} worker process(es)", workers, 20_000, sent=20_000)
+    run.callbacks, run.emails_per_s, run.callbacks_per_s = 20_000, rate, rate * 0.9
+    run.publish_per_s = 3000.0
+    run.latency = Latency(count=20_000, p50=0.1, p95=0.3, p99=p99, max=1.2)
+    run.processes = [
+        ProcessFigures("callbacks", 4.0, 90 * MIB),
+        *(ProcessFigures(f"run{n}", 10.0, rss_mib * MIB) for n in range(workers)),
+    ]
+    return run
+
+
+def _report(peak_rate: float, rss_mib: int = 80, half_p99: float = 0.4) -> report.Report:
+    rep = report.Report("python -m benchmarks", "2026-11-23 10:00 UTC", {"cores (nproc)": "2"})
+    rep.sink_capacity = SinkCapacity(one_connection=3000.0, threaded=3300.0, threads=4)
+    rep.consume_capacity = 6000.0
+    rep.runs = [_run(1, peak_rate / 2, rss_mib), _run(2, peak_rate, rss_mib)]
+    rep.half_rate = _run(2, peak_rate / 2, p99=half_p99)
+    rep.half_rate.paced_rate = peak_rate / 2
+    rep.naive = _run(1, 75.0)
+    return rep
+
+
+def test_cpu_per_thousand_and_peak_rss_by_process_kind() -> None:
+    run = _run(2, 1000.0, rss_mib=120)
+    assert run.cpu_per_thousand("run") == 1.0  # 2 x 10 CPU s over 20,000 emails
+    assert run.cpu_per_thousand("callbacks") == 0.2
+    assert run.peak_rss("run") == 120 * MIB
+
+
+def test_report_prints_ratios_to_naive_and_sink() -> None:
+    text = report.markdown(_report(1500.0))
+    row = next(line for line in text.splitlines() if line.startswith("| 2 | 20,000 |"))
+    assert "| 3,000 |" in row  # published/s
+    assert "| 1,500 |" in row
+    assert "| 20.0x |" in row  # 1500 / 75
+    assert "| 0.45x |" in row  # 1500 / 3300 (the better of the two sink figures)
+    assert "| SMTP sink, smtplib, 4 threads | 3,300 |" in text
+    assert "| RabbitMQ consume, pika, prefetch 50, ack each | 6,000 |" in text
+    assert "published at 750/s (50% of the peak 1,500/s)" in text
+
+
+def test_verdict_meets_targets_when_figures_do() -> None:
+    text = report.markdown(_report(1500.0))
+    verdict = text[text.index("## Against the targets") :]
+    assert "**no**" not in verdict
+
+
+def test_verdict_flags_each_missed_target() -> None:
+    text = report.markdown(_report(700.0, rss_mib=200, half_p99=1.5))
+    verdict = text[text.index("## Against the targets") :]
+    assert verdict.count("**no**") == 5  # rate, 10x naive (9.3x), 1/3 sink, p99, RSS
+
+
+def test_errors_are_listed_and_json_round_trips() -> None:
+    rep = _report(1500.0)
+    rep.errors.append("naive Celery baseline: timed out")
+    assert "- naive Celery baseline: timed out" in report.markdown(rep)
+    data = json.loads(rep.to_json())
+    assert data["runs"][1]["emails_per_s"] == 1500.0
+    assert data["sink_capacity"]["threaded"] == 3300.0
