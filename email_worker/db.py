@@ -49,7 +49,11 @@ class Database:
         # while Postgres is briefly down); then raise minconn, because psycopg2 closes
         # every returned connection beyond minconn instead of keeping it idle.
         self._pool = ThreadedConnectionPool(
-            0, pool_size, dsn, connect_timeout=max(1, int(connect_timeout))
+            0,
+            pool_size,
+            dsn,
+            connect_timeout=max(1, int(connect_timeout)),
+            options="-c timezone=UTC",  # every session in UTC, whatever the server default
         )
         self._pool.minconn = pool_size
         self._size = pool_size
