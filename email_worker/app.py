@@ -9,6 +9,7 @@ import signal
 import threading
 from types import FrameType
 
+import httpx
 import pika
 from prometheus_client import REGISTRY
 
@@ -28,7 +29,7 @@ from email_worker.metrics import (
     pending_callbacks,
     queue_stats,
 )
-from email_worker.migrations import get_or_create_secret
+from email_worker.migrations import MESSAGE_ID_KEY_NAME, get_or_create_secret
 from email_worker.pipeline import Pipeline, PipelineConfig
 from email_worker.ports import Notifier
 from email_worker.publisher import Publisher, PublishError
@@ -63,6 +64,52 @@ def declare_topology(settings: Settings) -> Topology:
     return topology
 
 
+def _user_service(settings: Settings, http: httpx.Client) -> UserServiceClient | None:
+    if not settings.user_service_url:
+        return None
+    return UserServiceClient(
+        settings.user_service_url,
+        http,
+        secret_value(settings.user_service_token),
+        fail_max=settings.breaker_fail_max,
+        reset_seconds=settings.breaker_reset_seconds,
+    )
+
+
+def _mailer(settings: Settings) -> SmtpMailer:
+    return SmtpMailer(
+        settings.smtp_host,
+        settings.smtp_port,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=secret_value(settings.smtp_password),
+        timeout=settings.smtp_timeout,
+        ca_file=settings.smtp_ca_file,
+    )
+
+
+def _pipeline_config(settings: Settings, db: Database) -> PipelineConfig:
+    # The Message-ID key must be the same on every replica and survive restarts: from the
+    # settings when given, else generated once by `migrate` and kept in the database.
+    secret = secret_value(settings.message_id_secret)
+    return PipelineConfig(
+        sender=settings.from_address,
+        message_id_secret=secret.encode()
+        if secret
+        else get_or_create_secret(db, MESSAGE_ID_KEY_NAME),
+        policy=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            delays=tuple(settings.retry_delays),
+            max_deferrals=settings.max_deferrals,
+            jitter=settings.retry_jitter,
+        ),
+        max_message_bytes=settings.max_message_bytes,
+        callback_url=settings.callback_url,
+        callback_allowed_hosts=tuple(settings.callback_allowed_hosts),
+        record_patience_seconds=min(30.0, settings.lease_seconds / 2),
+    )
+
+
 class Worker:
     """``email-worker run``: consume until ``stop()`` (SIGTERM/SIGINT), drain, return."""
 
@@ -75,7 +122,6 @@ class Worker:
         # the pipeline is waiting for.
         self.observer_db = Database(settings.database_url.get_secret_value(), pool_size=2)
         self.metrics = WorkerMetrics()
-        secret = secret_value(settings.message_id_secret)
         self._http = make_http_client(settings.http_timeout)
         self.templates = TemplateClient(
             settings.template_service_url,
@@ -84,55 +130,20 @@ class Worker:
             fail_max=settings.breaker_fail_max,
             reset_seconds=settings.breaker_reset_seconds,
         )
-        self.users: UserServiceClient | None = None
-        if settings.user_service_url:
-            self.users = UserServiceClient(
-                settings.user_service_url,
-                self._http,
-                secret_value(settings.user_service_token),
-                fail_max=settings.breaker_fail_max,
-                reset_seconds=settings.breaker_reset_seconds,
-            )
-        self.mailer = SmtpMailer(
-            settings.smtp_host,
-            settings.smtp_port,
-            security=settings.smtp_security,
-            username=settings.smtp_username,
-            password=secret_value(settings.smtp_password),
-            timeout=settings.smtp_timeout,
-            ca_file=settings.smtp_ca_file,
+        self.users = _user_service(settings, self._http)
+        self.mailer = _mailer(settings)
+        self.notifier = notifier or CeleryNotifier(
+            make_celery(settings.broker_for_celery, settings.callback_queue)
         )
-        if notifier is None:
-            notifier = CeleryNotifier(
-                make_celery(settings.broker_for_celery, settings.callback_queue)
-            )
-        self.notifier = notifier
         self.topology = Topology.from_settings(settings)
         self.pipeline = Pipeline(
-            PipelineConfig(
-                sender=settings.from_address,
-                message_id_secret=(
-                    secret.encode()
-                    if secret
-                    else get_or_create_secret(self.db, "message_id_secret")
-                ),
-                policy=RetryPolicy(
-                    max_attempts=settings.max_attempts,
-                    delays=tuple(settings.retry_delays),
-                    max_deferrals=settings.max_deferrals,
-                    jitter=settings.retry_jitter,
-                ),
-                max_message_bytes=settings.max_message_bytes,
-                callback_url=settings.callback_url,
-                callback_allowed_hosts=tuple(settings.callback_allowed_hosts),
-                record_patience_seconds=min(30.0, settings.lease_seconds / 2),
-            ),
+            _pipeline_config(settings, self.db),
             PgLedger(self.db, lease_seconds=settings.lease_seconds),
             RecipientDirectory(self.users),
             self.templates,
             TemplateRenderer(max_rendered_bytes=settings.max_rendered_bytes),
             MeteredMailer(self.mailer, self.metrics.send_duration),
-            notifier,
+            self.notifier,
         )
         amqp = settings.amqp_url.get_secret_value()
         self.publisher = Publisher(

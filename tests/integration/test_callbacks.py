@@ -24,7 +24,6 @@ from email_worker import ledger, tasks
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.db import Database
 from email_worker.ledger import PgLedger
-from email_worker.migrations import migrate
 from email_worker.ports import Claim, LedgerStatus, Record
 from email_worker.signing import verify
 from email_worker.tasks import CeleryNotifier, make_celery
@@ -37,16 +36,6 @@ pytestmark = pytest.mark.integration
 
 PATH = "/api/v1/email/status/"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url, pool_size=4)
-    migrate(database)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 @pytest.fixture

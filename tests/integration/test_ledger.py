@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -32,16 +31,6 @@ EMAIL = RenderedEmail(
     template_code="welcome",
     template_version="3",
 )
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url, pool_size=10)
-    migrate(database)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def make_request(request_id: str | None = None, payload_hash: str = "hash-1") -> EmailRequest:

@@ -34,24 +34,6 @@ def _request(*, recipient: str | None = None, user_id: str | None = USER) -> Ema
     )
 
 
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[FakeHttpServer]:
-    server = FakeHttpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def http_server(shared_server: FakeHttpServer) -> FakeHttpServer:
-    """One real server per module, reset for each test: stopping the shared per-test fixture's
-    server waits out a 0.5 s poll, which would dominate this file's run time."""
-    shared_server.routes.clear()
-    shared_server.requests.clear()
-    return shared_server
-
-
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
     with make_http_client(1.0) as client:

@@ -31,24 +31,6 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[FakeHttpServer]:
-    server = FakeHttpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def http_server(shared_server: FakeHttpServer) -> FakeHttpServer:
-    """One real server per module, reset for each test: stopping the shared per-test fixture's
-    server waits out a 0.5 s poll, which would dominate this file's run time."""
-    shared_server.routes.clear()
-    shared_server.requests.clear()
-    return shared_server
-
-
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
     with make_http_client(1.0) as client:

@@ -18,6 +18,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from email_worker.db import Database
+from email_worker.migrations import migrate
+
 LOOPBACK_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOOPBACK_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -106,3 +109,14 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
 def unique_prefix() -> str:
     """A prefix for queue and exchange names so tests never share broker state."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A migrated fresh database behind the worker's own pool (10 connections)."""
+    database = Database(database_url, pool_size=10)
+    migrate(database)
+    try:
+        yield database
+    finally:
+        database.close()
