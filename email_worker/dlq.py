@@ -31,6 +31,7 @@ from pika.adapters.blocking_connection import BlockingConnection
 from pika.exceptions import ChannelClosedByBroker
 
 from schemas.deadletter import DeadLetterHeaders, rfc3339
+from schemas.inbound import peek_request_id
 
 PROPERTY_NAMES = (
     "content_type",
@@ -147,6 +148,8 @@ class Scan:
             if method is None:  # someone else took records meanwhile
                 return
             headers = DeadLetterHeaders.from_amqp(properties.headers or {})
+            if headers.request_id is None:  # dead-lettered by the broker (delivery limit)
+                headers = headers.model_copy(update={"request_id": peek_request_id(body)})
             yield method.delivery_tag, DeadLetterRecord(headers, body, properties)
 
     def remove(self, tag: int) -> None:

@@ -37,13 +37,14 @@ class Seen:
 
 
 class FakeHttpServer:
-    """``route(method, path, *replies)`` scripts a route; unknown routes answer 404."""
+    """``route(method, path, *replies)`` scripts a route; unknown routes answer 404. ``port``
+    0 picks a free one; a fixed port lets a test bring an endpoint "back" where it was."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.routes: dict[tuple[str, str], list[Reply]] = {}
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=lambda: self._server.serve_forever(poll_interval=0.05), daemon=True

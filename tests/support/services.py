@@ -91,16 +91,21 @@ def _with_database(url: str, database: str) -> str:
 def database_url(postgres_admin_url: str) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
     name = f"ew_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(postgres_admin_url)
+    _admin(postgres_admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_database(postgres_admin_url, name)
+    finally:
+        # A fresh connection: a test may have restarted Postgres since the database was made.
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        _admin(postgres_admin_url, drop)
+
+
+def _admin(url: str, statement: sql.Composed) -> None:
+    admin = psycopg2.connect(url)
     admin.autocommit = True
     try:
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        yield _with_database(postgres_admin_url, name)
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            cur.execute(statement)
     finally:
         admin.close()
 

@@ -59,6 +59,9 @@ class Behaviour:
     data: str | None = None  # full reply at the end of DATA, e.g. "554 5.6.0 rejected"
     drop: bool = False  # read the whole message, then close the connection without replying
     delay: float = 0.0  # seconds to wait before the end-of-DATA reply
+    # Keep the message before the delay (a relay that queued it and answers late), so a
+    # client that dies during the delay leaves a copy behind; otherwise kept after it.
+    keep_first: bool = False
 
 
 ACCEPT = Behaviour()
@@ -109,6 +112,9 @@ class _Handler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         behaviour: Behaviour = getattr(envelope, "behaviour", ACCEPT)
+        self.owner.data_received()
+        if behaviour.keep_first:
+            self.owner.record(envelope, ambiguous=False)
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
         if behaviour.drop:
@@ -118,7 +124,8 @@ class _Handler:
             raise asyncio.CancelledError
         if behaviour.data is not None:
             return behaviour.data
-        self.owner.record(envelope, ambiguous=False)
+        if not behaviour.keep_first:
+            self.owner.record(envelope, ambiguous=False)
         return "250 2.0.0 Ok: queued as TEST"
 
 
@@ -177,6 +184,7 @@ class SmtpTestServer:
         self._messages: list[ReceivedMessage] = []
         self._opened = 0  # factory calls, the start-up probes included
         self._probes = 0
+        self._data_count = 0
         self._controller: _Controller | None = None
 
     # Scripting and inspection (any thread).
@@ -214,6 +222,16 @@ class SmtpTestServer:
         message = ReceivedMessage(envelope.mail_from, tuple(envelope.rcpt_tos), data, ambiguous)
         with self._lock:
             self._messages.append(message)
+
+    @property
+    def data_transactions(self) -> int:
+        """Messages whose final dot arrived (replied to or not), since start."""
+        with self._lock:
+            return self._data_count
+
+    def data_received(self) -> None:  # called by the handler at the end of DATA
+        with self._lock:
+            self._data_count += 1
 
     def connection_opened(self) -> None:  # called by the controller's factory
         with self._lock:

@@ -6,9 +6,14 @@ the user service and the gateway's callback endpoint.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -21,6 +26,13 @@ from email_worker.config import Settings
 from email_worker.dlq import DeadLetterRecord, browse
 from email_worker.ports import Notifier
 from tests.support.http import FakeHttpServer, Reply
+from tests.support.ledger_check import (
+    LedgerCheck,
+    Report,
+    callbacks_from,
+    copies_from,
+    wait_settled,
+)
 from tests.support.smtp import SmtpTestServer
 
 CALLBACK_PATH = "/api/v1/email/status/"
@@ -94,6 +106,29 @@ class Stack:
                 raw = ",".join(str(v) for v in raw)
             env[f"EMAIL_WORKER_{name.upper()}"] = str(raw)
         return env
+
+    @contextmanager
+    def spawn(
+        self, *args: str, log: Path | None = None, **overrides: Any
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        """``python -m email_worker run`` (or ``args``) as a subprocess with this stack's
+        settings; its JSON log lines go to ``log`` (else discarded). Killed on exit."""
+        env = {**os.environ, **self.environment(**overrides)}
+        sink = log.open("ab") if log is not None else subprocess.DEVNULL
+        process = subprocess.Popen(
+            [sys.executable, "-m", "email_worker", *(args or ("run",))],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+            if not isinstance(sink, int):
+                sink.close()
 
     def start_worker(self, notifier: Notifier | None = None, **overrides: Any) -> Worker:
         from email_worker.inline_callbacks import InlineNotifier
@@ -194,6 +229,32 @@ class Stack:
 
     def emails_to(self, address: str) -> list[Any]:
         return [m for m in self.smtp.messages if address in m.rcpt_tos]
+
+    def ledger_check(self) -> LedgerCheck:
+        """A ``LedgerCheck`` that publishes to this stack's exchange and reads its queues."""
+        return LedgerCheck(
+            amqp_url=self.amqp_url,
+            database_url=self.database_url,
+            exchange=f"{self.prefix}.notifications.direct",
+            failed_queue=f"{self.prefix}.failed.queue",
+        )
+
+    def settle_and_check(
+        self, check: LedgerCheck, timeout: float = 30, *, callbacks: bool = False
+    ) -> Report:
+        """Wait until every request of ``check`` has its final place and the queues are empty
+        (or ``timeout``), then classify. With ``callbacks``, the gateway's POSTs count too
+        (waited for until the report passes or the time is up)."""
+        deadline = time.monotonic() + timeout
+        wait_settled(check, self.idle, timeout)
+        report = check.check(copies_from(self.smtp.messages))
+        while callbacks and report.ok:  # callbacks lag behind the ledger: poll for them
+            seen = callbacks_from(self.http.seen("POST", CALLBACK_PATH))
+            with_callbacks = check.check(copies_from(self.smtp.messages), seen)
+            if with_callbacks.ok or time.monotonic() >= deadline:
+                return with_callbacks
+            time.sleep(0.2)
+        return report
 
     def cleanup(self) -> None:
         self.stop_workers()
