@@ -52,8 +52,11 @@ def publish(
 ) -> dict[str, float]:
     """Publish ``(request_id, body)`` pairs, persistent; at ``rate`` messages/s when given, else
     as fast as pika goes. Returns the wall-clock publish time of each request id (taken just
-    before the frame is written). No confirms: a per-message confirm would cap the publisher
-    below the worker, and the caller checks that every request reaches the ledger anyway."""
+    before the frame is written). No per-message confirms (waiting for each one made the
+    publisher slower than the workers); instead a synchronous round trip on the same channel
+    before closing: the broker answers it only after processing every earlier frame. Without it,
+    closing right after the last publish dropped the frames still queued (seen here: 18 of
+    20,000), which read as lost emails."""
     messages = list(bodies)  # encoded before the clock starts
     # One properties object for all: building and encoding per-message properties costs the
     # publisher more than the frame itself, and the publish time is recorded here anyway.
@@ -68,6 +71,7 @@ def publish(
                 _pace(connection, started + index / rate)
             published[request_id] = time.time()
             channel.basic_publish(exchange, routing_key, body, properties)
+        channel.basic_qos(prefetch_count=0)  # the barrier: Basic.QosOk comes after all of them
     finally:
         connection.close()
     return published

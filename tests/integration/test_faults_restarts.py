@@ -7,18 +7,13 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from email_worker.app import declare_topology
-from email_worker.db import Database
-from email_worker.migrations import migrate
-from tests.support.http import FakeHttpServer
 from tests.support.ledger_check import LedgerCheck
-from tests.support.smtp import Behaviour, SmtpTestServer
+from tests.support.smtp import Behaviour
 from tests.support.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -68,49 +63,7 @@ def test_broker_restart_while_messages_flow(stack: Stack) -> None:
     assert report.counts["delivered_once"] + report.counts["duplicated"] == 40
 
 
-@pytest.fixture
-def restartable_stack(
-    postgres_admin_url: str,
-    amqp_url: str,
-    unique_prefix: str,
-    smtp_server: SmtpTestServer,
-    http_server: FakeHttpServer,
-) -> Iterator[Stack]:
-    """``stack`` on a database of its own whose admin connection survives a server restart
-    (the shared ``database_url`` fixture holds one open across the test)."""
-    name = f"ew_restart_{uuid.uuid4().hex[:12]}"
-    admin_sql(postgres_admin_url, f'CREATE DATABASE "{name}"')
-    url = f"{postgres_admin_url.rpartition('/')[0]}/{name}"
-    db = Database(url, pool_size=1)
-    migrate(db)
-    db.close()
-    built = Stack(url, amqp_url, unique_prefix, smtp_server, http_server)
-    declare_topology(built.settings())
-    try:
-        yield built
-    finally:
-        built.cleanup()
-        wait_for(lambda: admin_sql(postgres_admin_url, "SELECT 1"), 30, "the database")
-        admin_sql(postgres_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def admin_sql(url: str, statement: str) -> bool:
-    try:
-        conn = psycopg2.connect(url)
-    except psycopg2.OperationalError:
-        return False
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
-    return True
-
-
-@pytest.mark.skipif(_cluster() is None, reason="needs a local PostgreSQL cluster")
-def test_database_restart_while_messages_flow(restartable_stack: Stack) -> None:
-    stack = restartable_stack
+def test_database_restart_while_messages_flow(stack: Stack) -> None:
     check = stack.ledger_check()
     add_batch(check, "pg", 30)
     stack.smtp.enqueue(*[Behaviour(delay=0.05)] * 30)

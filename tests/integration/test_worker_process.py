@@ -13,8 +13,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -31,25 +30,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def worker_process(stack: Stack, *args: str, **overrides: Any) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, **stack.environment(**overrides)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "email_worker", *(args or ("run",))],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def message(request_id: str, address: str) -> dict[str, Any]:
@@ -70,14 +50,14 @@ def test_killed_between_claim_and_send_is_delivered_once_after_restart(stack: St
         Reply(200, {"data": TEMPLATE}, delay=30),
         Reply(200, {"data": TEMPLATE}),
     )
-    overrides = {"lease_seconds": 2, "http_timeout": 60, "retry_delays": [0.5, 1.0]}
-    with worker_process(stack, **overrides) as first:
+    overrides: dict[str, Any] = {"lease_seconds": 2, "http_timeout": 60, "retry_delays": [0.5, 1.0]}
+    with stack.spawn(**overrides) as first:
         stack.publish({**message(request_id, "once@example.com"), "template_code": "slow"})
         wait_for(lambda: stack.status(request_id) == "sending", 20, "the claim")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     assert stack.smtp.messages == []
-    with worker_process(stack, **overrides):
+    with stack.spawn(**overrides):
         wait_for(lambda: stack.status(request_id) == "sent", 30, "delivery after restart")
         wait_for(stack.idle, 10)
     assert len(stack.emails_to("once@example.com")) == 1
@@ -93,7 +73,7 @@ def test_killed_between_claim_and_send_is_delivered_once_after_restart(stack: St
 def test_sigterm_drains_in_flight_work_and_exits_zero(stack: Stack) -> None:
     ids = [f"term-{n}-{uuid.uuid4().hex[:6]}" for n in range(20)]
     stack.smtp.enqueue(*[Behaviour(delay=0.2)] * 20)
-    with worker_process(stack, concurrency=2, prefetch=10) as process:
+    with stack.spawn(concurrency=2, prefetch=10) as process:
         for n, request_id in enumerate(ids):
             stack.publish(message(request_id, f"t{n}@example.com"))
         wait_for(lambda: len(stack.smtp.messages) >= 2, 20, "the first sends")
@@ -102,7 +82,7 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(stack: Stack) -> None:
     sent = sum(stack.status(r) == "sent" for r in ids)
     assert 2 <= sent < 20
     assert stack.queued() == 20 - sent  # nothing stuck unacked, nothing lost
-    with worker_process(stack):
+    with stack.spawn():
         wait_for(lambda: all(stack.status(r) == "sent" for r in ids), 30)
     assert len(stack.smtp.messages) == 20
 
@@ -133,19 +113,22 @@ def test_broker_restart_mid_run_loses_and_duplicates_nothing(stack: Stack) -> No
     )
 
 
-def test_topology_conflict_fails_start_up_naming_queue_and_setting(stack: Stack) -> None:
+def test_topology_conflict_fails_start_up_naming_queue_and_setting(
+    stack: Stack, tmp_path: Path
+) -> None:
     queue = f"{stack.prefix}.conflict.queue"
     connection = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
     connection.channel().queue_declare(queue, durable=True)  # classic, no arguments
     connection.close()
     try:
-        with worker_process(stack, email_queue=queue) as process:
-            output = process.communicate(timeout=30)[0].decode()
-            assert process.returncode == 3
+        log = tmp_path / "worker.log"
+        with stack.spawn(email_queue=queue, log=log) as process:
+            assert process.wait(30) == 3
+        output = log.read_text()
         assert queue in output and "EMAIL_WORKER_PASSIVE_TOPOLOGY" in output
         assert "x-queue-type" in output or "x-dead-letter" in output
-        with worker_process(
-            stack, "run", email_queue=queue, passive_topology=True, http_port=free_port()
+        with stack.spawn(
+            "run", email_queue=queue, passive_topology=True, http_port=free_port()
         ) as passive:
             time.sleep(3)
             assert passive.poll() is None  # passive mode accepts the existing queue
@@ -157,7 +140,7 @@ def test_topology_conflict_fails_start_up_naming_queue_and_setting(stack: Stack)
 
 def test_health_and_readiness_endpoints(stack: Stack) -> None:
     port = free_port()
-    with worker_process(stack, http_port=port) as process:
+    with stack.spawn(http_port=port) as process:
         url = f"http://127.0.0.1:{port}"
 
         def ready() -> bool:
