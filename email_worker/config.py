@@ -173,8 +173,10 @@ class Settings(BaseSettings):
     @field_validator("from_address")
     @classmethod
     def _plain_from(cls, value: str) -> str:
-        if any(ch in value for ch in '\r\n<>,;"') or value.count("@") != 1:
+        if any(ch in value for ch in '\r\n<>,;" ') or value.count("@") != 1:
             raise ValueError("must be one plain address like notifications@example.com")
+        if not value.isascii():  # the Message-ID domain is taken from it
+            raise ValueError("must be ASCII: give an internationalised domain in punycode")
         return value
 
     @classmethod

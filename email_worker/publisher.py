@@ -61,15 +61,6 @@ class Publisher:
                         raise PublishError(f"broker unreachable: {type(exc).__name__}") from exc
             raise AssertionError("unreachable")  # pragma: no cover
 
-    def keepalive(self) -> None:
-        """Service heartbeats of an idle connection; call every few seconds."""
-        with self._lock:
-            if self._connection is not None and self._connection.is_open:
-                try:
-                    self._connection.process_data_events(0)
-                except (AMQPError, OSError):
-                    self._reset()
-
     def close(self) -> None:
         with self._lock:
             self._reset()
