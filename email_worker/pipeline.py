@@ -114,6 +114,7 @@ class Pipeline:
         self._renderer = renderer
         self._mailer = mailer
         self._notifier = notifier
+        self._sender_domain = config.sender.rpartition("@")[2]  # the Message-ID domain
         self._finish_patiently = retry(
             retry=retry_if_exception(_is_database_down),
             stop=stop_after_delay(config.record_patience_seconds),
@@ -202,10 +203,6 @@ class Pipeline:
             log.exception("unexpected error in the pipeline")
             return TransientFailure(Reason.INTERNAL_ERROR, type(exc).__name__)
         return None
-
-    @property
-    def _sender_domain(self) -> str:
-        return self._config.sender.rpartition("@")[2]
 
     def _with_callback_url(self, request: EmailRequest, record: Record) -> Record:
         url = self._callback_url(request)

@@ -32,6 +32,22 @@ class _Row:
     records: list[Record] = field(default_factory=list)
 
 
+def email_request(
+    request_id: str | None = None, payload_hash: str = "hash-1", batch_id: str | None = "batch-7"
+) -> EmailRequest:
+    """A valid normalised request with a fresh id unless one is given."""
+    rid = request_id or f"req-{uuid.uuid4().hex[:8]}"
+    return EmailRequest(
+        request_id=rid,
+        notification_id=f"n-{rid}",
+        correlation_id=f"c-{rid}",
+        template_code="welcome",
+        recipient="ada@example.com",
+        payload_hash=payload_hash,
+        batch_id=batch_id,
+    )
+
+
 class FakeLedger:
     def __init__(self) -> None:
         self.rows: dict[str, _Row] = {}

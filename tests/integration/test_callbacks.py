@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -30,6 +29,7 @@ from email_worker.tasks import CeleryNotifier, make_celery
 from schemas.callback import CallbackStatus
 from schemas.failures import Reason
 from schemas.request import EmailRequest
+from tests.fakes import email_request
 from tests.support.http import FakeHttpServer, Reply
 
 pytestmark = pytest.mark.integration
@@ -47,18 +47,6 @@ def client() -> Iterator[httpx.Client]:
 def dispatcher(db: Database, http: httpx.Client, secret: str | None = SECRET) -> CallbackDispatcher:
     return CallbackDispatcher(
         db, http, secret=secret, lease_seconds=30, max_age_hours=48, rng=random.Random(7)
-    )
-
-
-def request_for(rid: str | None = None) -> EmailRequest:
-    rid = rid or f"req-{uuid.uuid4().hex[:8]}"
-    return EmailRequest(
-        request_id=rid,
-        notification_id=f"n-{rid}",
-        correlation_id=f"c-{rid}",
-        template_code="welcome",
-        recipient="ada@example.com",
-        payload_hash="h",
     )
 
 
@@ -87,7 +75,7 @@ def outbox_row(
     request: EmailRequest | None = None,
     status: LedgerStatus = LedgerStatus.SENT,
 ) -> int:
-    request = request or request_for()
+    request = request or email_request()
     book = PgLedger(db, lease_seconds=30)
     claim = book.claim(request)
     assert isinstance(claim, Claim)
@@ -252,7 +240,7 @@ def test_superseded_row_is_never_sent(
     db: Database, client: httpx.Client, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(200))
-    request = request_for()
+    request = email_request()
     older = outbox_row(db, http_server.url + PATH, request, LedgerStatus.PENDING)
     newer = outbox_row(db, http_server.url + PATH, request, LedgerStatus.SENT)
     sender = dispatcher(db, client)
@@ -266,7 +254,7 @@ def test_newer_row_waits_for_an_older_one_on_the_wire(
     db: Database, client: httpx.Client, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(200, delay=0.6), Reply(200))
-    request = request_for()
+    request = email_request()
     older = outbox_row(db, http_server.url + PATH, request, LedgerStatus.PENDING)
     sender = dispatcher(db, client)
     results: list[str] = []
@@ -288,7 +276,7 @@ def test_an_obsolete_row_found_by_the_dispatcher_is_superseded(
     db: Database, client: httpx.Client, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(500))
-    request = request_for()
+    request = email_request()
     older = outbox_row(db, http_server.url + PATH, request, LedgerStatus.PENDING)
     with db.transaction() as cur:  # as if a dispatcher held it when the newer row came
         cur.execute("UPDATE callback_outbox SET in_flight_until = now() + interval '1 minute'")
@@ -421,7 +409,7 @@ def test_maintenance_tasks_run_on_the_callbacks_worker(
         "EMAIL_WORKER_DB_POOL_SIZE": "2",
         "EMAIL_WORKER_LOG_LEVEL": "WARNING",
     }
-    request = request_for()
+    request = email_request()
     claim = PgLedger(db, lease_seconds=0.1).claim(request)
     assert isinstance(claim, Claim)
     with db.transaction() as cur:  # a lease that went silent long ago

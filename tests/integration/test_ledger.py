@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +19,7 @@ from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record, Rendere
 from schemas.callback import CallbackStatus
 from schemas.failures import DeferredFailure, PermanentFailure, Reason
 from schemas.request import EmailRequest
+from tests.fakes import email_request
 
 pytestmark = pytest.mark.integration
 
@@ -31,19 +31,6 @@ EMAIL = RenderedEmail(
     template_code="welcome",
     template_version="3",
 )
-
-
-def make_request(request_id: str | None = None, payload_hash: str = "hash-1") -> EmailRequest:
-    rid = request_id or f"req-{uuid.uuid4().hex[:8]}"
-    return EmailRequest(
-        request_id=rid,
-        notification_id=f"n-{rid}",
-        correlation_id=f"c-{rid}",
-        template_code="welcome",
-        recipient="ada@example.com",
-        payload_hash=payload_hash,
-        batch_id="batch-7",
-    )
 
 
 def sent(callback_url: str | None = URL) -> Record:
@@ -117,7 +104,7 @@ def test_migrate_concurrently_applies_once(database_url: str) -> None:
 
 def test_exactly_one_of_eight_concurrent_claims_wins(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     barrier = threading.Barrier(8)
     results: list[object] = []
 
@@ -142,7 +129,7 @@ def test_exactly_one_of_eight_concurrent_claims_wins(db: Database) -> None:
 
 def test_sent_request_is_acknowledged_as_duplicate_and_never_reclaimed(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     claim = must_claim(book.claim(request))
     book.finish(claim, request, sent())
 
@@ -161,7 +148,7 @@ def test_sent_request_is_acknowledged_as_duplicate_and_never_reclaimed(db: Datab
 
 def test_stored_record_holds_the_rendered_email_and_utc_times(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     claim = must_claim(book.claim(request))
     book.finish(claim, request, sent())
     row = ledger.get_request(db, request.request_id)
@@ -186,9 +173,9 @@ def test_stored_record_holds_the_rendered_email_and_utc_times(db: Database) -> N
 
 def test_same_id_with_another_payload_is_a_conflict(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     claim = must_claim(book.claim(request))
-    other = make_request(request.request_id, payload_hash="hash-2")
+    other = email_request(request.request_id, payload_hash="hash-2")
     with pytest.raises(PermanentFailure) as while_sending:
         book.claim(other)
     book.finish(claim, request, sent())
@@ -199,7 +186,7 @@ def test_same_id_with_another_payload_is_a_conflict(db: Database) -> None:
 
 def test_expired_lease_is_taken_over_and_the_old_worker_is_fenced(db: Database) -> None:
     book = PgLedger(db, lease_seconds=0.2)
-    request = make_request()
+    request = email_request()
     first = must_claim(book.claim(request))
     time.sleep(0.3)
     second = must_claim(book.claim(request))
@@ -217,7 +204,7 @@ def test_expired_lease_is_taken_over_and_the_old_worker_is_fenced(db: Database) 
 
 def test_live_lease_is_not_taken(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     must_claim(book.claim(request))
     with pytest.raises(DeferredFailure) as busy:
         book.claim(request)
@@ -236,7 +223,7 @@ def test_failed_unknown_and_pending_are_claimable_again(
     db: Database, status: LedgerStatus, callback: CallbackStatus | None
 ) -> None:
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     first = must_claim(book.claim(request))
     book.finish(first, request, outcome(status, callback, Reason.SMTP_UNKNOWN))
     again = must_claim(book.claim(request))
@@ -247,7 +234,7 @@ def test_failed_unknown_and_pending_are_claimable_again(
 
 def test_events_are_append_only(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     must_claim(book.claim(request))
     with pytest.raises(psycopg2.errors.RestrictViolation):
         query(db, "UPDATE email_events SET detail = 'rewritten'")
@@ -259,7 +246,7 @@ def test_events_are_append_only(db: Database) -> None:
 
 def test_outbox_row_is_written_with_the_status(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     claim = must_claim(book.claim(request))
     outbox_id = book.finish(claim, request, sent())
     assert isinstance(outbox_id, int)
@@ -281,7 +268,7 @@ def test_status_and_outbox_row_commit_or_fail_together(db: Database) -> None:
         " FOR EACH ROW EXECUTE FUNCTION refuse()",
     )
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     claim = must_claim(book.claim(request))
     with pytest.raises(psycopg2.errors.RaiseException):
         book.finish(claim, request, sent())
@@ -293,7 +280,7 @@ def test_status_and_outbox_row_commit_or_fail_together(db: Database) -> None:
 
 def test_no_outbox_row_without_a_callback_url(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     claim = must_claim(book.claim(request))
     assert book.finish(claim, request, sent(callback_url=None)) is None
     assert outbox(db, request.request_id) == []
@@ -305,7 +292,7 @@ def finish_with(book: PgLedger, request: EmailRequest, record: Record) -> int | 
 
 def test_callbacks_never_move_backwards(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
-    request = make_request()
+    request = email_request()
     pending = outcome(LedgerStatus.PENDING, CallbackStatus.PENDING, Reason.SMTP_TRANSIENT)
     failed = outcome(LedgerStatus.FAILED, CallbackStatus.FAILED, Reason.RETRIES_EXHAUSTED)
     assert finish_with(book, request, pending) is not None
@@ -333,7 +320,7 @@ def test_reject_records_unknown_ids_only(db: Database) -> None:
         ("failed", "pending", "invalid_message: no template")
     ]
 
-    request = make_request()
+    request = email_request()
     claim = must_claim(book.claim(request))
     assert book.reject(request.request_id, "n", "c", Reason.IDEMPOTENCY_CONFLICT, "", URL) is None
     row = ledger.get_request(db, request.request_id)
@@ -345,13 +332,13 @@ def test_reject_records_unknown_ids_only(db: Database) -> None:
 def test_a_rejected_id_can_later_be_claimed_with_a_valid_payload(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
     book.reject("late-fix", "n", "c", Reason.INVALID_MESSAGE, "", None)
-    claim = must_claim(book.claim(make_request("late-fix")))
+    claim = must_claim(book.claim(email_request("late-fix")))
     assert claim.attempt == 1
 
 
 def test_expire_leases_marks_silent_leases_unknown(db: Database) -> None:
     book = PgLedger(db, lease_seconds=0.2)
-    request, live = make_request(), make_request()
+    request, live = email_request(), email_request()
     claim = must_claim(book.claim(request))
     time.sleep(0.3)
     PgLedger(db, lease_seconds=30).claim(live)
@@ -368,7 +355,7 @@ def test_expire_leases_marks_silent_leases_unknown(db: Database) -> None:
 
 def test_prune_deletes_old_finished_requests_only(db: Database) -> None:
     book = PgLedger(db, lease_seconds=30)
-    old, recent, stuck = make_request(), make_request(), make_request()
+    old, recent, stuck = email_request(), email_request(), email_request()
     finish_with(book, old, sent())
     finish_with(book, recent, sent())
     must_claim(book.claim(stuck))
