@@ -92,7 +92,7 @@ def loads_strict(body: bytes, *, max_depth: int = MAX_DEPTH) -> object:
         raise _invalid_json(str(exc)) from None
     except json.JSONDecodeError as exc:
         # exc.msg is the parser's own message ("Expecting value"), never the input.
-        raise _invalid_json(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise _invalid_json(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except ValueError:
         # e.g. an integer longer than sys.get_int_max_str_digits().
         raise _invalid_json("malformed JSON") from None
