@@ -60,6 +60,7 @@ class Stack:
         self.database_url, self.amqp_url, self.prefix = database_url, amqp_url, prefix
         self.smtp, self.http = smtp, http
         self.workers: list[tuple[Worker, threading.Thread]] = []
+        self.queues: set[str] = set()
         http.route(
             "GET", "/api/v1/templates/welcome", Reply(200, {"success": True, "data": TEMPLATE})
         )
@@ -92,7 +93,11 @@ class Stack:
             "prefetch": 8,
         }
         values.update(overrides)
-        return Settings(**values)
+        settings = Settings(**values)
+        # Tests override the names and delays: remember every queue so cleanup finds it.
+        self.queues.update({settings.email_queue, settings.failed_queue, settings.callback_queue})
+        self.queues.update(settings.retry_queue_name(d) for d in settings.retry_delays)
+        return settings
 
     def environment(self, **overrides: Any) -> dict[str, str]:
         """The same settings as ``EMAIL_WORKER_*`` variables, for subprocess workers."""
@@ -262,9 +267,7 @@ class Stack:
         try:
             channel = connection.channel()
             settings = self.settings()
-            names = [settings.email_queue, settings.failed_queue, settings.callback_queue]
-            names += [settings.retry_queue_name(d) for d in settings.retry_delays]
-            for name in names:
+            for name in sorted(self.queues):
                 channel.queue_delete(name)
             channel.exchange_delete(settings.exchange)
         finally:
