@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pika
-import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,22 +35,13 @@ from email_worker.db import Database
 from email_worker.migrations import migrate
 from tests.support.http import FakeHttpServer
 from tests.support.ledger_check import LedgerCheck, copies_from, wait_settled
+from tests.support.services import admin_statement
 from tests.support.smtp import SmtpTestServer
 from tests.support.stack import Stack
 
 ADMIN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 WORKER = {"lease_seconds": 5, "retry_delays": [1.0, 2.0, 4.0], "max_attempts": 6}
-
-
-def admin(statement: str) -> None:
-    conn = psycopg2.connect(ADMIN)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
 
 
 class Workers:
@@ -137,7 +127,7 @@ def restart_broker() -> float:
 
 def run(minutes: float, rate: int, logs: Path) -> dict[str, Any]:
     database = f"ew_soak_{uuid.uuid4().hex[:8]}"
-    admin(f'CREATE DATABASE "{database}"')
+    admin_statement(ADMIN, f'CREATE DATABASE "{database}"')
     url = f"{ADMIN.rpartition('/')[0]}/{database}"
     db = Database(url, pool_size=1)
     migrate(db)
@@ -152,7 +142,7 @@ def run(minutes: float, rate: int, logs: Path) -> dict[str, Any]:
         stack.cleanup()
         smtp.stop()
         http.stop()
-        admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin_statement(ADMIN, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def _drive(

@@ -91,16 +91,17 @@ def _with_database(url: str, database: str) -> str:
 def database_url(postgres_admin_url: str) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
     name = f"ew_test_{uuid.uuid4().hex[:12]}"
-    _admin(postgres_admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin_statement(postgres_admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield _with_database(postgres_admin_url, name)
     finally:
         # A fresh connection: a test may have restarted Postgres since the database was made.
         drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        _admin(postgres_admin_url, drop)
+        admin_statement(postgres_admin_url, drop)
 
 
-def _admin(url: str, statement: sql.Composed) -> None:
+def admin_statement(url: str, statement: str | sql.Composed) -> None:
+    """Run one statement (CREATE/DROP DATABASE) on a short-lived autocommit connection."""
     admin = psycopg2.connect(url)
     admin.autocommit = True
     try:
