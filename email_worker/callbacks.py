@@ -1,11 +1,12 @@
 """The status-callback dispatcher: delivers ``callback_outbox`` rows to the gateway, at least once.
 
-``deliver`` claims one row in one UPDATE (a short dispatcher lease in ``in_flight_until``),
-POSTs the signed body with no transaction open, then records the result fenced by the attempt
-number. Order is kept per request: a row with a newer row behind it is superseded instead of
-sent, and a newer row waits while an older one is on the wire, so the gateway never sees a
-status move backwards. Failures are rescheduled in the row itself (exponential backoff with
-full jitter, ``Retry-After`` on 429) and re-driven by beat through ``due``; a row older than
+``deliver_many`` claims a batch of rows in one UPDATE (a short dispatcher lease in
+``in_flight_until``), POSTs each signed body with no transaction open, then records the
+results fenced by the attempt number (all successes in one UPDATE). Order is kept per
+request: a row with a newer row behind it is superseded instead of sent, and a newer row
+waits while an older one is on the wire, so the gateway never sees a status move backwards.
+Failures are rescheduled in the row itself (exponential backoff with full jitter,
+``Retry-After`` on 429) and re-driven by beat through ``due``; a row older than
 ``max_age_hours``, or answered 410 Gone, is ``dead``. Email sending never waits on any of this.
 """
 
@@ -41,14 +42,14 @@ _CLAIM = """
 UPDATE callback_outbox o SET attempts = o.attempts + 1,
     next_attempt_at = now() + make_interval(secs => %(lease)s),
     in_flight_until = now() + make_interval(secs => %(lease)s)
-WHERE o.id = %(id)s AND o.state = 'pending'
+WHERE o.id = ANY(%(ids)s) AND o.state = 'pending'
   AND (o.attempts = 0 OR o.next_attempt_at <= now())
   AND NOT EXISTS (SELECT 1 FROM callback_outbox n
                   WHERE n.request_id = o.request_id AND n.id > o.id)
   AND NOT EXISTS (SELECT 1 FROM callback_outbox p
                   WHERE p.request_id = o.request_id AND p.id < o.id
                     AND p.state = 'pending' AND p.in_flight_until > now())
-RETURNING o.attempts, o.webhook_id, o.callback_url, o.request_id, o.notification_id,
+RETURNING o.id, o.attempts, o.webhook_id, o.callback_url, o.request_id, o.notification_id,
           o.correlation_id, o.status, o.error, o.event_at
 """
 
@@ -68,6 +69,15 @@ _SETTLE = f"""
 UPDATE callback_outbox SET state = %(state)s, in_flight_until = NULL, last_error = %(error)s,
     delivered_at = CASE WHEN %(state)s = 'delivered' THEN now() END
 {_FENCE}
+"""
+
+# The common outcome of a batch, settled in one statement; a row not returned was re-claimed.
+_DELIVERED = """
+UPDATE callback_outbox o SET state = 'delivered', in_flight_until = NULL, last_error = NULL,
+    delivered_at = now()
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS d(id, attempt)
+WHERE o.id = d.id AND o.attempts = d.attempt AND o.state = 'pending'
+RETURNING o.id
 """
 
 _RESCHEDULE = f"""
@@ -162,32 +172,67 @@ class CallbackDispatcher:
         self._rng = rng or random.Random()
 
     def deliver(self, outbox_id: int) -> str:
-        """Try to deliver one row now. Returns the outcome: ``delivered``, ``retry``, ``dead``,
-        ``superseded``, ``blocked`` (an older row is on the wire), ``not_due``, ``skipped``
-        (already settled) or ``missing``. Raises only ``DeferredFailure`` (database down)."""
-        with self._db.transaction() as cur:
-            cur.execute(_CLAIM, {"id": outbox_id, "lease": self._lease})
-            row = cur.fetchone()
-            refused = _refusal(cur, outbox_id) if row is None else None
-        if row is None:
-            count_callback(str(refused))  # counted once committed: "superseded" is settled
-            return str(refused)
-        job = _job(outbox_id, row)
-        answer = self._post(job)  # no transaction is open here
-        outcome = self._settle(job, answer)
-        count_callback(outcome)
+        """Try to deliver one row now; see ``deliver_many``."""
+        return self.deliver_many([outbox_id])[outbox_id]
+
+    def deliver_many(self, outbox_ids: list[int]) -> dict[int, str]:
+        """Try to deliver these rows now, in id order. Returns each id's outcome:
+        ``delivered``, ``retry``, ``dead``, ``superseded``, ``blocked`` (an older row is on the
+        wire), ``not_due``, ``skipped`` (already settled), ``missing``, or ``expired`` (the batch
+        outlived half its lease before this row's turn; it was not sent and beat re-drives it
+        after the lease). Raises only ``DeferredFailure`` (database down)."""
+        ids = sorted(set(outbox_ids))
+        claimed_at = time.monotonic()
+        with self._db.autocommit() as cur:
+            cur.execute(_CLAIM, {"ids": ids, "lease": self._lease})
+            jobs = sorted((_job(row) for row in cur.fetchall()), key=lambda job: job.outbox_id)
+        outcomes = self._explain_unclaimed(set(ids) - {job.outbox_id for job in jobs})
+        answers: list[tuple[_Job, _Answer]] = []
+        for job in jobs:
+            # Past half the lease another dispatcher may claim the rest: leave them to it.
+            if time.monotonic() - claimed_at > self._lease / 2:
+                outcomes[job.outbox_id] = "expired"
+                continue
+            answers.append((job, self._post(job)))  # no transaction is open here
+        outcomes |= self._settle_all(answers)
+        for job, answer in answers:
+            self._log(job, answer, outcomes[job.outbox_id])
+        for outcome in outcomes.values():
+            count_callback(outcome)
+        return outcomes
+
+    def _explain_unclaimed(self, ids: set[int]) -> dict[int, str]:
+        outcomes: dict[int, str] = {}
+        for outbox_id in sorted(ids):
+            with self._db.transaction() as cur:
+                outcomes[outbox_id] = _refusal(cur, outbox_id)
+        return outcomes
+
+    def _settle_all(self, answers: list[tuple[_Job, _Answer]]) -> dict[int, str]:
+        ok = [job for job, answer in answers if _accepted(answer)]
+        outcomes = {job.outbox_id: "skipped" for job in ok}
+        if ok:
+            params = {"ids": [j.outbox_id for j in ok], "attempts": [j.attempt for j in ok]}
+            with self._db.autocommit() as cur:
+                cur.execute(_DELIVERED, params)
+                outcomes |= {int(row[0]): "delivered" for row in cur.fetchall()}
+        for job, answer in answers:
+            if job.outbox_id not in outcomes:
+                outcomes[job.outbox_id] = self._settle_failure(job, answer)
+        return outcomes
+
+    def _log(self, job: _Job, answer: _Answer, outcome: str) -> None:
         log.info(
             "callback %s",
             outcome,
             extra={
-                "outbox_id": outbox_id,
+                "outbox_id": job.outbox_id,
                 "request_id": job.request_id,
                 "attempt": job.attempt,
                 "http_status": answer.code,
                 "outcome": outcome,
             },
         )
-        return outcome
 
     def due(self, limit: int) -> list[int]:
         """Ids of pending rows whose next attempt is due and that were not re-driven within
@@ -213,10 +258,8 @@ class CallbackDispatcher:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return _Answer(None, None, type(exc).__name__)
 
-    def _settle(self, job: _Job, answer: _Answer) -> str:
+    def _settle_failure(self, job: _Job, answer: _Answer) -> str:
         code = answer.code
-        if code is not None and 200 <= code < 300:
-            return self._write_state(job, "delivered", None)
         error = answer.error or f"HTTP {code}"
         if code == 410:
             return self._write_state(job, "dead", error)
@@ -248,9 +291,13 @@ class CallbackDispatcher:
             return state if cur.rowcount == 1 else "skipped"
 
 
-def _job(outbox_id: int, row: tuple[Any, ...]) -> _Job:
-    attempt, webhook_id, url, request_id, notification_id, correlation_id = row[:6]
-    status, error, event_at = row[6:]
+def _accepted(answer: _Answer) -> bool:
+    return answer.code is not None and 200 <= answer.code < 300
+
+
+def _job(row: tuple[Any, ...]) -> _Job:
+    outbox_id, attempt, webhook_id, url, request_id, notification_id, correlation_id = row[:7]
+    status, error, event_at = row[7:]
     body = StatusCallback(
         notification_id=notification_id,
         status=CallbackStatus(status),
@@ -259,7 +306,8 @@ def _job(outbox_id: int, row: tuple[Any, ...]) -> _Job:
         request_id=request_id,
         correlation_id=correlation_id,
     )
-    return _Job(outbox_id, attempt, webhook_id, url, request_id, body.model_dump_json().encode())
+    body_bytes = body.model_dump_json().encode()
+    return _Job(int(outbox_id), attempt, webhook_id, url, request_id, body_bytes)
 
 
 def _refusal(cur: cursor, outbox_id: int) -> str:

@@ -3,16 +3,19 @@ place where psycopg2 errors are translated into ``schemas.failures`` errors.
 
 Hazards handled here: psycopg2's ``ThreadedConnectionPool`` raises instead of waiting when it is
 exhausted (a semaphore makes callers wait); a connection broken by a Postgres restart looks
-healthy until it is used (every checkout runs ``SET TIME ZONE 'UTC'``, which doubles as a
-liveness probe, and a broken connection is closed instead of returned to the pool).
+healthy until it is used. An idle pooled connection has nothing to read, so a socket that is
+readable at checkout (the server's goodbye, or EOF) marks it suspect: it is probed with a
+round trip and closed if dead. A healthy checkout costs no round trip; a broken connection is
+closed instead of returned to the pool.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import psycopg2
 from psycopg2.extensions import connection, cursor
@@ -60,19 +63,29 @@ class Database:
         self._slots = threading.BoundedSemaphore(pool_size)
         self._checkout_timeout = checkout_timeout
 
-    @contextmanager
-    def transaction(self) -> Iterator[cursor]:
+    def transaction(self) -> AbstractContextManager[cursor]:
         """Yield a cursor inside one transaction: commit on success, roll back on any error.
 
         Raises ``DeferredFailure(DATABASE_UNAVAILABLE)`` when no connection can be had or the
         database fails mid-transaction; other exceptions from the body pass through unchanged.
         A broken connection is discarded, never returned to the pool.
         """
+        return self._session(autocommit=False)
+
+    def autocommit(self) -> AbstractContextManager[cursor]:
+        """Like ``transaction`` but each statement commits on its own: for work that is one
+        statement (a CTE may write several tables atomically), without the round trips of
+        BEGIN and COMMIT. Several statements here are *not* atomic together."""
+        return self._session(autocommit=True)
+
+    @contextmanager
+    def _session(self, *, autocommit: bool) -> Iterator[cursor]:
         if not self._slots.acquire(timeout=self._checkout_timeout):
             raise DeferredFailure(Reason.DATABASE_UNAVAILABLE, "connection pool exhausted")
         conn: connection | None = None
         try:
             conn = self._checkout_fast()
+            conn.autocommit = autocommit  # client-side only outside a transaction
             with conn.cursor() as cur:
                 yield cur
             conn.commit()
@@ -123,6 +136,15 @@ class Database:
         raise psycopg2.OperationalError("no usable pooled connection")
 
     def _usable(self, conn: connection) -> bool:
+        if conn.closed:
+            self._pool.putconn(conn, close=True)
+            return False
+        try:
+            suspect = bool(select.select([conn.fileno()], [], [], 0)[0])
+        except (OSError, ValueError):  # ValueError: a descriptor past select's limit
+            suspect = True
+        if not suspect:
+            return True
         try:
             with conn.cursor() as cur:
                 cur.execute("SET TIME ZONE 'UTC'")
@@ -135,7 +157,9 @@ class Database:
         broken = bool(conn.closed)
         if not broken:
             try:
-                conn.rollback()  # no-op after commit; ends a failed transaction otherwise
+                # A no-op after commit or in autocommit; ends a failed transaction otherwise.
+                conn.rollback()
+                conn.autocommit = False
             except UNAVAILABLE:
                 broken = True
         if broken:

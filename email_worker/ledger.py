@@ -76,35 +76,47 @@ WHERE request_id = %(request_id)s AND lease_owner = %(lease)s
 RETURNING request_id
 """
 
-# The fenced update and its event in one statement; no row means the lease was lost.
-_FINISH_WITH_EVENT = f"""
-WITH finished AS ({_FINISH})
-INSERT INTO email_events (request_id, event, status, attempt, reason, detail)
-SELECT request_id, %(status)s, %(status)s, %(attempt)s, %(reason)s, %(detail)s FROM finished
-"""
-
 # Callbacks never move backwards: nothing after 'delivered', no 'pending' after 'failed'.
+# ``{source}`` yields the row to notify about (``request_id``), or nothing.
 _OUTBOX = """
 INSERT INTO callback_outbox (webhook_id, request_id, notification_id, correlation_id, status,
                              error, event_at, callback_url, next_attempt_at)
-SELECT %(webhook_id)s, %(request_id)s, %(notification_id)s, %(correlation_id)s, %(status)s,
-       %(error)s, now(), %(url)s, now() + make_interval(secs => %(grace)s)
-WHERE NOT EXISTS (
+SELECT %(webhook_id)s, s.request_id, %(notification_id)s, %(correlation_id)s, %(cb_status)s,
+       %(cb_error)s, now(), %(url)s, now() + make_interval(secs => %(grace)s)
+FROM {source} s
+WHERE %(url)s IS NOT NULL AND NOT EXISTS (
     SELECT 1 FROM callback_outbox o
-    WHERE o.request_id = %(request_id)s
-      AND (o.status = 'delivered' OR (%(status)s = 'pending' AND o.status = 'failed')))
+    WHERE o.request_id = s.request_id
+      AND (o.status = 'delivered' OR (%(cb_status)s = 'pending' AND o.status = 'failed')))
 RETURNING id
 """
 
 # Older rows still waiting are obsolete. A row in flight is left alone: the dispatcher will
 # not send the newer row until it lands, so the gateway never sees them out of order.
+_SUPERSEDE = """
+UPDATE callback_outbox SET state = 'superseded'
+WHERE request_id = %(request_id)s AND id < (SELECT id FROM inserted) AND state = 'pending'
+  AND (in_flight_until IS NULL OR in_flight_until <= now())
+"""
+
 _OUTBOX_AND_SUPERSEDE = f"""
-WITH inserted AS ({_OUTBOX}),
-superseded AS (
-    UPDATE callback_outbox SET state = 'superseded'
-    WHERE request_id = %(request_id)s AND id < (SELECT id FROM inserted) AND state = 'pending'
-      AND (in_flight_until IS NULL OR in_flight_until <= now()))
+WITH inserted AS ({_OUTBOX.format(source="(SELECT %(request_id)s::text AS request_id)")}),
+superseded AS ({_SUPERSEDE})
 SELECT id FROM inserted
+"""
+
+# The whole outcome in one statement (one round trip, atomic without BEGIN/COMMIT): the fenced
+# update, its event, and the callback row with its supersession. ``finished`` is 0 when the
+# lease was lost, and then nothing at all is written.
+_FINISH_ALL = f"""
+WITH finished AS ({_FINISH}),
+event AS (
+    INSERT INTO email_events (request_id, event, status, attempt, reason, detail)
+    SELECT request_id, %(status)s, %(status)s, %(attempt)s, %(reason)s, %(detail)s
+    FROM finished),
+inserted AS ({_OUTBOX.format(source="finished")}),
+superseded AS ({_SUPERSEDE})
+SELECT (SELECT count(*) FROM finished), (SELECT id FROM inserted)
 """
 
 _REJECT = """
@@ -129,7 +141,7 @@ class PgLedger:
     def claim(self, request: EmailRequest) -> Claim | AlreadySent:
         """See ``Ledger.claim``. The lease lasts ``lease_seconds`` on the database clock."""
         lease = uuid.uuid4().hex
-        with self._db.transaction() as cur:
+        with self._db.autocommit() as cur:
             cur.execute(_CLAIM_WITH_EVENT, _claim_params(request, lease, self._lease_seconds))
             row = cur.fetchone()
             if row is None:
@@ -139,15 +151,16 @@ class PgLedger:
 
     def finish(self, claim: Claim, request: EmailRequest, record: Record) -> int | None:
         """See ``Ledger.finish``. Writes nothing at all when the lease was lost."""
-        with self._db.transaction() as cur:
-            cur.execute(_FINISH_WITH_EVENT, _finish_params(claim, record))
-            if cur.rowcount == 0:
-                raise DeferredFailure(Reason.LEASE_LOST, "the lease was taken over")
-            if record.callback is None or not record.callback_url:
-                return None
-            ids = (request.request_id, request.notification_id, request.correlation_id)
-            error = _error(record.reason, record.detail)
-            return _enqueue(cur, ids, record.callback, error, record.callback_url)
+        params = _finish_params(claim, record)
+        url = record.callback_url if record.callback is not None else None
+        ids = (request.request_id, request.notification_id, request.correlation_id)
+        params |= _outbox_params(ids, record.callback, _error(record.reason, record.detail), url)
+        with self._db.autocommit() as cur:
+            cur.execute(_FINISH_ALL, params)
+            row = cur.fetchone()
+        if row is None or row[0] == 0:
+            raise DeferredFailure(Reason.LEASE_LOST, "the lease was taken over")
+        return None if row[1] is None else int(row[1])
 
     def reject(
         self,
@@ -230,20 +243,25 @@ def _enqueue(
 ) -> int | None:
     """Insert an outbox row for ``ids`` (request, notification, correlation id) unless it would
     move the status backwards; supersede older waiting rows. Returns the new id or None."""
+    cur.execute(_OUTBOX_AND_SUPERSEDE, _outbox_params(ids, status, error, url))
+    row = cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+def _outbox_params(
+    ids: tuple[str, str, str], status: CallbackStatus | None, error: str | None, url: str | None
+) -> dict[str, Any]:
     request_id, notification_id, correlation_id = ids
-    params = {
+    return {
         "webhook_id": f"msg_{secrets.token_hex(16)}",  # stable per event: stored once
         "request_id": request_id,
         "notification_id": notification_id,
         "correlation_id": correlation_id,
-        "status": status.value,
-        "error": error if status != CallbackStatus.DELIVERED else None,
-        "url": url,
+        "cb_status": status.value if status else None,
+        "cb_error": error if status != CallbackStatus.DELIVERED else None,
+        "url": url or None,
         "grace": HANDOVER_GRACE_SECONDS,
     }
-    cur.execute(_OUTBOX_AND_SUPERSEDE, params)
-    row = cur.fetchone()
-    return None if row is None else int(row[0])
 
 
 def expire_leases(db: Database, grace_seconds: float = 60.0) -> int:

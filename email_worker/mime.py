@@ -92,7 +92,7 @@ def _part(boundary: str, subtype: str, text: str) -> bytes:
     normalised = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     body = binascii.b2a_qp(normalised, istext=True).replace(b"\n", b"\r\n")
     head = (
-        f"--{boundary}\r\nContent-Type: text/{subtype}; charset=\"utf-8\"\r\n"
+        f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
     )
     return head.encode("ascii") + body + b"\r\n"

@@ -150,7 +150,13 @@ def _register(app: Celery, queue: str) -> None:
 
     @app.task(name=DELIVER_MANY, **_LOCAL)
     def deliver_callbacks(outbox_ids: list[int]) -> int:
-        return sum(deliver_callback(outbox_id) == "delivered" for outbox_id in outbox_ids)
+        try:
+            outcomes = runtime().dispatcher.deliver_many(outbox_ids)
+        except DeferredFailure as failure:  # the rows stay pending; beat re-drives them
+            extra = {"rows": len(outbox_ids), "reason": failure.reason.value}
+            log.warning("callbacks deferred", extra=extra)
+            return 0
+        return sum(outcome == "delivered" for outcome in outcomes.values())
 
     @app.task(name=REDRIVE, **_LOCAL)
     def redrive_callbacks() -> int:

@@ -127,7 +127,11 @@ def _after_receive(stack: Stack, key: str, process: subprocess.Popen[bytes]) -> 
     with held(stack, "LOCK TABLE email_requests IN EXCLUSIVE MODE"):
         wait_for(lambda: blocked_queries(stack) > 0, 20, "the claim to wait on the lock")
         kill(process)
-    assert stack.status(key) is None
+    # The claim is one autocommit statement: once the lock is released the server may finish
+    # it without its client, leaving a lease nobody holds. Nothing was sent either way, and
+    # the check below needs it delivered once (after the orphaned lease expires).
+    assert stack.status(key) in (None, "sending")
+    assert stack.smtp.data_transactions == 0
 
 
 def _after_claim(stack: Stack, key: str, process: subprocess.Popen[bytes]) -> None:
@@ -148,7 +152,10 @@ def _after_reply(stack: Stack, key: str, process: subprocess.Popen[bytes]) -> No
         wait_for(lambda: len(stack.smtp.messages) == 1, 20, "the relay's 250")
         wait_for(lambda: blocked_queries(stack) > 0, 20, "the commit to wait on the lock")
         kill(process)
-    assert stack.status(key) == "sending"
+    # The outcome is one autocommit statement: released from the lock, the server may still
+    # record "sent" without its client (the truth: the relay has it). Otherwise the lease is
+    # taken over and the email may go out twice, with the same Message-ID.
+    assert stack.status(key) in ("sending", "sent")
 
 
 def _after_ack(stack: Stack, key: str, process: subprocess.Popen[bytes]) -> None:

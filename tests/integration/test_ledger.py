@@ -381,6 +381,12 @@ def test_a_connection_killed_by_the_server_does_not_poison_the_pool(database_url
     try:
         [(pid,)] = query(database, "SELECT pg_backend_pid()")
         query(admin, "SELECT pg_terminate_backend(%s)", pid)
+        # pg_terminate_backend only signals: wait until the backend is gone (its goodbye is
+        # then on our idle socket), as after a restart.
+        deadline = time.monotonic() + 5
+        while query(admin, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", pid):
+            assert time.monotonic() < deadline, "the backend did not exit"
+            time.sleep(0.01)
         [(new_pid,)] = query(database, "SELECT pg_backend_pid()")
         assert new_pid != pid
         [(zone,)] = query(database, "SHOW TIME ZONE")
