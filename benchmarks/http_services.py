@@ -48,6 +48,9 @@ class CallbackLog:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections as they would
+    # Headers and body are two writes: with Nagle on, a kept-alive connection holds the body
+    # until the client's delayed ACK (40 ms), which would measure this server, not the worker.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
 from psycopg2.extensions import cursor
 
 from email_worker import __version__
+from email_worker.callback_http import CallbackHttp, NoAnswer
 from email_worker.db import Database
 from email_worker.metrics import count_callback
 from email_worker.signing import sign
@@ -155,7 +155,7 @@ class CallbackDispatcher:
     def __init__(
         self,
         db: Database,
-        http: httpx.Client,
+        http: CallbackHttp,
         *,
         secret: str | None,
         lease_seconds: float,
@@ -252,11 +252,10 @@ class CallbackDispatcher:
         if self._secret:
             headers["webhook-signature"] = sign(self._secret, job.webhook_id, timestamp, job.body)
         try:
-            # stream(): the answer's body is never read, so a huge one costs nothing.
-            with self._http.stream("POST", job.url, content=job.body, headers=headers) as resp:
-                return _Answer(resp.status_code, resp.headers.get("retry-after"), None)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            return _Answer(None, None, type(exc).__name__)
+            answer = self._http.post(job.url, job.body, headers)
+        except NoAnswer as exc:
+            return _Answer(None, None, str(exc))
+        return _Answer(answer.status, answer.retry_after, None)
 
     def _settle_failure(self, job: _Job, answer: _Answer) -> str:
         code = answer.code

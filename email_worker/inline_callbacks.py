@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
-
+from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.config import Settings
 from email_worker.db import Database
@@ -27,14 +26,12 @@ class InlineNotifier:
     def __init__(self, dispatcher: CallbackDispatcher, *, threads: int = 2) -> None:
         self._dispatcher = dispatcher
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="callbacks")
-        self._owned: tuple[Database, httpx.Client] | None = None
+        self._owned: tuple[Database, CallbackHttp] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InlineNotifier:
         db = Database(settings.database_url.get_secret_value(), pool_size=2)
-        http = httpx.Client(
-            timeout=settings.callback_timeout, follow_redirects=False, trust_env=False
-        )
+        http = CallbackHttp(settings.callback_timeout)
         secret = settings.callback_secret
         notifier = cls(
             CallbackDispatcher(

@@ -14,10 +14,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from celery import Celery
 
 from email_worker import ledger
+from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.config import Settings
 from email_worker.db import Database
@@ -40,7 +40,7 @@ HANDOVER_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "
 class _Runtime:
     settings: Settings
     db: Database
-    http: httpx.Client
+    http: CallbackHttp
     dispatcher: CallbackDispatcher
 
     def close(self) -> None:
@@ -82,8 +82,7 @@ def runtime() -> _Runtime:
 
 def _build(settings: Settings) -> _Runtime:
     db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
-    # No redirects, no proxies from the environment, strict timeouts (RELIABILITY rule 15).
-    http = httpx.Client(timeout=settings.callback_timeout, follow_redirects=False, trust_env=False)
+    http = CallbackHttp(settings.callback_timeout)
     secret = settings.callback_secret.get_secret_value() if settings.callback_secret else None
     dispatcher = CallbackDispatcher(
         db,

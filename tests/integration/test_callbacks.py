@@ -3,6 +3,7 @@ wiring against the real RabbitMQ."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -12,14 +13,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from kombu import Queue
 
 from email_worker import ledger, tasks
+from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.db import Database
 from email_worker.ledger import PgLedger
@@ -39,12 +41,13 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 @pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=2.0, trust_env=False) as http:
-        yield http
+def client() -> Iterator[CallbackHttp]:
+    http = CallbackHttp(2.0)
+    yield http
+    http.close()
 
 
-def dispatcher(db: Database, http: httpx.Client, secret: str | None = SECRET) -> CallbackDispatcher:
+def dispatcher(db: Database, http: CallbackHttp, secret: str | None = SECRET) -> CallbackDispatcher:
     return CallbackDispatcher(
         db, http, secret=secret, lease_seconds=30, max_age_hours=48, rng=random.Random(7)
     )
@@ -108,7 +111,7 @@ def header(seen_headers: dict[str, str], name: str) -> str | None:
 
 
 def test_delivered_callback_is_signed_and_carries_no_content(
-    db: Database, client: httpx.Client, http_server: FakeHttpServer
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(200))
     outbox_id = outbox_row(db, http_server.url + PATH)
@@ -142,7 +145,7 @@ def test_delivered_callback_is_signed_and_carries_no_content(
 
 
 def test_no_signature_header_without_a_secret(
-    db: Database, client: httpx.Client, http_server: FakeHttpServer
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(204))
     outbox_id = outbox_row(db, http_server.url + PATH)
@@ -153,7 +156,7 @@ def test_no_signature_header_without_a_secret(
 
 
 def test_server_error_is_retried_with_backoff_then_delivered(
-    db: Database, client: httpx.Client, http_server: FakeHttpServer
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(500), Reply(200))
     outbox_id = outbox_row(db, http_server.url + PATH)
@@ -172,7 +175,7 @@ def test_server_error_is_retried_with_backoff_then_delivered(
 
 
 def test_too_many_requests_honours_retry_after(
-    db: Database, client: httpx.Client, http_server: FakeHttpServer
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(429, headers={"Retry-After": "120"}))
     outbox_id = outbox_row(db, http_server.url + PATH)
@@ -182,7 +185,7 @@ def test_too_many_requests_honours_retry_after(
 
 
 def test_gone_is_dead_at_once(
-    db: Database, client: httpx.Client, http_server: FakeHttpServer
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(410))
     outbox_id = outbox_row(db, http_server.url + PATH)
@@ -192,7 +195,7 @@ def test_gone_is_dead_at_once(
 
 
 def test_failures_past_the_max_age_are_dead(
-    db: Database, client: httpx.Client, http_server: FakeHttpServer
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(503))
     outbox_id = outbox_row(db, http_server.url + PATH)
@@ -222,22 +225,21 @@ def test_slow_gateway_times_out_without_holding_a_transaction(
     watcher = threading.Thread(target=watch)
     watcher.start()
     started = time.monotonic()
-    with httpx.Client(timeout=0.5, trust_env=False) as slow_client:
-        assert dispatcher(db, slow_client).deliver(outbox_id) == "retry"
+    assert dispatcher(db, CallbackHttp(timeout=0.5)).deliver(outbox_id) == "retry"
     watcher.join()
     assert time.monotonic() - started < 1.4
     assert idle_in_tx == [0]
     assert row(db, outbox_id)["last_error"] == "ReadTimeout"
 
 
-def test_refused_connection_is_retried(db: Database, client: httpx.Client) -> None:
+def test_refused_connection_is_retried(db: Database, client: CallbackHttp) -> None:
     outbox_id = outbox_row(db, "http://127.0.0.1:1" + PATH)
     assert dispatcher(db, client).deliver(outbox_id) == "retry"
     assert row(db, outbox_id)["last_error"] == "ConnectError"
 
 
 def test_superseded_row_is_never_sent(
-    db: Database, client: httpx.Client, http_server: FakeHttpServer
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(200))
     request = email_request()
@@ -251,7 +253,7 @@ def test_superseded_row_is_never_sent(
 
 
 def test_newer_row_waits_for_an_older_one_on_the_wire(
-    db: Database, client: httpx.Client, http_server: FakeHttpServer
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(200, delay=0.6), Reply(200))
     request = email_request()
@@ -273,7 +275,7 @@ def test_newer_row_waits_for_an_older_one_on_the_wire(
 
 
 def test_an_obsolete_row_found_by_the_dispatcher_is_superseded(
-    db: Database, client: httpx.Client, http_server: FakeHttpServer
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
     http_server.route("POST", PATH, Reply(500))
     request = email_request()
@@ -292,7 +294,7 @@ def test_an_obsolete_row_found_by_the_dispatcher_is_superseded(
 
 
 def test_due_returns_rows_after_the_handover_grace_once_per_lease(
-    db: Database, client: httpx.Client, http_server: FakeHttpServer
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
     fresh = outbox_row(db, http_server.url + PATH)
     waiting = outbox_row(db, http_server.url + PATH)
@@ -446,3 +448,75 @@ def test_beat_schedule_is_in_memory_and_covers_maintenance() -> None:
     }
     assert {tasks.DELIVER, tasks.REDRIVE, tasks.EXPIRE, tasks.PRUNE} <= set(app.tasks)
     assert app.conf.task_default_queue == "q" and app.conf.task_acks_late is True
+
+
+class _KeepAliveGateway(ThreadingHTTPServer):
+    """An HTTP/1.1 gateway that counts TCP connections; ``/huge`` answers 64 MiB."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.posts: list[str] = []
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                gateway.connections += 1
+                super().setup()
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                gateway.posts.append(self.path)
+                size = 64 * 1024 * 1024 if self.path == "/huge" else 2
+                code = 500 if self.path == "/broken" else 200
+                self.send_response(code)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the client stops reading /huge
+                    for _ in range(0, size, 1 << 20):
+                        self.wfile.write(b"x" * min(size, 1 << 20))
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}{path}"
+
+
+def test_a_batch_reuses_one_connection_and_settles_each_row(
+    db: Database, client: CallbackHttp
+) -> None:
+    gateway = _KeepAliveGateway()
+    try:
+        ok = [outbox_row(db, gateway.url("/ok")) for _ in range(5)]
+        broken = outbox_row(db, gateway.url("/broken"))
+        outcomes = dispatcher(db, client).deliver_many([*ok, broken, ok[0]])
+        assert outcomes == {**dict.fromkeys(ok, "delivered"), broken: "retry"}
+        assert gateway.connections == 1, "keep-alive: one connection for the whole batch"
+        assert {row(db, i)["state"] for i in ok} == {"delivered"}
+        assert (row(db, broken)["state"], row(db, broken)["last_error"]) == ("pending", "HTTP 500")
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+
+
+def test_a_huge_answer_is_not_read(db: Database, client: CallbackHttp) -> None:
+    gateway = _KeepAliveGateway()
+    try:
+        outbox_id = outbox_row(db, gateway.url("/huge"))
+        started = time.monotonic()
+        assert dispatcher(db, client).deliver(outbox_id) == "delivered"
+        assert time.monotonic() - started < 2.0  # 64 KiB read at most, then the socket dropped
+        follow_up = outbox_row(db, gateway.url("/ok"))
+        assert dispatcher(db, client).deliver(follow_up) == "delivered"
+        assert gateway.connections == 2, "the connection of an unread answer is not reused"
+    finally:
+        gateway.shutdown()
+        gateway.server_close()

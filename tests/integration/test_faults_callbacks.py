@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
+from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.db import Database
 from email_worker.inline_callbacks import InlineNotifier
@@ -34,7 +34,7 @@ class MinimalBackoff(random.Random):
 @pytest.fixture
 def dispatcher(stack: Stack) -> Iterator[CallbackDispatcher]:
     db = Database(stack.database_url, pool_size=4)
-    http = httpx.Client(timeout=1.0, follow_redirects=False, trust_env=False)
+    http = CallbackHttp(timeout=1.0)
     yield CallbackDispatcher(
         db, http, secret="s3cret", lease_seconds=2, max_age_hours=1, rng=MinimalBackoff()
     )

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.db import Database
 from tests.support.http import FakeHttpServer, Reply
@@ -212,7 +212,7 @@ def test_hostile_messages_each_end_in_their_one_place(
 def deliver_callbacks(stack: Stack) -> None:
     """What ``email-worker callbacks`` does with each outbox row, here in-process."""
     db = Database(stack.database_url, pool_size=1)
-    http = httpx.Client(timeout=3, follow_redirects=False, trust_env=False)
+    http = CallbackHttp(timeout=3)
     try:
         dispatcher = CallbackDispatcher(db, http, secret=None, lease_seconds=5, max_age_hours=1)
         ids = [r["id"] for r in stack.query("SELECT id FROM callback_outbox ORDER BY id")]
