@@ -49,3 +49,25 @@ def sample(pid: int) -> Sample | None:
         rss_bytes=parse_status_kib(status, "VmRSS"),
         peak_rss_bytes=parse_status_kib(status, "VmHWM"),
     )
+
+
+def command_name(stat_line: str) -> str:
+    """The command name (``comm``) of a ``/proc/<pid>/stat`` line."""
+    return stat_line[stat_line.index("(") + 1 : stat_line.rindex(")")]
+
+
+def cpu_of_commands(commands: frozenset[str]) -> dict[int, tuple[str, float]]:
+    """``{pid: (command, CPU seconds so far)}`` of every process whose command name is one of
+    ``commands`` (e.g. ``postgres``, ``beam.smp``): the shared services' share of the cores."""
+    found: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+        except OSError:  # gone between the listing and the read
+            continue
+        name = command_name(stat_line)
+        if name in commands:
+            found[int(entry.name)] = (name, parse_cpu_seconds(stat_line))
+    return found

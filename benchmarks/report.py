@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.scenario import RunResult
 from benchmarks.sinks import SinkCapacity
-from benchmarks.stats import format_mib, format_ms, format_rate, format_ratio, ratio
+from benchmarks.stats import format_mib, format_ms, format_rate, format_ratio, per_thousand, ratio
 
 RSS_LIMIT = 150 * 1024 * 1024
 TARGET_RATE = 1000.0
@@ -112,6 +113,38 @@ def _runs(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+def _cpu_budget(report: Report) -> list[str]:
+    runs = [r for r in report.runs if r.machine_cpu and r.sent]
+    if not runs:
+        return []
+    parts = list(runs[0].machine_cpu)
+    cores = os.cpu_count() or 1
+    rows = []
+    for run in runs:
+        ours = [run.cpu_per_thousand("run"), run.cpu_per_thousand("callbacks")]
+        shared = [per_thousand(run.machine_cpu.get(p, 0.0), run.sent) for p in parts]
+        total = sum(ours) + sum(shared)
+        rows.append(
+            [
+                str(run.workers),
+                *(f"{value:.2f}" for value in ours + shared),
+                f"**{total:.2f}**",
+                f"{run.emails_per_s * total / 1000:.2f}",
+                format_rate(cores * 1000 / total) if total else "n/a",
+            ]
+        )
+    header = ["worker processes", "run", "callbacks", *parts, "total", "cores busy"]
+    return [
+        "## Where the cores go (CPU seconds per 1,000 emails, same window)",
+        "",
+        *_table([*header, f"ceiling on {cores} cores (emails/s)"], rows),
+        "Every part shares the same cores; the ceiling is what this much CPU per email allows "
+        "if every core were busy all the time. The harness is the publisher, the template "
+        "service and the callback receiver (the gateway's side).",
+        "",
+    ]
+
+
 def _half_rate(report: Report) -> list[str]:
     run = report.half_rate
     if run is None or run.latency is None:
@@ -195,7 +228,8 @@ def markdown(report: Report) -> str:
         "",
         *_table(["", ""], [[k, v] for k, v in report.machine.items()]),
     ]
-    lines += _limits(report) + _runs(report) + _half_rate(report) + _naive(report)
+    lines += _limits(report) + _runs(report) + _cpu_budget(report)
+    lines += _half_rate(report) + _naive(report)
     lines += _verdict(report)
     if report.errors:
         lines += ["## Errors", "", *(f"- {e}" for e in report.errors), ""]

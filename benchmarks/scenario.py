@@ -56,6 +56,8 @@ class RunResult:
     paced_rate: float | None = None
     latency: stats.Latency | None = None
     processes: list[ProcessFigures] = field(default_factory=list)
+    # CPU seconds of the other parts sharing the cores over the same window (component → s).
+    machine_cpu: dict[str, float] = field(default_factory=dict)
 
     def cpu_per_thousand(self, kind: str) -> float:
         """CPU seconds per 1,000 sent emails of the ``run`` or ``callbacks`` processes."""
@@ -141,6 +143,7 @@ class Scenario:
         services.callbacks.clear()
         sink_before = sink.count()
         before = {pid: procstat.sample(pid) for _, pid in pids}
+        shared_before = _shared_cpu(sink.pid)
         messages = (broker.spec_message(f"{self.prefix}-{n}", n) for n in range(self.messages))
         published = broker.publish(
             self.target.amqp_url,
@@ -154,6 +157,7 @@ class Scenario:
         try:
             self._wait_done(ledger, timeout - (time.time() - first))
             after = {pid: procstat.sample(pid) for _, pid in pids}
+            shared_after = _shared_cpu(sink.pid)
             sent_at = ledger.sent_at()
         finally:
             ledger.close()
@@ -168,6 +172,10 @@ class Scenario:
         result.publish_per_s = stats.rate(len(published), first, last)
         result.latency = stats.summarize(stats.latencies(published, sent_at))
         result.processes = _figures(pids, before, after)
+        result.machine_cpu = {
+            name: round(shared_after[name] - shared_before.get(name, 0.0), 2)
+            for name in shared_after
+        }
         return result
 
     def _wait_done(self, ledger: database.Ledger, timeout: float) -> None:
@@ -203,6 +211,22 @@ class Scenario:
             broker.delete(self.target.amqp_url, queues, [s.exchange])
         finally:
             database.drop(self.target.admin_database_url, self.db_name)
+
+
+# Command names of the shared services on this machine, as the report names them.
+_SERVICES = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ"}
+
+
+def _shared_cpu(sink_pid: int) -> dict[str, float]:
+    """CPU seconds so far of PostgreSQL and RabbitMQ (every process of theirs), the SMTP sink,
+    and this harness (publisher, template service and callback receiver)."""
+    totals = dict.fromkeys([*_SERVICES.values(), "SMTP sink", "harness"], 0.0)
+    for name, seconds in procstat.cpu_of_commands(frozenset(_SERVICES)).values():
+        totals[_SERVICES[name]] += seconds
+    for label, pid in (("SMTP sink", sink_pid), ("harness", os.getpid())):
+        reading = procstat.sample(pid)
+        totals[label] = reading.cpu_seconds if reading else 0.0
+    return totals
 
 
 def _figures(

@@ -38,6 +38,10 @@ class SinkProcess:
         self._child = processes.start(f"sink-{self.port}", self._argv())
         wait_for_port(self.port, 15, f"the SMTP sink ({self.kind}) on port {self.port}")
 
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
     def _argv(self) -> list[str]:
         if self.kind == "smtp-sink":
             binary = shutil.which("smtp-sink") or C_SINK

@@ -104,6 +104,9 @@ class Consumer:
         self._channel: BlockingChannel | None = None
         self._tag: str | None = None
         self._paused_until = 0.0
+        # Settlements wait here for the I/O thread, which takes them all in one wake-up.
+        self._settlements: list[tuple[int, Callable[[BlockingChannel], None]]] = []
+        self._flush_scheduled = False
         self.consuming = False
 
     @property
@@ -158,6 +161,9 @@ class Consumer:
         with self._lock:
             self._generation += 1
             self._connection, self._channel = connection, channel
+            # What was queued for the old channel is void (the broker requeued it); a flush
+            # scheduled on the old connection will never run.
+            self._settlements, self._flush_scheduled = [], False
         self._tag = None  # a consumer tag dies with its channel
         try:
             self._loop(connection, channel)
@@ -229,17 +235,28 @@ class Consumer:
     def _settle(self, delivery: Delivery, action: Callable[[BlockingChannel], None]) -> None:
         with self._lock:
             connection, generation = self._connection, self._generation
-        if connection is None or generation != delivery.generation:
-            return  # the old channel is gone: the broker has already requeued it
-
-        def settle() -> None:
-            channel = self._channel
-            if channel is not None and channel.is_open and generation == self._generation:
-                action(channel)
-
+            if connection is None or generation != delivery.generation:
+                return  # the old channel is gone: the broker has already requeued it
+            self._settlements.append((generation, action))
+            if self._flush_scheduled:
+                return  # the I/O thread has a flush coming that will take this one too
+            self._flush_scheduled = True
         try:
-            connection.add_callback_threadsafe(settle)
+            # One wake-up of the I/O thread per batch, not per message.
+            connection.add_callback_threadsafe(self._flush_settlements)
         except (AMQPError, OSError, RuntimeError) as exc:
+            with self._lock:
+                self._flush_scheduled = False
             log.info(
                 "settle dropped; the broker will redeliver", extra={"error": type(exc).__name__}
             )
+
+    def _flush_settlements(self) -> None:
+        """Runs on the I/O thread: send every queued ack or nack of the current channel."""
+        with self._lock:
+            pending, self._settlements = self._settlements, []
+            self._flush_scheduled = False
+            channel, generation = self._channel, self._generation
+        for settled_generation, action in pending:
+            if channel is not None and channel.is_open and settled_generation == generation:
+                action(channel)

@@ -49,3 +49,14 @@ def test_sink_count_is_the_last_counter_printed(tmp_path: Path) -> None:
     assert sink.count() == 1999
     log.write_bytes(b"")
     assert sink.count() == 0
+
+
+def test_command_name_keeps_spaces_and_parentheses() -> None:
+    assert procstat.command_name(STAT) == "email worker (run)"
+
+
+def test_cpu_of_commands_finds_this_process_by_its_name() -> None:
+    name = procstat.command_name(Path(f"/proc/{os.getpid()}/stat").read_text())
+    found = procstat.cpu_of_commands(frozenset({name}))
+    assert os.getpid() in found and found[os.getpid()][0] == name
+    assert procstat.cpu_of_commands(frozenset({"no-such-command-here"})) == {}

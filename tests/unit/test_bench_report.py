@@ -4,6 +4,7 @@ against issue 4's targets, from fixed figures."""
 from __future__ import annotations
 
 import json
+import os
 
 from benchmarks import report
 from benchmarks.scenario import ProcessFigures, RunResult
@@ -75,3 +76,17 @@ def test_errors_are_listed_and_json_round_trips() -> None:
     data = json.loads(rep.to_json())
     assert data["runs"][1]["emails_per_s"] == 1500.0
     assert data["sink_capacity"]["threaded"] == 3300.0
+
+
+def test_cpu_budget_adds_every_part_and_gives_the_ceiling() -> None:
+    rep = _report(1500.0)
+    for run in rep.runs:
+        run.machine_cpu = {"PostgreSQL": 20.0, "RabbitMQ": 10.0, "SMTP sink": 2.0, "harness": 8.0}
+    text = report.markdown(rep)
+    assert "## Where the cores go" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 2 | 1.00 | 0.20 |"))
+    # per 1,000 emails: run 1.00 + callbacks 0.20 + 1.00 + 0.50 + 0.10 + 0.40 = 3.20 s
+    assert "| 1.00 | 0.50 | 0.10 | 0.40 | **3.20** |" in row
+    assert "| 4.80 |" in row  # cores busy at 1,500/s
+    cores = os.cpu_count() or 1
+    assert row.endswith(f"| {cores * 1000 / 3.2:,.0f} |")
