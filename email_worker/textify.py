@@ -1,15 +1,17 @@
 """HTML to plain text, for templates that ship no text body (CONTRACT section 5).
 
-A small ``html.parser`` walk, good enough for transactional email: the content of ``script``,
-``style`` and ``head`` is dropped, block elements and ``<br>`` become line breaks, list items get
-a ``- `` bullet, links read ``text (href)``, entities are unescaped and whitespace is collapsed.
-It never executes or fetches anything and never raises on malformed HTML.
+One regular-expression pass over the tags, good enough for transactional email: the content
+of ``script``, ``style`` and ``head`` is dropped, block elements and ``<br>`` become line
+breaks, list items get a ``- `` bullet, links read ``text (href)``, entities are unescaped and
+whitespace is collapsed. It never executes or fetches anything and never raises on malformed
+HTML (a ``<`` that starts no tag is text). It replaced an ``html.parser`` walk that cost
+~130 µs per email, a tenth of the worker's CPU; this pass is several times cheaper.
 """
 
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
+from html import unescape
 
 _SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})
 _PARAGRAPH = frozenset(
@@ -24,9 +26,21 @@ _BREAK = "\x00"  # stands for a hard line break until whitespace has been collap
 _PARA = "\x01"  # stands for a blank line
 
 
-class _TextParser(HTMLParser):
+# A comment, a declaration or processing instruction, or a start/end tag (quoted attribute
+# values may hold '>'). Anything else, '<' included, is text.
+# No part of a tag may cross a '<', so every scan ends at the next '<': linear time whatever
+# the input (a hostile "<a<a<a..." cannot make it quadratic).
+_TOKEN = re.compile(
+    r"<!--.*?(?:-->|\Z)|<[!?][^<>]*>?"
+    r"|<(/?)([a-zA-Z][^\t\n\r\f />\x00<]*)((?:[^<>\"']|\"[^<\"]*\"|'[^<']*')*)>",
+    re.S,
+)
+_ATTRIBUTE = re.compile(r"""([^\s/=>]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]*))?""")
+_RAW_TEXT = frozenset({"script", "style"})  # their content is never markup
+
+
+class _TextParser:
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.pieces: list[str] = []
         self._skipping = 0
         self._links: list[tuple[str, int]] = []  # (href, index of the first piece inside)
@@ -68,12 +82,51 @@ class _TextParser(HTMLParser):
         if not self._skipping:  # our markers must not come from the document itself
             self.pieces.append(data.replace(_BREAK, "").replace(_PARA, ""))
 
+    def feed(self, html: str) -> None:
+        position = 0
+        while (token := _TOKEN.search(html, position)) is not None:
+            if token.start() > position:
+                self.handle_data(_text(html[position : token.start()]))
+            position = token.end()
+            name = token.group(2)
+            if name is None:
+                continue  # comment, doctype, processing instruction
+            tag, rest = name.lower(), token.group(3)
+            if token.group(1):
+                self.handle_endtag(tag)
+                continue
+            attrs = _attributes(rest) if tag == "a" else []  # only links use theirs
+            if rest.rstrip().endswith("/"):
+                self.handle_startendtag(tag, attrs)
+                continue
+            self.handle_starttag(tag, attrs)
+            if tag in _RAW_TEXT:  # skip to its end tag (or the end)
+                end = re.compile(f"</{tag}\\s*>", re.I).search(html, position)
+                position = end.start() if end else len(html)
+        if position < len(html):
+            self.handle_data(_text(html[position:]))
+
+
+def _text(data: str) -> str:
+    return unescape(data) if "&" in data else data
+
+
+def _attributes(text: str) -> list[tuple[str, str | None]]:
+    found: list[tuple[str, str | None]] = []
+    for match in _ATTRIBUTE.finditer(text):
+        value = match.group(2)
+        if value is not None:
+            if value[:1] in ("'", '"'):
+                value = value[1:-1]
+            value = unescape(value)
+        found.append((match.group(1).lower(), value))
+    return found
+
 
 def html_to_text(html: str) -> str:
     """Readable plain text for ``html``: at most one blank line in a row, no trailing spaces."""
     parser = _TextParser()
     parser.feed(html)
-    parser.close()
     text = re.sub(r"\s+", " ", "".join(parser.pieces))  # source whitespace means nothing
     # A run of marks is one break: a blank line if any of them was a paragraph mark.
     text = re.sub(f"[ {_BREAK}{_PARA}]*{_PARA}[ {_BREAK}{_PARA}]*", "\n\n", text)

@@ -247,6 +247,12 @@ def test_cache_is_bounded() -> None:
         ("<div>a</div><div>b</div>", "a\nb"),
         ("<table><tr><td>A</td><td>B</td></tr></table>", "A B"),
         ("<p>unclosed <b>tags", "unclosed tags"),
+        ("<script>if (a<b) { x('</p>') }</script>After", "After"),
+        ("<img alt='a > b'>x < y &amp; <3", "x < y & <3"),
+        ("<A HREF=https://u.test/x?a=1&amp;b=2>Go</A>", "Go (https://u.test/x?a=1&b=2)"),
+        ("<!DOCTYPE html><!-- hidden <p> --><P>Shown</P>", "Shown"),
+        ("<a<a<a", "<a<a<a"),
+        ("<p>cut <a href='https://a.test", "cut <a href='https://a.test"),
     ],
 )
 def test_html_to_text(html: str, text: str) -> None:
