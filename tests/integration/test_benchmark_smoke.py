@@ -4,13 +4,17 @@ not how fast anything is."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from benchmarks.http_services import CALLBACK_PATH, HttpServices
 from benchmarks.processes import Processes
 
 pytestmark = pytest.mark.integration
@@ -46,6 +50,9 @@ def test_benchmark_runs_every_phase_and_writes_its_report(
     text = results.read_text()
     assert "## The worker" in text and "## Naive baseline" in text and "x naive" in text
     assert "builtin" in text  # the machine section names the sink
+    assert set(worker["machine_cpu"]) == {"PostgreSQL", "RabbitMQ", "SMTP sink", "harness"}
+    assert worker["machine_cpu"]["PostgreSQL"] > 0 and worker["machine_cpu"]["harness"] > 0
+    assert "## Where the cores go" in text
 
 
 def test_processes_registry_stops_what_it_started(tmp_path: Path) -> None:
@@ -54,3 +61,37 @@ def test_processes_registry_stops_what_it_started(tmp_path: Path) -> None:
     processes.stop_all()
     assert child.poll() is not None
     assert (tmp_path / "sleeper.log").exists()
+
+
+def test_http_services_keep_alive_pipelining_and_split_bodies() -> None:
+    services = HttpServices().start()
+    host, port = services.url.removeprefix("http://").split(":")
+    try:
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("GET", "/api/v1/templates/welcome?lang=en")
+        answer = conn.getresponse()
+        assert answer.status == 200 and json.loads(answer.read())["data"]["version"] == "1"
+        event = json.dumps({"notification_id": "n-1", "status": "delivered"}).encode()
+        conn.request("POST", CALLBACK_PATH, body=event)  # same connection
+        assert conn.getresponse().read() == b'{"success": true}'
+        conn.request("POST", "/elsewhere", body=b"{}")
+        assert conn.getresponse().status == 404
+        conn.close()
+
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            head = f"POST {CALLBACK_PATH} HTTP/1.1\r\nContent-Length: {len(event)}\r\n\r\n"
+            raw.sendall(head.encode() + event[:5])  # a body split across writes ...
+            time.sleep(0.05)
+            second = json.dumps({"notification_id": "n-2", "status": "failed"}).encode()
+            pipelined = f"POST {CALLBACK_PATH} HTTP/1.1\r\nContent-Length: {len(second)}\r\n"
+            raw.sendall(event[5:] + pipelined.encode() + b"Connection: close\r\n\r\n" + second)
+            received = b""
+            while chunk := raw.recv(4096):  # ... and the server closes after the second
+                received += chunk
+        assert received.count(b"HTTP/1.1 200 OK") == 2
+        assert [a[1:] for a in services.callbacks.arrivals] == [
+            ("n-1", "delivered"), ("n-1", "delivered"), ("n-2", "failed"),
+        ]  # fmt: skip
+        assert list(services.callbacks.delivered()) == ["n-1"]
+    finally:
+        services.stop()
