@@ -31,7 +31,7 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from email_worker.config import SmtpSecurity
-from email_worker.mime import build_message, serialize
+from email_worker.mime import build_message, is_bare_address, serialize
 from email_worker.ports import OutgoingEmail
 from schemas.failures import (
     AmbiguousDelivery,
@@ -231,7 +231,11 @@ class SmtpMailer:
             raise PermanentFailure(Reason.MESSAGE_REJECTED, "non-ASCII address, no SMTPUTF8")
         payload = _dot_stuffed(serialize(message, utf8=utf8))
         try:
-            code, reply = smtp.mail(email.sender, ["SMTPUTF8"] if utf8 else [])
+            if not utf8 and is_bare_address(email.sender):
+                # smtplib.mail would parse a bare address again (~0.1 ms of CPU each time).
+                code, reply = smtp.docmd("MAIL", f"FROM:<{email.sender}>")
+            else:
+                code, reply = smtp.mail(email.sender, ["SMTPUTF8"] if utf8 else [])
         except OSError:  # smtplib's disconnects are OSErrors too
             if reused:
                 raise _StaleConnection from None
@@ -239,7 +243,10 @@ class SmtpMailer:
         if reused and code == 421:  # an idle connection the relay has timed out
             raise _StaleConnection
         _classify(code, reply, "MAIL")
-        self._command(smtp, "RCPT", lambda: smtp.rcpt(email.recipient))
+        if is_bare_address(email.recipient):
+            self._command(smtp, "RCPT", lambda: smtp.docmd("RCPT", f"TO:<{email.recipient}>"))
+        else:
+            self._command(smtp, "RCPT", lambda: smtp.rcpt(email.recipient))
         self._command(smtp, "DATA", lambda: smtp.docmd("DATA"), expect=354)
         try:
             smtp.send(payload)

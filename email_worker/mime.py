@@ -19,12 +19,13 @@ from __future__ import annotations
 import binascii
 import email.errors
 import email.policy
+import re
 import secrets
 from datetime import UTC, datetime
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import EmailMessage
-from email.utils import format_datetime, getaddresses
+from email.utils import format_datetime
 
 from email_worker.headers import check_header_value
 from email_worker.ports import OutgoingEmail
@@ -48,6 +49,17 @@ _UTF8_QP = Charset("utf-8")
 _UTF8_QP.header_encoding = QP
 
 
+# local@domain with nothing a header parser reads as structure (lists, groups, display names,
+# quoting, comments, whitespace). Stricter than parsing: validated recipients always pass.
+_ONE_ADDRESS = re.compile(r'[^\s,;:<>()"\\@]+@[^\s,;:<>()"\\@]+')
+
+
+def is_bare_address(value: str) -> bool:
+    """True for a plain ``local@domain`` that needs no parsing (no display name, list,
+    quoting, comment or whitespace)."""
+    return _ONE_ADDRESS.fullmatch(value) is not None
+
+
 def build_message(outgoing: OutgoingEmail) -> bytes | EmailMessage:
     """The message, every header checked: wire bytes for ASCII addresses (nearly all), an
     ``EmailMessage`` for SMTPUTF8. Raises ``PermanentFailure(UNSAFE_CONTENT)`` for an unsafe
@@ -57,8 +69,8 @@ def build_message(outgoing: OutgoingEmail) -> bytes | EmailMessage:
         check_header_value(name, value)
     if not (outgoing.sender + outgoing.recipient).isascii():
         return _build_utf8(outgoing, headers)
-    # A header parser would read "a@x, b@y" as two visible recipients: one only.
-    if len(getaddresses([outgoing.recipient])) != 1 or "," in outgoing.recipient:
+    # A header parser would read "a@x, b@y" as two visible recipients: one bare address only.
+    if not is_bare_address(outgoing.recipient):
         raise PermanentFailure(Reason.UNSAFE_CONTENT, "header To: not exactly one address")
     lines = [
         f"{name}: {value if value.isascii() else _encoded_word(name, value)}"

@@ -10,7 +10,7 @@ import pytest
 
 from email_worker.headers import check_header_value
 from email_worker.message_ids import address_fingerprint, message_id_for
-from email_worker.mime import build_message, serialize
+from email_worker.mime import build_message, is_bare_address, serialize
 from email_worker.ports import OutgoingEmail, RenderedEmail
 from schemas.failures import PermanentFailure, Reason
 
@@ -146,3 +146,34 @@ def test_address_fingerprint_keeps_domain_and_hides_the_address() -> None:
     assert address_fingerprint("bob@example.test", SECRET)[1] != digest
     assert address_fingerprint("ann.smith@example.test", b"other")[1] != digest
     assert address_fingerprint("not-an-address", SECRET)[0] == ""
+
+
+@pytest.mark.parametrize(
+    ("address", "bare"),
+    [
+        ("ann@example.com", True),
+        ("first.last+tag@sub.example.co", True),
+        ("Ann <ann@example.com>", False),
+        ("ann@example.com, bob@example.com", False),
+        ("ann@example.com;bob@example.com", False),
+        ('"ann"@example.com', False),
+        ("ann(comment)@example.com", False),
+        ("undisclosed:ann@example.com;", False),
+        ("ann @example.com", False),
+        ("ann@example.com\r\nBcc: x@y.z", False),
+        ("ann@b@example.com", False),
+        ("annexample.com", False),
+    ],
+)
+def test_bare_address(address: str, bare: bool) -> None:
+    assert is_bare_address(address) is bare
+
+
+def test_a_to_header_that_is_not_one_bare_address_is_refused() -> None:
+    outgoing = _outgoing()
+    group = OutgoingEmail(
+        outgoing.sender, "undisclosed:ann@example.com;", outgoing.message_id, outgoing.content
+    )
+    with pytest.raises(PermanentFailure) as refused:
+        build_message(group)
+    assert refused.value.reason == Reason.UNSAFE_CONTENT
