@@ -138,7 +138,11 @@ class Worker:
         self.topology = Topology.from_settings(settings)
         self.pipeline = Pipeline(
             _pipeline_config(settings, self.db),
-            PgLedger(self.db, lease_seconds=settings.lease_seconds),
+            PgLedger(
+                self.db,
+                lease_seconds=settings.lease_seconds,
+                prepared=settings.db_prepared_statements,
+            ),
             RecipientDirectory(self.users),
             self.templates,
             TemplateRenderer(max_rendered_bytes=settings.max_rendered_bytes),

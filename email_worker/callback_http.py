@@ -70,8 +70,6 @@ class CallbackHttp:
                 return self._exchange(pool, origin, conn, target, body, headers)
             except _STALE:
                 pass  # closed by the server while idle: once more on a new connection
-            except NoAnswer:
-                raise
         conn = self._connect(origin)
         try:
             return self._exchange(pool, origin, conn, target, body, headers)

@@ -139,15 +139,17 @@ VALUES (%s, %s, %s, %s, %s, %s)
 class PgLedger:
     """The ``Ledger`` port on Postgres. Thread-safe (each call uses its own transaction)."""
 
-    def __init__(self, db: Database, *, lease_seconds: float) -> None:
+    def __init__(self, db: Database, *, lease_seconds: float, prepared: bool = True) -> None:
         self._db = db
         self._lease_seconds = lease_seconds
+        self._prepared = prepared  # server-side prepared statements (see ``prepared.py``)
 
     def claim(self, request: EmailRequest) -> Claim | AlreadySent:
         """See ``Ledger.claim``. The lease lasts ``lease_seconds`` on the database clock."""
         lease = uuid.uuid4().hex
         with self._db.autocommit() as cur:
-            _CLAIM_STATEMENT.execute(cur, _claim_params(request, lease, self._lease_seconds))
+            params = _claim_params(request, lease, self._lease_seconds)
+            _CLAIM_STATEMENT.execute(cur, params, prepared=self._prepared)
             row = cur.fetchone()
             if row is None:
                 return _refusal(cur, request)
@@ -161,7 +163,7 @@ class PgLedger:
         ids = (request.request_id, request.notification_id, request.correlation_id)
         params |= _outbox_params(ids, record.callback, _error(record.reason, record.detail), url)
         with self._db.autocommit() as cur:
-            _FINISH_STATEMENT.execute(cur, params)
+            _FINISH_STATEMENT.execute(cur, params, prepared=self._prepared)
             row = cur.fetchone()
         if row is None or row[0] == 0:
             raise DeferredFailure(Reason.LEASE_LOST, "the lease was taken over")
