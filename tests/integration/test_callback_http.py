@@ -6,64 +6,17 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 from email_worker.callback_http import CallbackHttp, NoAnswer
 from tests.support.certs import SelfSignedCert
+from tests.support.http import KeepAliveGateway
 
 pytestmark = pytest.mark.integration
 
 BODY = b'{"status": "delivered"}'
-
-
-class Gateway(ThreadingHTTPServer):
-    """HTTP/1.1; counts connections. ``/close`` answers then drops the connection without
-    saying so (an idle timeout on the server's side); ``/moved`` redirects."""
-
-    daemon_threads = True
-
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self.connections = 0
-        self.bodies: list[bytes] = []
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                gateway.connections += 1
-                super().setup()
-
-            def do_POST(self) -> None:
-                gateway.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path == "/moved":
-                    self.send_response(302)
-                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
-                else:
-                    self.send_response(429 if self.path == "/busy" else 200)
-                    self.send_header("Retry-After", "7")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-                if self.path == "/close":
-                    self.wfile.flush()
-                    self.close_connection = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            self.socket = tls.wrap_socket(self.socket, server_side=True)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def url(self, path: str, scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.server_address[1]}{path}"
 
 
 @pytest.fixture
@@ -74,14 +27,15 @@ def http() -> Iterator[CallbackHttp]:
 
 
 @pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    server = Gateway()
+def gateway() -> Iterator[KeepAliveGateway]:
+    server = KeepAliveGateway()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
-def test_posts_share_one_kept_alive_connection(gateway: Gateway, http: CallbackHttp) -> None:
+def test_posts_share_one_kept_alive_connection(
+    gateway: KeepAliveGateway, http: CallbackHttp
+) -> None:
     answers = [http.post(gateway.url("/ok"), BODY, {"webhook-id": "w"}) for _ in range(5)]
     assert {(a.status, a.retry_after) for a in answers} == {(200, "7")}
     assert gateway.bodies == [BODY] * 5
@@ -89,7 +43,7 @@ def test_posts_share_one_kept_alive_connection(gateway: Gateway, http: CallbackH
 
 
 def test_a_connection_closed_while_idle_is_replaced_and_the_post_sent_once(
-    gateway: Gateway, http: CallbackHttp
+    gateway: KeepAliveGateway, http: CallbackHttp
 ) -> None:
     assert http.post(gateway.url("/close"), BODY, {}).status == 200
     assert http.post(gateway.url("/ok"), BODY, {}).status == 200
@@ -97,7 +51,9 @@ def test_a_connection_closed_while_idle_is_replaced_and_the_post_sent_once(
     assert len(gateway.bodies) == 2
 
 
-def test_a_redirect_is_an_answer_not_followed(gateway: Gateway, http: CallbackHttp) -> None:
+def test_a_redirect_is_an_answer_not_followed(
+    gateway: KeepAliveGateway, http: CallbackHttp
+) -> None:
     assert http.post(gateway.url("/moved"), BODY, {}).status == 302
     assert len(gateway.bodies) == 1
 
@@ -119,7 +75,7 @@ def test_refused_connection_and_bad_urls_are_named() -> None:
         assert str(caught.value) == name, url
 
 
-def test_a_header_with_a_line_break_is_refused_before_sending(gateway: Gateway) -> None:
+def test_a_header_with_a_line_break_is_refused_before_sending(gateway: KeepAliveGateway) -> None:
     with pytest.raises(NoAnswer, match="NetworkError"):
         CallbackHttp(1.0).post(gateway.url("/ok"), BODY, {"webhook-id": "a\r\nX-Evil: 1"})
     assert gateway.bodies == []
@@ -137,7 +93,7 @@ def test_a_silent_server_is_a_read_timeout() -> None:
 def test_tls_is_verified(smtp_cert: SelfSignedCert) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(smtp_cert.cert, smtp_cert.key)
-    server = Gateway(tls=context)
+    server = KeepAliveGateway(tls=context)
     try:
         with pytest.raises(NoAnswer, match="ConnectError"):  # not signed by a trusted CA
             CallbackHttp(2.0).post(server.url("/ok", "https"), BODY, {})

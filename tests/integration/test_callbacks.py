@@ -3,7 +3,6 @@ wiring against the real RabbitMQ."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import subprocess
@@ -13,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from schemas.callback import CallbackStatus
 from schemas.failures import Reason
 from schemas.request import EmailRequest
 from tests.fakes import email_request
-from tests.support.http import FakeHttpServer, Reply
+from tests.support.http import FakeHttpServer, KeepAliveGateway, Reply
 
 pytestmark = pytest.mark.integration
 
@@ -450,50 +448,10 @@ def test_beat_schedule_is_in_memory_and_covers_maintenance() -> None:
     assert app.conf.task_default_queue == "q" and app.conf.task_acks_late is True
 
 
-class _KeepAliveGateway(ThreadingHTTPServer):
-    """An HTTP/1.1 gateway that counts TCP connections; ``/huge`` answers 64 MiB."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.posts: list[str] = []
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                gateway.connections += 1
-                super().setup()
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                gateway.posts.append(self.path)
-                size = 64 * 1024 * 1024 if self.path == "/huge" else 2
-                code = 500 if self.path == "/broken" else 200
-                self.send_response(code)
-                self.send_header("Content-Length", str(size))
-                self.end_headers()
-                with contextlib.suppress(OSError):  # the client stops reading /huge
-                    for _ in range(0, size, 1 << 20):
-                        self.wfile.write(b"x" * min(size, 1 << 20))
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}{path}"
-
-
 def test_a_batch_reuses_one_connection_and_settles_each_row(
     db: Database, client: CallbackHttp
 ) -> None:
-    gateway = _KeepAliveGateway()
+    gateway = KeepAliveGateway()
     try:
         ok = [outbox_row(db, gateway.url("/ok")) for _ in range(5)]
         broken = outbox_row(db, gateway.url("/broken"))
@@ -503,12 +461,11 @@ def test_a_batch_reuses_one_connection_and_settles_each_row(
         assert {row(db, i)["state"] for i in ok} == {"delivered"}
         assert (row(db, broken)["state"], row(db, broken)["last_error"]) == ("pending", "HTTP 500")
     finally:
-        gateway.shutdown()
-        gateway.server_close()
+        gateway.stop()
 
 
 def test_a_huge_answer_is_not_read(db: Database, client: CallbackHttp) -> None:
-    gateway = _KeepAliveGateway()
+    gateway = KeepAliveGateway()
     try:
         outbox_id = outbox_row(db, gateway.url("/huge"))
         started = time.monotonic()
@@ -518,5 +475,4 @@ def test_a_huge_answer_is_not_read(db: Database, client: CallbackHttp) -> None:
         assert dispatcher(db, client).deliver(follow_up) == "delivered"
         assert gateway.connections == 2, "the connection of an unread answer is not reused"
     finally:
-        gateway.shutdown()
-        gateway.server_close()
+        gateway.stop()

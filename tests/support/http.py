@@ -6,7 +6,9 @@ is recorded. Runs a ``ThreadingHTTPServer`` on a free loopback port in a daemon 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -125,3 +127,55 @@ def http_server() -> Iterator[FakeHttpServer]:
         yield server
     finally:
         server.stop()
+
+
+class KeepAliveGateway(ThreadingHTTPServer):
+    """A gateway's callback endpoint over HTTP/1.1 keep-alive (optionally TLS) that counts TCP
+    connections and records each POST body. By path: ``/broken`` answers 500, ``/busy`` 429,
+    ``/moved`` a 302, ``/huge`` 64 MiB, ``/close`` answers then drops the connection without
+    saying so (an idle timeout on the server's side); anything else answers 200."""
+
+    daemon_threads = True
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.connections = 0
+        self.bodies: list[bytes] = []
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                gateway.connections += 1
+                super().setup()
+
+            def do_POST(self) -> None:
+                gateway.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                code = {"/broken": 500, "/busy": 429, "/moved": 302}.get(self.path, 200)
+                size = 64 * 1024 * 1024 if self.path == "/huge" else 2
+                self.send_response(code)
+                self.send_header("Retry-After", "7")
+                if code == 302:
+                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                with contextlib.suppress(OSError):  # a client stops reading /huge
+                    for _ in range(0, size, 1 << 20):
+                        self.wfile.write(b"x" * min(size, 1 << 20))
+                if self.path == "/close":
+                    self.close_connection = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self, path: str, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.server_address[1]}{path}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
