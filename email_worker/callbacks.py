@@ -17,24 +17,21 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from psycopg2.extensions import cursor
 
 from email_worker import __version__
+from email_worker.callback_backoff import backoff, retry_after_seconds
 from email_worker.callback_http import CallbackHttp, NoAnswer
 from email_worker.db import Database
 from email_worker.metrics import count_callback
 from email_worker.signing import sign
 from schemas.callback import CallbackStatus, StatusCallback
+from schemas.deadletter import rfc3339
 
 log = logging.getLogger(__name__)
 
-BACKOFF_BASE = 5.0
-BACKOFF_CAP = 3600.0
-MIN_DELAY = 1.0  # full jitter can draw ~0: never hammer a failing gateway in a tight loop
 BLOCKED_DELAY = 5.0  # a newer row waiting for an older one in flight retries this soon
 USER_AGENT = f"email-worker/{__version__}"
 
@@ -116,37 +113,6 @@ class _Answer:
     code: int | None  # None: no HTTP answer (timeout, refused, reset)
     retry_after: str | None
     error: str | None
-
-
-def backoff(attempt: int, rng: random.Random) -> float:
-    """Seconds to wait after failed attempt ``attempt`` (1-based): full jitter, uniform in
-    ``[0, min(cap, base * 2**(attempt-1))]`` with base 5 s and cap 1 h, floored at 1 s."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(max(attempt, 1) - 1, 30))
-    return max(MIN_DELAY, rng.uniform(0, ceiling))
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """A ``Retry-After`` value (delta seconds or an HTTP date) as seconds from ``now``,
-    clamped to ``[1 s, 1 h]``; None when absent or unreadable."""
-    if not value or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        seconds = float(text)
-    else:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - now
-    return min(BACKOFF_CAP, max(MIN_DELAY, seconds))
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC, second precision, with a ``Z`` suffix (the contract's example format)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class CallbackDispatcher:

@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
-from email_worker.callbacks import rfc3339
 from email_worker.db import Database
+from schemas.deadletter import rfc3339
 from schemas.failures import DeferredFailure
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import Celery
 
-from email_worker import ledger
+from email_worker import maintenance
 from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.config import Settings
@@ -166,12 +166,12 @@ def _register(app: Celery, queue: str) -> None:
 
     @app.task(name=EXPIRE, **_LOCAL)
     def expire_leases() -> int:
-        return ledger.expire_leases(runtime().db)
+        return maintenance.expire_leases(runtime().db)
 
     @app.task(name=PRUNE, **_LOCAL)
     def prune() -> int:
         rt = runtime()
-        return ledger.prune(rt.db, rt.settings.retention_days)
+        return maintenance.prune(rt.db, rt.settings.retention_days)
 
 
 class CeleryNotifier:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from email_worker import ledger
+from email_worker import ledger, maintenance
 from email_worker.db import Database
 from email_worker.ledger import PgLedger
 from email_worker.migrations import get_or_create_secret, migrate
@@ -342,8 +342,8 @@ def test_expire_leases_marks_silent_leases_unknown(db: Database) -> None:
     claim = must_claim(book.claim(request))
     time.sleep(0.3)
     PgLedger(db, lease_seconds=30).claim(live)
-    assert ledger.expire_leases(db, grace_seconds=0) == 1
-    assert ledger.expire_leases(db, grace_seconds=0) == 0
+    assert maintenance.expire_leases(db, grace_seconds=0) == 1
+    assert maintenance.expire_leases(db, grace_seconds=0) == 0
     row = ledger.get_request(db, request.request_id)
     assert row is not None and row["status"] == "unknown"
     assert ledger.events(db, request.request_id)[-1]["event"] == "lease_expired"
@@ -367,7 +367,7 @@ def test_prune_deletes_old_finished_requests_only(db: Database) -> None:
         old.request_id,
         stuck.request_id,
     )
-    assert ledger.prune(db, retention_days=30, batch=1) == 1
+    assert maintenance.prune(db, retention_days=30, batch=1) == 1
     assert ledger.get_request(db, old.request_id) is None
     assert ledger.events(db, old.request_id) == []
     assert outbox(db, old.request_id) == []

@@ -7,13 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from email_worker.callbacks import (
-    BACKOFF_CAP,
-    MIN_DELAY,
-    backoff,
-    retry_after_seconds,
-    rfc3339,
-)
+from email_worker.callback_backoff import BACKOFF_CAP, MIN_DELAY, backoff, retry_after_seconds
+from schemas.deadletter import rfc3339
 
 
 @pytest.mark.parametrize(
