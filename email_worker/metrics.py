@@ -47,7 +47,7 @@ _CALLBACKS = Counter(
 
 def count_callback(result: str) -> None:
     """Count one dispatcher outcome; outcomes that settle nothing (blocked, not_due, skipped,
-    missing) are ignored. Never raises."""
+    missing, expired) are ignored. Never raises."""
     if result in CALLBACK_RESULTS:
         _CALLBACKS.labels(result=result).inc()
 
