@@ -5,6 +5,7 @@ computed by the phases and ``stats``."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -113,6 +114,19 @@ def _runs(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+def _cpu_parts(run: RunResult) -> list[float]:
+    """CPU seconds per 1,000 emails: run, callbacks, then each shared part in report order."""
+    ours = [run.cpu_per_thousand("run"), run.cpu_per_thousand("callbacks")]
+    return ours + [per_thousand(seconds, run.sent) for seconds in run.machine_cpu.values()]
+
+
+def cores_busy(run: RunResult) -> float | None:
+    """Cores the whole machine kept busy at this run's rate; None without machine figures."""
+    if not run.machine_cpu or not run.sent:
+        return None
+    return run.emails_per_s * sum(_cpu_parts(run)) / 1000
+
+
 def _cpu_budget(report: Report) -> list[str]:
     runs = [r for r in report.runs if r.machine_cpu and r.sent]
     if not runs:
@@ -121,15 +135,14 @@ def _cpu_budget(report: Report) -> list[str]:
     cores = os.cpu_count() or 1
     rows = []
     for run in runs:
-        ours = [run.cpu_per_thousand("run"), run.cpu_per_thousand("callbacks")]
-        shared = [per_thousand(run.machine_cpu.get(p, 0.0), run.sent) for p in parts]
-        total = sum(ours) + sum(shared)
+        values = _cpu_parts(run)
+        total = sum(values)
         rows.append(
             [
                 str(run.workers),
-                *(f"{value:.2f}" for value in ours + shared),
+                *(f"{value:.2f}" for value in values),
                 f"**{total:.2f}**",
-                f"{run.emails_per_s * total / 1000:.2f}",
+                f"{cores_busy(run) or 0:.2f}",
                 format_rate(cores * 1000 / total) if total else "n/a",
             ]
         )
@@ -177,6 +190,22 @@ def _naive(report: Report) -> list[str]:
     ]
 
 
+def _scaling(runs: list[RunResult]) -> tuple[str, str, bool]:
+    """Throughput grows with processes until the cores are the limit: each step up in
+    processes gains at least 5%, unless the step before already kept 90% of the cores busy."""
+    ordered = sorted(runs, key=lambda r: r.workers)
+    cores = os.cpu_count() or 1
+    ok = True
+    for before, after in itertools.pairwise(ordered):
+        busy = cores_busy(before)
+        saturated = busy is not None and busy >= 0.9 * cores
+        ok = ok and (after.emails_per_s >= 1.05 * before.emails_per_s or saturated)
+    rates = " → ".join(format_rate(r.emails_per_s) for r in ordered)
+    busy_text = " → ".join(f"{b:.2f}" for r in ordered if (b := cores_busy(r)) is not None)
+    measured = f"{rates}/s" + (f"; cores busy {busy_text} of {cores}" if busy_text else "")
+    return "grows with processes until the cores are the limit", measured, ok
+
+
 def _verdict(report: Report) -> list[str]:
     peak = report.peak
     if peak is None:
@@ -208,6 +237,8 @@ def _verdict(report: Report) -> list[str]:
         ),
         ("RSS < 150 MiB per run process", format_mib(worst_rss), 0 < worst_rss < RSS_LIMIT),
     ]
+    if len(report.runs) > 1:
+        checks.append(_scaling(report.runs))
     rows = [[what, value, "yes" if ok else "**no**"] for what, value, ok in checks]
     return [
         "## Against the targets of issue 4 (peak configuration)",

@@ -90,3 +90,21 @@ def test_cpu_budget_adds_every_part_and_gives_the_ceiling() -> None:
     assert "| 4.80 |" in row  # cores busy at 1,500/s
     cores = os.cpu_count() or 1
     assert row.endswith(f"| {cores * 1000 / 3.2:,.0f} |")
+
+
+def test_scaling_is_met_by_growth_or_by_busy_cores_and_flagged_otherwise() -> None:
+    cores = os.cpu_count() or 1
+    grows = _report(1500.0)  # 750/s with 1 process, 1,500/s with 2
+    assert "| grows with processes until the cores are the limit | 750 → 1,500/s | yes |" in (
+        report.markdown(grows)
+    )
+    flat = _report(1500.0)
+    flat.runs[0].emails_per_s = 1500.0
+    assert "| 1,500 → 1,500/s | **no** |" in report.markdown(flat)
+    # The same flat line is met when the first configuration already kept the cores busy:
+    # 1 process: 1,500 emails/s at (0.5 run + 0.2 callbacks + cpu) s per 1,000 = 0.9 x cores.
+    cpu = 0.9 * cores * 1000 / 1500 - 0.7
+    for run in flat.runs:
+        run.machine_cpu = {"PostgreSQL": cpu * 20.0}  # per 20,000 emails
+    line = next(x for x in report.markdown(flat).splitlines() if x.startswith("| grows"))
+    assert line.endswith("| yes |") and f"cores busy {0.9 * cores:.2f}" in line
