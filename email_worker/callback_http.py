@@ -67,14 +67,20 @@ class CallbackHttp:
         conn = pool.pop(origin, None)
         if conn is not None:
             try:
-                return self._exchange(pool, origin, conn, target, body, headers)
+                answer, reusable = self._exchange(conn, target, body, headers)
             except _STALE:
-                pass  # closed by the server while idle: once more on a new connection
-        conn = self._connect(origin)
-        try:
-            return self._exchange(pool, origin, conn, target, body, headers)
-        except _STALE as exc:
-            raise NoAnswer("RemoteProtocolError") from exc
+                conn = None  # closed by the server while idle: once more on a new connection
+        if conn is None:
+            conn = self._connect(origin)
+            try:
+                answer, reusable = self._exchange(conn, target, body, headers)
+            except _STALE as exc:
+                raise NoAnswer("RemoteProtocolError") from exc
+        if reusable:
+            pool[origin] = conn
+        else:
+            conn.close()
+        return answer
 
     def close(self) -> None:
         """Close the idle connections of every thread (at shutdown)."""
@@ -111,35 +117,30 @@ class CallbackHttp:
         return conn
 
     def _exchange(
-        self,
-        pool: dict[_Origin, http.client.HTTPConnection],
-        origin: _Origin,
-        conn: http.client.HTTPConnection,
-        target: str,
-        body: bytes,
-        headers: Mapping[str, str],
-    ) -> Answer:
+        self, conn: http.client.HTTPConnection, target: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[Answer, bool]:
+        """One POST; the answer, and whether ``conn`` can carry the next one (the answer was
+        read to its end). On failure ``conn`` is closed and a ``_STALE`` error passes through
+        (the caller may try again); any other becomes ``NoAnswer``."""
         try:
             conn.request("POST", target, body=body, headers=dict(headers))
             response = conn.getresponse()
             response.read(self._limit)
-        except _STALE:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             conn.close()
-            raise
-        except TimeoutError as exc:
-            conn.close()
-            raise NoAnswer("ReadTimeout") from exc
-        except http.client.HTTPException as exc:
-            conn.close()
-            raise NoAnswer("RemoteProtocolError") from exc
-        except (OSError, ValueError) as exc:  # ValueError: a header or URL http.client refuses
-            conn.close()
-            raise NoAnswer("NetworkError") from exc
-        if response.isclosed() and not response.will_close:
-            pool[origin] = conn  # read to its end: the connection can carry the next POST
-        else:
-            conn.close()
-        return Answer(response.status, response.getheader("Retry-After"))
+            if isinstance(exc, _STALE):
+                raise
+            raise NoAnswer(_failure_name(exc)) from exc
+        reusable = response.isclosed() and not response.will_close
+        return Answer(response.status, response.getheader("Retry-After")), reusable
+
+
+def _failure_name(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return "ReadTimeout"
+    if isinstance(exc, http.client.HTTPException):
+        return "RemoteProtocolError"
+    return "NetworkError"  # ValueError: a header or URL http.client refuses
 
 
 def _split(url: str) -> tuple[_Origin, str]:

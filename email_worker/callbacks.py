@@ -62,9 +62,8 @@ FROM callback_outbox o WHERE o.id = %s
 # whose lease ran out (and whose row was claimed again) writes nothing.
 _FENCE = "WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'pending'"
 
-_SETTLE = f"""
-UPDATE callback_outbox SET state = %(state)s, in_flight_until = NULL, last_error = %(error)s,
-    delivered_at = CASE WHEN %(state)s = 'delivered' THEN now() END
+_DEAD = f"""
+UPDATE callback_outbox SET state = 'dead', in_flight_until = NULL, last_error = %(error)s
 {_FENCE}
 """
 
@@ -227,7 +226,7 @@ class CallbackDispatcher:
         code = answer.code
         error = answer.error or f"HTTP {code}"
         if code == 410:
-            return self._write_state(job, "dead", error)
+            return self._mark_dead(job, error)
         delay = None
         if code == 429:
             delay = retry_after_seconds(answer.retry_after, self._clock())
@@ -247,13 +246,10 @@ class CallbackDispatcher:
             return "skipped"
         return "dead" if row[0] == "dead" else "retry"
 
-    def _write_state(self, job: _Job, state: str, error: str | None) -> str:
+    def _mark_dead(self, job: _Job, error: str) -> str:
         with self._db.transaction() as cur:
-            cur.execute(
-                _SETTLE,
-                {"id": job.outbox_id, "attempt": job.attempt, "state": state, "error": error},
-            )
-            return state if cur.rowcount == 1 else "skipped"
+            cur.execute(_DEAD, {"id": job.outbox_id, "attempt": job.attempt, "error": error})
+            return "dead" if cur.rowcount == 1 else "skipped"
 
 
 def _accepted(answer: _Answer) -> bool:

@@ -260,7 +260,8 @@ def _outbox_params(
 ) -> dict[str, Any]:
     request_id, notification_id, correlation_id = ids
     return {
-        "webhook_id": f"msg_{secrets.token_hex(16)}",  # stable per event: stored once
+        # Stable per event: stored once. Only drawn when there is a callback to send.
+        "webhook_id": f"msg_{secrets.token_hex(16)}" if url else None,
         "request_id": request_id,
         "notification_id": notification_id,
         "correlation_id": correlation_id,
