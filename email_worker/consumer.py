@@ -8,6 +8,8 @@ Hazards this module exists to handle (RELIABILITY rules 1-5):
 - Acks belong to one channel. After a reconnect, a late ack for a delivery of the old channel
   must be dropped (the broker has already requeued it); each delivery carries its generation.
 - Prefetch is per consumer (global QoS on a quorum queue closes the connection on 3.10).
+- An ack with ``multiple`` covers every earlier unsettled delivery of the channel, so it is only
+  used up to the oldest delivery still being worked on (``coalesce_acks``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -75,6 +77,32 @@ def delivery_from(
     )
 
 
+@dataclass(frozen=True)
+class _Settlement:
+    generation: int
+    tag: int
+    ack: bool
+    requeue: bool = False
+
+
+def coalesce_acks(unsettled: Iterable[int], acks: set[int]) -> tuple[int | None, list[int]]:
+    """Split ``acks`` into one ``multiple`` ack and single ones.
+
+    ``unsettled`` is every delivery tag of the channel not yet acked or nacked, oldest first.
+    Returns the tag to ack with ``multiple=True`` (the end of the oldest run of unsettled tags
+    that are all in ``acks``; None if the oldest is not) and the tags left to ack one by one.
+    A tag not in ``acks`` ends the run: an ack may never cover a delivery still in progress.
+    """
+    upto: int | None = None
+    for tag in unsettled:
+        if tag not in acks:
+            break
+        upto = tag
+    if upto is None:
+        return None, sorted(acks)
+    return upto, sorted(tag for tag in acks if tag > upto)
+
+
 class Consumer:
     """Consumes ``queue`` until ``stop()``; reconnects with jittered backoff after any broker
     failure. On stop: cancel the consumer, finish the work already received (up to
@@ -105,7 +133,9 @@ class Consumer:
         self._tag: str | None = None
         self._paused_until = 0.0
         # Settlements wait here for the I/O thread, which takes them all in one wake-up.
-        self._settlements: list[tuple[int, Callable[[BlockingChannel], None]]] = []
+        self._settlements: list[_Settlement] = []
+        # Delivery tags of the current channel not yet settled, oldest first (I/O thread only).
+        self._unsettled: dict[int, None] = {}
         self._flush_scheduled = False
         self.consuming = False
 
@@ -143,10 +173,11 @@ class Consumer:
         self._stop.set()
 
     def ack(self, delivery: Delivery) -> None:
-        self._settle(delivery, lambda ch: ch.basic_ack(delivery.delivery_tag))
+        self._settle(_Settlement(delivery.generation, delivery.delivery_tag, ack=True))
 
     def nack(self, delivery: Delivery, *, requeue: bool) -> None:
-        self._settle(delivery, lambda ch: ch.basic_nack(delivery.delivery_tag, requeue=requeue))
+        tag = delivery.delivery_tag
+        self._settle(_Settlement(delivery.generation, tag, ack=False, requeue=requeue))
 
     def pause(self, seconds: float) -> None:
         """Stop receiving for ``seconds`` (our own configuration is broken: credentials, TLS);
@@ -164,6 +195,7 @@ class Consumer:
             # What was queued for the old channel is void (the broker requeued it); a flush
             # scheduled on the old connection will never run.
             self._settlements, self._flush_scheduled = [], False
+        self._unsettled = {}
         self._tag = None  # a consumer tag dies with its channel
         try:
             self._loop(connection, channel)
@@ -216,6 +248,7 @@ class Consumer:
         body: bytes,
     ) -> None:
         delivery = delivery_from(method, properties, body, self._generation)
+        self._unsettled[delivery.delivery_tag] = None
         with self._lock:
             self._in_flight += 1
         self._executor.submit(self._run, delivery)
@@ -232,12 +265,12 @@ class Consumer:
             with self._lock:
                 self._in_flight -= 1
 
-    def _settle(self, delivery: Delivery, action: Callable[[BlockingChannel], None]) -> None:
+    def _settle(self, settlement: _Settlement) -> None:
         with self._lock:
             connection, generation = self._connection, self._generation
-            if connection is None or generation != delivery.generation:
+            if connection is None or generation != settlement.generation:
                 return  # the old channel is gone: the broker has already requeued it
-            self._settlements.append((generation, action))
+            self._settlements.append(settlement)
             if self._flush_scheduled:
                 return  # the I/O thread has a flush coming that will take this one too
             self._flush_scheduled = True
@@ -252,11 +285,27 @@ class Consumer:
             )
 
     def _flush_settlements(self) -> None:
-        """Runs on the I/O thread: send every queued ack or nack of the current channel."""
+        """Runs on the I/O thread: send every queued ack or nack of the current channel, the
+        acks of the oldest deliveries as one ``multiple`` ack (one frame, one flush)."""
         with self._lock:
             pending, self._settlements = self._settlements, []
             self._flush_scheduled = False
             channel, generation = self._channel, self._generation
-        for settled_generation, action in pending:
-            if channel is not None and channel.is_open and settled_generation == generation:
-                action(channel)
+        if channel is None or not channel.is_open:
+            return
+        acks: set[int] = set()
+        for settlement in pending:
+            if settlement.generation != generation:
+                continue
+            if settlement.ack:
+                acks.add(settlement.tag)
+            else:  # before the acks: a nacked tag is then no longer covered by a multiple ack
+                channel.basic_nack(settlement.tag, requeue=settlement.requeue)
+                self._unsettled.pop(settlement.tag, None)
+        upto, singles = coalesce_acks(self._unsettled, acks)
+        if upto is not None:
+            channel.basic_ack(upto, multiple=True)
+        for tag in singles:
+            channel.basic_ack(tag)
+        for tag in acks:
+            self._unsettled.pop(tag, None)

@@ -1,7 +1,8 @@
 """The SMTP adapter: build the MIME message, send it once, classify what happened.
 
 ``SmtpMailer`` implements the ``Mailer`` port over ``smtplib`` with one persistent connection per
-calling thread. It drives MAIL, RCPT and DATA itself so every failure is known by its phase:
+calling thread. It drives MAIL, RCPT and DATA itself, in one write when the relay offers
+PIPELINING (RFC 2920), and reads their replies in order, so every failure is known by its phase:
 
     connect / TLS / AUTH   refused, timeout      TransientFailure(SMTP_UNAVAILABLE), retried briefly
                            bad certificate       SystemicFailure(SMTP_TLS_FAILED)
@@ -20,6 +21,7 @@ DATA. Failure details carry codes and phases, never the relay's text (it echoes 
 
 from __future__ import annotations
 
+import functools
 import re
 import smtplib
 import ssl
@@ -89,6 +91,20 @@ def _dot_stuffed(payload: bytes) -> bytes:
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"
+
+
+@functools.lru_cache(maxsize=256)
+def _mailbox(address: str) -> str:
+    """``<local@domain>`` for the envelope. A display name (``Acme <a@b>``) is parsed once
+    per distinct value: the sender is nearly always the same one."""
+    if is_bare_address(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
+
+
+def _send_then_reply(smtp: smtplib.SMTP, sender: str, recipient: str) -> tuple[int, bytes]:
+    smtp.send(f"MAIL FROM:{sender}\r\nRCPT TO:{recipient}\r\nDATA\r\n")
+    return smtp.getreply()
 
 
 class SmtpMailer:
@@ -230,24 +246,12 @@ class SmtpMailer:
         if utf8 and not smtp.has_extn("smtputf8"):
             raise PermanentFailure(Reason.MESSAGE_REJECTED, "non-ASCII address, no SMTPUTF8")
         payload = _dot_stuffed(serialize(message, utf8=utf8))
-        try:
-            if not utf8 and is_bare_address(email.sender):
-                # smtplib.mail would parse a bare address again (~0.1 ms of CPU each time).
-                code, reply = smtp.docmd("MAIL", f"FROM:<{email.sender}>")
-            else:
-                code, reply = smtp.mail(email.sender, ["SMTPUTF8"] if utf8 else [])
-        except OSError:  # smtplib's disconnects are OSErrors too
-            if reused:
-                raise _StaleConnection from None
-            raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL") from None
-        if reused and code == 421:  # an idle connection the relay has timed out
-            raise _StaleConnection
-        _classify(code, reply, "MAIL")
-        if is_bare_address(email.recipient):
-            self._command(smtp, "RCPT", lambda: smtp.docmd("RCPT", f"TO:<{email.recipient}>"))
+        if utf8:
+            self._stepwise_utf8(smtp, email, reused)
+        elif smtp.has_extn("pipelining"):
+            self._pipelined(smtp, email, reused)
         else:
-            self._command(smtp, "RCPT", lambda: smtp.rcpt(email.recipient))
-        self._command(smtp, "DATA", lambda: smtp.docmd("DATA"), expect=354)
+            self._stepwise(smtp, email, reused)
         try:
             smtp.send(payload)
         except OSError:  # the final dot did not leave: the relay cannot have the message
@@ -259,6 +263,41 @@ class SmtpMailer:
         _classify(code, reply, "end of DATA")
         text = _ADDRESS.sub("[address]", reply.decode("utf-8", "replace").replace("\n", " "))
         return f"{code} {text}"[:200]
+
+    def _pipelined(self, smtp: smtplib.SMTP, email: OutgoingEmail, reused: bool) -> None:
+        """MAIL, RCPT and DATA in one write, then their three replies in order (RFC 2920).
+
+        A failure is raised for the first phase that failed; the replies after it are left
+        unread, which is safe only because a failed transaction's connection is discarded."""
+        sender, recipient = _mailbox(email.sender), _mailbox(email.recipient)
+        self._mail(smtp, reused, lambda: _send_then_reply(smtp, sender, recipient))
+        self._command(smtp, "RCPT", smtp.getreply)
+        self._command(smtp, "DATA", smtp.getreply, expect=354)
+
+    def _stepwise(self, smtp: smtplib.SMTP, email: OutgoingEmail, reused: bool) -> None:
+        sender, recipient = _mailbox(email.sender), _mailbox(email.recipient)
+        self._mail(smtp, reused, lambda: smtp.docmd("MAIL", f"FROM:{sender}"))
+        self._command(smtp, "RCPT", lambda: smtp.docmd("RCPT", f"TO:{recipient}"))
+        self._command(smtp, "DATA", lambda: smtp.docmd("DATA"), expect=354)
+
+    def _stepwise_utf8(self, smtp: smtplib.SMTP, email: OutgoingEmail, reused: bool) -> None:
+        # smtplib's own mail() switches the command encoding to UTF-8 for SMTPUTF8.
+        self._mail(smtp, reused, lambda: smtp.mail(email.sender, ["SMTPUTF8"]))
+        self._command(smtp, "RCPT", lambda: smtp.rcpt(email.recipient))
+        self._command(smtp, "DATA", lambda: smtp.docmd("DATA"), expect=354)
+
+    @staticmethod
+    def _mail(smtp: smtplib.SMTP, reused: bool, call: Callable[[], tuple[int, bytes]]) -> None:
+        """The MAIL phase, where a pooled connection the relay has dropped shows itself."""
+        try:
+            code, reply = call()
+        except OSError:  # smtplib's disconnects are OSErrors too
+            if reused:
+                raise _StaleConnection from None
+            raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL") from None
+        if reused and code == 421:  # an idle connection the relay has timed out
+            raise _StaleConnection
+        _classify(code, reply, "MAIL")
 
     @staticmethod
     def _command(

@@ -28,7 +28,6 @@ from tests.support.smtp import (  # noqa: F401 - fixtures, registered by importi
     SmtpTestServer,
     smtp_cert_fixture,
     smtp_server_factory_fixture,
-    smtp_server_fixture,
 )
 
 pytestmark = pytest.mark.integration
@@ -72,6 +71,13 @@ def _mailer(
         ca_file=ca_file,
         local_hostname="worker.test",
     )
+
+
+@pytest.fixture(name="smtp_server", params=[True, False], ids=["pipelining", "stepwise"])
+def relay(request: pytest.FixtureRequest) -> Iterator[SmtpTestServer]:
+    """Every test here runs against a relay that offers PIPELINING and one that does not."""
+    with SmtpTestServer(pipelining=request.param) as server:
+        yield server
 
 
 @pytest.fixture
@@ -297,3 +303,42 @@ def test_unsafe_header_fails_before_any_connection(
 
     assert failure.reason is Reason.UNSAFE_CONTENT
     assert smtp_server.connections == 0
+
+
+def _pipelining_relay(listener: socket.socket, log: list[bytes]) -> None:
+    """A relay that answers MAIL only once RCPT and DATA have arrived too: a client that
+    waits for each reply before the next command would hang here until its timeout."""
+    conn, _ = listener.accept()
+    with conn, conn.makefile("rb") as lines:
+        conn.sendall(b"220 relay.test ESMTP\r\n")
+        log.append(lines.readline())  # EHLO
+        conn.sendall(b"250-relay.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        log.extend(lines.readline() for _ in range(3))  # MAIL, RCPT, DATA, unanswered so far
+        conn.sendall(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n")
+        while lines.readline() not in (b".\r\n", b""):  # the body, up to the final dot
+            pass
+        conn.sendall(b"250 2.0.0 queued\r\n")
+        log.append(lines.readline())  # QUIT, or b"" when the client just closes
+        conn.sendall(b"221 bye\r\n")
+
+
+def test_commands_are_pipelined_when_the_relay_offers_it() -> None:
+    log: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        relay = threading.Thread(target=_pipelining_relay, args=(listener, log), daemon=True)
+        relay.start()
+        port = listener.getsockname()[1]
+        mailer = SmtpMailer(
+            "127.0.0.1", port, security=SmtpSecurity.NONE, username=None, password=None, timeout=2
+        )
+
+        reply = mailer.send(_email())
+        mailer.close()
+        relay.join(timeout=5)
+
+    assert reply == "250 2.0.0 queued"
+    assert log[1:4] == [
+        b"MAIL FROM:<notify@acme.test>\r\n",
+        f"RCPT TO:<{RECIPIENT}>\r\n".encode(),
+        b"DATA\r\n",
+    ]

@@ -3,8 +3,9 @@
 ``SmtpTestServer`` listens on a free loopback port in a daemon thread, records every message it
 accepts or swallows before dropping the connection (``ambiguous``: the relay has it, the client
 never heard back) and answers from scripted ``Behaviour``s: per recipient, else from a global
-queue, else accept. It can require STARTTLS or speak implicit TLS (a self-signed certificate from
-the ``openssl`` CLI) and check fixed credentials. Importable outside pytest.
+queue, else accept. It advertises PIPELINING unless told not to, can require STARTTLS or speak
+implicit TLS (a self-signed certificate from the ``openssl`` CLI) and check fixed credentials.
+Importable outside pytest.
 
 Warnings hazard: pytest runs with ``-W error`` and warning filters are process-wide, so a warning
 raised in the server thread becomes an exception there and silently kills a connection. The
@@ -91,6 +92,14 @@ class _Handler:
     def __init__(self, owner: SmtpTestServer) -> None:
         self.owner = owner
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # this hook's duty in aiosmtpd's five-argument form
+        if self.owner.pipelining:  # aiosmtpd reads commands one at a time: pipelining just works
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
@@ -173,10 +182,12 @@ class SmtpTestServer:
         cert: SelfSignedCert | None = None,
         credentials: tuple[str, str] | None = None,
         host: str = "127.0.0.1",
+        pipelining: bool = True,
     ) -> None:
         if tls != "none" and cert is None:
             raise ValueError("TLS needs a certificate (make_self_signed_cert)")
         self.tls, self.cert, self.credentials, self.host = tls, cert, credentials, host
+        self.pipelining = pipelining  # advertise PIPELINING (RFC 2920), as Postfix and Exim do
         self.port = 0
         self._lock = threading.Lock()
         self._scripts: dict[str, deque[Behaviour]] = {}
