@@ -145,22 +145,20 @@ class Scenario:
         before = {pid: procstat.sample(pid) for _, pid in pids}
         shared_before = _shared_cpu(sink.pid)
         messages = (broker.spec_message(f"{self.prefix}-{n}", n) for n in range(self.messages))
-        published = broker.publish(
-            self.target.amqp_url,
-            self.settings.exchange,
-            "email",
-            broker.encoded(messages),
-            rate=rate,
-        )
-        first, last = min(published.values()), max(published.values())
+        publisher = broker.connect(self.target.amqp_url)  # open until all are consumed
         ledger = database.Ledger(self.db_url)
         try:
+            published = broker.publish(
+                publisher, self.settings.exchange, "email", broker.encoded(messages), rate=rate
+            )
+            first, last = min(published.values()), max(published.values())
             self._wait_done(ledger, timeout - (time.time() - first))
             after = {pid: procstat.sample(pid) for _, pid in pids}
             shared_after = _shared_cpu(sink.pid)
             sent_at = ledger.sent_at()
         finally:
             ledger.close()
+            publisher.close()
         delivered = services.callbacks.delivered()
         result = RunResult(self.label, self.workers, self.messages, paced_rate=rate)
         result.sent, result.callbacks = len(sent_at), len(delivered)
@@ -197,7 +195,24 @@ class Scenario:
                 raise BenchmarkError(f"{counts['failed']} request(s) failed: see the worker logs")
             return called_back and counts.get("sent", 0) >= self.messages
 
-        wait_until(done, max(timeout, 5), f"{self.messages} emails sent and called back", 0.2)
+        try:
+            wait_until(done, max(timeout, 5), f"{self.messages} emails sent and called back", 0.2)
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"{exc} ({self._where_they_are(ledger)})") from None
+
+    def _where_they_are(self, ledger: database.Ledger) -> str:
+        """What a stalled run left where: ledger rows per status, which messages have none
+        (the last ones published, or scattered), the queue and the callbacks."""
+        queue = broker.queue_counts(self.target.amqp_url, self.settings.email_queue)
+        ready, consumers = queue if queue else (None, None)
+        recorded = set(ledger.sent_at())
+        missing = [n for n in range(self.messages) if f"{self.prefix}-{n}" not in recorded]
+        return (
+            f"ledger {dict(sorted(ledger.counts().items()))}, not sent: {len(missing)} messages "
+            f"numbered {missing[:5]}{' ...' if len(missing) > 5 else ''}, email queue ready "
+            f"{ready} with {consumers} consumer(s), "
+            f"callbacks {len(self.target.services.callbacks.delivered())}"
+        )
 
     def cleanup(self) -> None:
         """Stop this run's processes, delete its queues and exchange, drop its database."""
