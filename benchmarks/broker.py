@@ -54,12 +54,13 @@ def publish(
     as fast as pika goes. Returns the wall-clock publish time of each request id (taken just
     before the frame is written).
 
-    No per-message confirms (waiting for each one made the publisher slower than the workers).
-    Two hazards follow, both seen here as the last publishes never reaching a worker: frames
-    still queued in pika when the connection closes are dropped (18 of 20,000), so a synchronous
-    round trip on the channel ends the burst; and a channel closed while its quorum queue is
-    behind loses what it had not handed over yet (139 of 20,000), so the caller keeps
-    ``connection`` open until every message has been consumed."""
+    No per-message confirms (waiting for each one made the publisher slower than the workers),
+    so nothing tells the publisher that the queue has everything. Seen here as the last
+    publishes never reaching a worker: frames still queued in pika when the connection closed
+    (18 of 20,000), hence a synchronous round trip on the channel to end the burst; and once
+    with that round trip in place (the last 139 of 20,000, every worker idle), most likely a
+    channel closed while its quorum queue was behind. So the caller keeps ``connection`` open
+    until every message has been consumed."""
     messages = list(bodies)  # encoded before the clock starts
     # One properties object for all: building and encoding per-message properties costs the
     # publisher more than the frame itself, and the publish time is recorded here anyway.
