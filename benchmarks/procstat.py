@@ -20,12 +20,17 @@ class Sample:
     peak_rss_bytes: int
 
 
-def parse_cpu_seconds(stat_line: str, ticks: int = _TICKS) -> float:
-    """User + system CPU seconds from one ``/proc/<pid>/stat`` line. The command name sits in
+def parse_cpu_seconds(stat_line: str, ticks: int = _TICKS, *, children: bool = False) -> float:
+    """User + system CPU seconds from one ``/proc/<pid>/stat`` line, with ``children`` plus
+    those of its children that have exited and been waited for. The command name sits in
     parentheses and may itself hold spaces or parentheses, so fields count from the last ')'."""
     fields = stat_line[stat_line.rindex(")") + 2 :].split()
-    # After the name: state is field 3 of the man page; utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / ticks
+    # After the name: state is field 3 of the man page; utime and stime are fields 14 and 15,
+    # cutime and cstime 16 and 17.
+    used = int(fields[11]) + int(fields[12])
+    if children:
+        used += int(fields[13]) + int(fields[14])
+    return used / ticks
 
 
 def parse_status_kib(status_text: str, key: str) -> int:
@@ -58,7 +63,11 @@ def command_name(stat_line: str) -> str:
 
 def cpu_of_commands(commands: frozenset[str]) -> dict[int, tuple[str, float]]:
     """``{pid: (command, CPU seconds so far)}`` of every process whose command name is one of
-    ``commands`` (e.g. ``postgres``, ``beam.smp``): the shared services' share of the cores."""
+    ``commands`` (e.g. ``postgres``, ``beam.smp``): the shared services' share of the cores.
+
+    Exited children count in their parent's figure: a Postgres backend or autovacuum worker
+    that ends between two readings moves into the postmaster's, so the difference of two
+    totals stays the CPU used in between (without it, a short window could come out at 0)."""
     found: dict[int, tuple[str, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -69,5 +78,5 @@ def cpu_of_commands(commands: frozenset[str]) -> dict[int, tuple[str, float]]:
             continue
         name = command_name(stat_line)
         if name in commands:
-            found[int(entry.name)] = (name, parse_cpu_seconds(stat_line))
+            found[int(entry.name)] = (name, parse_cpu_seconds(stat_line, children=True))
     return found

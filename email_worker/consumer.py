@@ -9,7 +9,7 @@ Hazards this module exists to handle (RELIABILITY rules 1-5):
   must be dropped (the broker has already requeued it); each delivery carries its generation.
 - Prefetch is per consumer (global QoS on a quorum queue closes the connection on 3.10).
 - An ack with ``multiple`` covers every earlier unsettled delivery of the channel, so it is only
-  used up to the oldest delivery still being worked on (``coalesce_acks``).
+  used up to the oldest delivery still being worked on (``acks.coalesce_acks``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,6 +26,8 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPError
 from pika.spec import Basic
+
+from email_worker.acks import Settlement, coalesce_acks
 
 log = logging.getLogger(__name__)
 
@@ -77,32 +79,6 @@ def delivery_from(
     )
 
 
-@dataclass(frozen=True)
-class _Settlement:
-    generation: int
-    tag: int
-    ack: bool
-    requeue: bool = False
-
-
-def coalesce_acks(unsettled: Iterable[int], acks: set[int]) -> tuple[int | None, list[int]]:
-    """Split ``acks`` into one ``multiple`` ack and single ones.
-
-    ``unsettled`` is every delivery tag of the channel not yet acked or nacked, oldest first.
-    Returns the tag to ack with ``multiple=True`` (the end of the oldest run of unsettled tags
-    that are all in ``acks``; None if the oldest is not) and the tags left to ack one by one.
-    A tag not in ``acks`` ends the run: an ack may never cover a delivery still in progress.
-    """
-    upto: int | None = None
-    for tag in unsettled:
-        if tag not in acks:
-            break
-        upto = tag
-    if upto is None:
-        return None, sorted(acks)
-    return upto, sorted(tag for tag in acks if tag > upto)
-
-
 class Consumer:
     """Consumes ``queue`` until ``stop()``; reconnects with jittered backoff after any broker
     failure. On stop: cancel the consumer, finish the work already received (up to
@@ -133,7 +109,7 @@ class Consumer:
         self._tag: str | None = None
         self._paused_until = 0.0
         # Settlements wait here for the I/O thread, which takes them all in one wake-up.
-        self._settlements: list[_Settlement] = []
+        self._settlements: list[Settlement] = []
         # Delivery tags of the current channel not yet settled, oldest first (I/O thread only).
         self._unsettled: dict[int, None] = {}
         self._flush_scheduled = False
@@ -173,11 +149,11 @@ class Consumer:
         self._stop.set()
 
     def ack(self, delivery: Delivery) -> None:
-        self._settle(_Settlement(delivery.generation, delivery.delivery_tag, ack=True))
+        self._settle(Settlement(delivery.generation, delivery.delivery_tag, ack=True))
 
     def nack(self, delivery: Delivery, *, requeue: bool) -> None:
         tag = delivery.delivery_tag
-        self._settle(_Settlement(delivery.generation, tag, ack=False, requeue=requeue))
+        self._settle(Settlement(delivery.generation, tag, ack=False, requeue=requeue))
 
     def pause(self, seconds: float) -> None:
         """Stop receiving for ``seconds`` (our own configuration is broken: credentials, TLS);
@@ -265,7 +241,7 @@ class Consumer:
             with self._lock:
                 self._in_flight -= 1
 
-    def _settle(self, settlement: _Settlement) -> None:
+    def _settle(self, settlement: Settlement) -> None:
         with self._lock:
             connection, generation = self._connection, self._generation
             if connection is None or generation != settlement.generation:

@@ -21,8 +21,6 @@ DATA. Failure details carry codes and phases, never the relay's text (it echoes 
 
 from __future__ import annotations
 
-import functools
-import re
 import smtplib
 import ssl
 import threading
@@ -33,8 +31,9 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from email_worker.config import SmtpSecurity
-from email_worker.mime import build_message, is_bare_address, serialize
+from email_worker.mime import build_message, serialize
 from email_worker.ports import OutgoingEmail
+from email_worker.smtp_wire import accepted_reply, classify, dot_stuffed, mailbox, tls_failure
 from schemas.failures import (
     AmbiguousDelivery,
     PermanentFailure,
@@ -43,9 +42,6 @@ from schemas.failures import (
     TransientFailure,
 )
 
-_AUTH_CODES = frozenset({530, 534, 535})
-_ENHANCED = re.compile(rb"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
-_ADDRESS = re.compile(r"\S+@\S+")
 _CONNECT_ATTEMPTS = 3  # quick, jittered: well within a few seconds in total
 
 
@@ -55,51 +51,6 @@ class _StaleConnection(Exception):
 
 def _connect_failed(error: BaseException) -> bool:
     return type(error) is TransientFailure and error.reason is Reason.SMTP_UNAVAILABLE
-
-
-def _status(code: int, reply: bytes, phase: str) -> str:
-    """``"451 4.3.0 at RCPT"``: the code, the enhanced code if any, the phase; no text."""
-    enhanced = _ENHANCED.match(reply)
-    middle = f" {enhanced.group(1).decode()}" if enhanced else ""
-    return f"{code}{middle} at {phase}"
-
-
-def _classify(code: int, reply: bytes, phase: str, expect: int | None = None) -> None:
-    """Return when ``code`` is success at ``phase`` (``expect``, else any 2xx); otherwise
-    raise the failure it means. Anything not 5xx or an auth code (4xx, or a reply that makes
-    no sense at this phase) is transient."""
-    if code == expect or (expect is None and 200 <= code < 300):
-        return
-    detail = _status(code, reply, phase)
-    if code in _AUTH_CODES:
-        raise SystemicFailure(Reason.SMTP_AUTH_FAILED, detail)
-    if 500 <= code < 600:
-        reason = Reason.RECIPIENT_REJECTED if phase == "RCPT" else Reason.MESSAGE_REJECTED
-        raise PermanentFailure(reason, detail)
-    raise TransientFailure(Reason.SMTP_TRANSIENT, detail)
-
-
-def _tls_failure(error: ssl.SSLError) -> SystemicFailure:
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return SystemicFailure(Reason.SMTP_TLS_FAILED, "certificate verification failed")
-    return SystemicFailure(Reason.SMTP_TLS_FAILED, f"TLS handshake failed: {error.reason}")
-
-
-def _dot_stuffed(payload: bytes) -> bytes:
-    """The DATA body: leading dots doubled, CRLF-terminated, then the final ``.``."""
-    body = re.sub(rb"(?m)^\.", b"..", payload)
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    return body + b".\r\n"
-
-
-@functools.lru_cache(maxsize=256)
-def _mailbox(address: str) -> str:
-    """``<local@domain>`` for the envelope. A display name (``Acme <a@b>``) is parsed once
-    per distinct value: the sender is nearly always the same one."""
-    if is_bare_address(address):
-        return f"<{address}>"
-    return smtplib.quoteaddr(address)
 
 
 def _send_then_reply(smtp: smtplib.SMTP, sender: str, recipient: str) -> tuple[int, bytes]:
@@ -201,7 +152,7 @@ class SmtpMailer:
                 )
             return smtplib.SMTP(host, port, local_hostname=name, timeout=timeout)
         except ssl.SSLError as exc:
-            raise _tls_failure(exc) from None
+            raise tls_failure(exc) from None
         except smtplib.SMTPConnectError as exc:
             raise TransientFailure(Reason.SMTP_UNAVAILABLE, f"{exc.smtp_code} at connect") from None
         except OSError as exc:
@@ -233,7 +184,7 @@ class SmtpMailer:
         try:
             smtp.starttls(context=self._tls)
         except ssl.SSLError as exc:
-            raise _tls_failure(exc) from None
+            raise tls_failure(exc) from None
         except smtplib.SMTPResponseException as exc:
             raise SystemicFailure(Reason.SMTP_TLS_FAILED, f"{exc.smtp_code} at STARTTLS") from None
         smtp.ehlo()
@@ -245,7 +196,7 @@ class SmtpMailer:
         utf8 = not (email.sender + email.recipient).isascii()
         if utf8 and not smtp.has_extn("smtputf8"):
             raise PermanentFailure(Reason.MESSAGE_REJECTED, "non-ASCII address, no SMTPUTF8")
-        payload = _dot_stuffed(serialize(message, utf8=utf8))
+        payload = dot_stuffed(serialize(message, utf8=utf8))
         if utf8:
             self._stepwise_utf8(smtp, email, reused)
         elif smtp.has_extn("pipelining"):
@@ -260,22 +211,21 @@ class SmtpMailer:
             code, reply = smtp.getreply()
         except OSError:  # after the final dot: the relay may have the message
             raise AmbiguousDelivery(Reason.SMTP_UNKNOWN, "no reply after end of DATA") from None
-        _classify(code, reply, "end of DATA")
-        text = _ADDRESS.sub("[address]", reply.decode("utf-8", "replace").replace("\n", " "))
-        return f"{code} {text}"[:200]
+        classify(code, reply, "end of DATA")
+        return accepted_reply(code, reply)
 
     def _pipelined(self, smtp: smtplib.SMTP, email: OutgoingEmail, reused: bool) -> None:
         """MAIL, RCPT and DATA in one write, then their three replies in order (RFC 2920).
 
         A failure is raised for the first phase that failed; the replies after it are left
         unread, which is safe only because a failed transaction's connection is discarded."""
-        sender, recipient = _mailbox(email.sender), _mailbox(email.recipient)
+        sender, recipient = mailbox(email.sender), mailbox(email.recipient)
         self._mail(smtp, reused, lambda: _send_then_reply(smtp, sender, recipient))
         self._command(smtp, "RCPT", smtp.getreply)
         self._command(smtp, "DATA", smtp.getreply, expect=354)
 
     def _stepwise(self, smtp: smtplib.SMTP, email: OutgoingEmail, reused: bool) -> None:
-        sender, recipient = _mailbox(email.sender), _mailbox(email.recipient)
+        sender, recipient = mailbox(email.sender), mailbox(email.recipient)
         self._mail(smtp, reused, lambda: smtp.docmd("MAIL", f"FROM:{sender}"))
         self._command(smtp, "RCPT", lambda: smtp.docmd("RCPT", f"TO:{recipient}"))
         self._command(smtp, "DATA", lambda: smtp.docmd("DATA"), expect=354)
@@ -297,7 +247,7 @@ class SmtpMailer:
             raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL") from None
         if reused and code == 421:  # an idle connection the relay has timed out
             raise _StaleConnection
-        _classify(code, reply, "MAIL")
+        classify(code, reply, "MAIL")
 
     @staticmethod
     def _command(
@@ -310,4 +260,4 @@ class SmtpMailer:
             code, reply = call()
         except OSError:
             raise TransientFailure(Reason.SMTP_UNAVAILABLE, f"connection lost at {phase}") from None
-        _classify(code, reply, phase, expect)
+        classify(code, reply, phase, expect)

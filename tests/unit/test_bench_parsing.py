@@ -20,6 +20,13 @@ def test_cpu_seconds_count_fields_after_a_name_with_spaces_and_parentheses() -> 
     assert procstat.parse_cpu_seconds(STAT, ticks=100) == pytest.approx(3.8)
 
 
+def test_cpu_seconds_with_children_add_the_exited_ones_waited_for() -> None:
+    stat = STAT.replace(" 250 130 0 0 ", " 250 130 70 50 ")  # cutime 70, cstime 50 ticks
+
+    assert procstat.parse_cpu_seconds(stat, ticks=100) == pytest.approx(3.8)
+    assert procstat.parse_cpu_seconds(stat, ticks=100, children=True) == pytest.approx(5.0)
+
+
 def test_status_lines_in_bytes() -> None:
     status = "Name:\tpython\nVmHWM:\t  123456 kB\nVmRSS:\t  100000 kB\n"
     assert procstat.parse_status_kib(status, "VmHWM") == 123456 * 1024
