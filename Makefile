@@ -39,7 +39,7 @@ demo: install services
 
 ## The throughput benchmark (issue 4): see benchmarks/README.md (fast sink: apt-get install postfix).
 bench: install services
-	$(BIN)/python -m benchmarks --messages 20000 --write-results
+	$(BIN)/python -m benchmarks --messages 20000 --rounds 3 --write-results
 
 schemas: install
 	$(BIN)/python -m schemas

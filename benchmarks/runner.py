@@ -7,6 +7,7 @@ Every child process is stopped on the way out, also on Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import signal
 import sys
@@ -27,11 +28,25 @@ from email_worker.config import Settings
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     add = parser.add_argument
     add("--messages", type=int, default=20_000, help="emails per worker run (default 20000)")
     add("--workers", default="1,2,4", help="worker process counts to run (default 1,2,4)")
+    add(
+        "--rounds",
+        type=_positive,
+        default=1,
+        help="run every worker configuration this many times, alternating; the verdict uses "
+        "each configuration's median run (default 1)",
+    )
     add("--naive-messages", type=int, default=2_000, help="emails for the naive baseline")
     add("--half-rate-seconds", type=float, default=20.0, help="length of the paced run")
     add("--capacity-seconds", type=float, default=3.0, help="length of each sink measurement")
@@ -78,12 +93,17 @@ def _limits(target: Target, args: argparse.Namespace, rep: report.Report) -> Non
 
 def _worker_runs(target: Target, args: argparse.Namespace, rep: report.Report) -> None:
     timeout = args.timeout or 120 + args.messages / 100
-    for count in (int(n) for n in args.workers.split(",") if n.strip()):
+    counts = [int(n) for n in args.workers.split(",") if n.strip()]
+    # Rounds alternate the configurations, so a drift of the machine's speed spreads over all.
+    for number, count in itertools.product(range(1, args.rounds + 1), counts):
         label = f"{count} worker process(es)"
+        label += f", round {number} of {args.rounds}" if args.rounds > 1 else ""
 
-        def one(workers: int = count, name: str = label) -> None:
-            rep.runs.append(Scenario(target, name, workers, args.messages).run(timeout))
-            _progress(rep.runs[-1])
+        def one(workers: int = count, name: str = label, round_number: int = number) -> None:
+            result = Scenario(target, name, workers, args.messages).run(timeout)
+            result.round_number = round_number
+            rep.runs.append(result)
+            _progress(result)
 
         _phase(rep, label, one)
 

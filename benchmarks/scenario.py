@@ -58,6 +58,7 @@ class RunResult:
     processes: list[ProcessFigures] = field(default_factory=list)
     # CPU seconds of the other parts sharing the cores over the same window (component → s).
     machine_cpu: dict[str, float] = field(default_factory=dict)
+    round_number: int = 1  # which of the ``--rounds`` repetitions of this configuration
 
     def cpu_per_thousand(self, kind: str) -> float:
         """CPU seconds per 1,000 sent emails of the ``run`` or ``callbacks`` processes."""
@@ -66,6 +67,20 @@ class RunResult:
 
     def peak_rss(self, kind: str) -> int:
         return max((p.peak_rss_bytes for p in self.processes if p.name.startswith(kind)), default=0)
+
+
+def medians(runs: list[RunResult]) -> list[RunResult]:
+    """Per number of worker processes, the run with the median emails/s (the lower middle of
+    an even count), fewest processes first: the run that stands for its configuration when
+    ``--rounds`` repeats it. With one round, every run."""
+    by_workers: dict[int, list[RunResult]] = {}
+    for run in runs:
+        by_workers.setdefault(run.workers, []).append(run)
+    chosen = []
+    for workers in sorted(by_workers):
+        ordered = sorted(by_workers[workers], key=lambda r: r.emails_per_s)
+        chosen.append(ordered[(len(ordered) - 1) // 2])
+    return chosen
 
 
 def worker_settings(prefix: str, database_url: str, target: Target) -> dict[str, object]:
