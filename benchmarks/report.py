@@ -255,8 +255,9 @@ def _verdict(report: Report) -> list[str]:
         ),
         ("RSS < 150 MiB per run process", format_mib(worst_rss), 0 < worst_rss < RSS_LIMIT),
     ]
-    if len(medians(report.runs)) > 1:
-        checks.append(_scaling(medians(report.runs)))
+    configurations = medians(report.runs)
+    if len(configurations) > 1:
+        checks.append(_scaling(configurations))
     rows = [[what, value, "yes" if ok else "**no**"] for what, value, ok in checks]
     return [
         "## Against the targets of issue 4 (peak configuration)",

@@ -167,11 +167,10 @@ class CallbackDispatcher:
         return outcomes
 
     def _explain_unclaimed(self, ids: set[int]) -> dict[int, str]:
-        outcomes: dict[int, str] = {}
-        for outbox_id in sorted(ids):
-            with self._db.transaction() as cur:
-                outcomes[outbox_id] = _refusal(cur, outbox_id)
-        return outcomes
+        if not ids:
+            return {}
+        with self._db.transaction() as cur:
+            return {outbox_id: _refusal(cur, outbox_id) for outbox_id in sorted(ids)}
 
     def _settle_all(self, answers: list[tuple[_Job, _Answer]]) -> dict[int, str]:
         ok = [job for job, answer in answers if _accepted(answer)]

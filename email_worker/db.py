@@ -148,6 +148,9 @@ class Database:
         try:
             with conn.cursor() as cur:
                 cur.execute("SET TIME ZONE 'UTC'")
+            # Outside autocommit the probe opened a transaction: end it, or the session's
+            # autocommit switch would be refused on a live connection.
+            conn.rollback()
         except UNAVAILABLE:
             self._pool.putconn(conn, close=True)
             return False
@@ -158,8 +161,8 @@ class Database:
         if not broken:
             try:
                 # A no-op after commit or in autocommit; ends a failed transaction otherwise.
+                # The autocommit mode is left as it is: every checkout sets its own.
                 conn.rollback()
-                conn.autocommit = False
             except UNAVAILABLE:
                 broken = True
         if broken:

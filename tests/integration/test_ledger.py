@@ -396,6 +396,25 @@ def test_a_connection_killed_by_the_server_does_not_poison_the_pool(database_url
         admin.close()
 
 
+def test_a_live_connection_with_something_to_read_is_probed_and_still_usable(
+    database_url: str,
+) -> None:
+    database = Database(database_url, pool_size=1)
+    admin = Database(database_url, pool_size=1)
+    try:
+        with database.autocommit() as cur:
+            cur.execute("LISTEN ew_probe")
+        query(admin, "NOTIFY ew_probe")  # the idle pooled socket now has a message to read
+        time.sleep(0.2)
+        with database.autocommit() as cur:  # probed (suspect), then switched to autocommit
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        assert query(database, "SELECT 2") == [(2,)]
+    finally:
+        database.close()
+        admin.close()
+
+
 def test_unreachable_database_is_a_deferred_failure() -> None:
     database = Database("postgresql://postgres@127.0.0.1:1/none", pool_size=1, connect_timeout=1)
     try:
