@@ -29,7 +29,7 @@ from email_worker.metrics import (
     pending_callbacks,
     queue_stats,
 )
-from email_worker.migrations import MESSAGE_ID_KEY_NAME, get_or_create_secret
+from email_worker.migrations import MESSAGE_ID_KEY_NAME, check_applied, get_or_create_secret
 from email_worker.pipeline import Pipeline, PipelineConfig
 from email_worker.ports import Notifier
 from email_worker.publisher import Publisher, PublishError
@@ -39,6 +39,7 @@ from email_worker.settlement import Settler
 from email_worker.status_api import StatusApi, StatusReader
 from email_worker.tasks import CeleryNotifier, make_celery
 from email_worker.topology import Topology, connection_parameters, declare
+from schemas.failures import DeferredFailure
 from templates_client.client import TemplateClient
 from templates_client.transport import make_http_client
 
@@ -235,7 +236,9 @@ class Worker:
         return StatusApi(reader, token=token)
 
     def run(self, *, install_signals: bool = True) -> None:
-        """Serve until stopped; returns after draining. Raises ``TopologyError`` at start-up."""
+        """Serve until stopped; returns after draining. Raises ``TopologyError`` or
+        ``SchemaBehind`` at start-up."""
+        self._check_schema()
         declare_topology(self.settings)
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -258,6 +261,14 @@ class Worker:
 
     def stop(self) -> None:
         self.consumer.stop()
+
+    def _check_schema(self) -> None:
+        # A worker newer than the schema would fail every message; one that cannot reach the
+        # database yet starts anyway (the pipeline defers until it answers).
+        try:
+            check_applied(self.db)
+        except DeferredFailure:
+            log.warning("could not check the database schema: the database is unreachable")
 
     def close(self) -> None:
         close_notifier = getattr(self.notifier, "close", None)

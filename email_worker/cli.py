@@ -2,8 +2,9 @@
 
 Commands: ``migrate``, ``run``, ``callbacks``, ``beat``, ``dlq list|show|replay|export|purge``
 and ``demo``. A bad setting stops start-up with exit code 2 and a message naming the variable; a
-topology conflict exits 3. The ``dlq`` commands exit 1 when the broker refuses or a record is not
-found, and 2 when they refuse to act (see docs/dlq.md).
+topology conflict exits 3; ``run`` against a database that lacks a migration exits 4. The
+``dlq`` commands exit 1 when the broker refuses or a record is not found, and 2 when they
+refuse to act (see docs/dlq.md).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from pydantic import ValidationError
 
 from email_worker import logs
 from email_worker.config import PREFIX, Settings
+from email_worker.migrations import SchemaBehind
 from email_worker.topology import TopologyError, connection_parameters
 
 EXIT_CONFIG = 2
 EXIT_TOPOLOGY = 3
+EXIT_SCHEMA = 4
 
 
 def load_settings() -> Settings:
@@ -57,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TopologyError as exc:
         print(f"start-up failed: {exc}", file=sys.stderr)
         return EXIT_TOPOLOGY
+    except SchemaBehind as exc:
+        print(f"start-up failed: {exc}", file=sys.stderr)
+        return EXIT_SCHEMA
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,173 +1,128 @@
 """The idempotency ledger in Postgres: who owns a request, what became of it, and its audit trail.
 
-``PgLedger`` implements the ``Ledger`` port (RELIABILITY rules 7-9). A claim is one
-``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement that either wins a lease or returns no
-row; every later write is fenced by the lease token, so a worker whose lease was taken over
-writes nothing. Leases use the database clock only. Each status change appends to
-``email_events`` and, when a callback is due, inserts its ``callback_outbox`` row in the same
-transaction. No transaction or row lock is held beyond the ledger's own statements. The
-maintenance ``email-worker beat`` runs on these tables lives in ``maintenance.py``.
-"""
+``PgLedger`` implements the ``Ledger`` port (RELIABILITY rules 7-9). A claim is an
+``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` that either wins a lease or returns no row; every
+later write is fenced by the lease token, so a worker whose lease was taken over writes
+nothing. Leases use the database clock only. Each status change appends to ``email_events``
+and, when a callback is due, inserts its ``callback_outbox`` row in the same statement.
+Claims (and outcomes) that threads make at the same time share one statement and one commit
+(group commit, ``group_commit.py``); each request keeps its own lease, fence and result. The
+statements are functions created by migration ``002_batched_ledger`` (called from
+``ledger_sql.py``). No transaction or row lock is held beyond the ledger's own statements.
+The maintenance ``email-worker beat`` runs on these tables lives in ``maintenance.py``."""
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
+from psycopg2 import errors
 from psycopg2.extensions import cursor
 
 from email_worker.db import Database
+from email_worker.group_commit import GroupCommit
+from email_worker.ledger_sql import (
+    CLAIM_COLUMNS,
+    CLAIM_MANY,
+    ENQUEUE_CALLBACK,
+    EVENT,
+    FINISH_COLUMNS,
+    FINISH_MANY,
+    REJECT,
+)
 from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record
-from email_worker.prepared import Prepared
 from schemas.callback import CallbackStatus
-from schemas.failures import DeferredFailure, PermanentFailure, Reason
+from schemas.failures import DeferredFailure, PermanentFailure, Reason, WorkerFailure
 from schemas.request import EmailRequest
 
 # A new outbox row waits this long before beat's re-drive may pick it up, so the immediate
 # hand-over (which may claim a never-attempted row at once) does not race beat.
 HANDOVER_GRACE_SECONDS = 30.0
 
-_CLAIM = """
-INSERT INTO email_requests AS r (
-    request_id, payload_hash, status, lease_owner, lease_expires_at, attempts,
-    notification_id, correlation_id, template_code, batch_id, recipient, first_attempt_at)
-VALUES (%(request_id)s, %(payload_hash)s, 'sending', %(lease)s,
-        now() + make_interval(secs => %(lease_seconds)s), 1,
-        %(notification_id)s, %(correlation_id)s, %(template_code)s, %(batch_id)s,
-        %(recipient)s, now())
-ON CONFLICT (request_id) DO UPDATE SET
-    status = 'sending', claimed_from = r.status, payload_hash = EXCLUDED.payload_hash,
-    lease_owner = EXCLUDED.lease_owner, lease_expires_at = EXCLUDED.lease_expires_at,
-    attempts = r.attempts + 1, notification_id = EXCLUDED.notification_id,
-    correlation_id = EXCLUDED.correlation_id, template_code = EXCLUDED.template_code,
-    batch_id = EXCLUDED.batch_id, first_attempt_at = COALESCE(r.first_attempt_at, now()),
-    updated_at = now()
-WHERE (r.payload_hash = EXCLUDED.payload_hash OR r.payload_hash = '')
-  AND (r.status IN ('pending', 'failed', 'unknown')
-       OR (r.status = 'sending' AND r.lease_expires_at < now()))
-RETURNING r.request_id, r.attempts, r.claimed_from
-"""
+# Concurrent claims (and outcomes) of one process share a statement, up to this many each.
+MAX_BATCH = 64
+# A shared statement waits this long for a row lock that another transaction holds; then its
+# requests run again one by one, each in its own thread, and only the blocked one waits.
+GROUP_LOCK_TIMEOUT_MS = 100
 
-# The claim and its event in one statement: one round trip on the hot path.
-_CLAIM_WITH_EVENT = f"""
-WITH claimed AS ({_CLAIM}),
-event AS (
-    INSERT INTO email_events (request_id, event, status, attempt)
-    SELECT request_id, CASE WHEN claimed_from = 'sending' THEN 'taken_over' ELSE 'claimed' END,
-           'sending', attempts
-    FROM claimed)
-SELECT attempts, claimed_from FROM claimed
-"""
-
-# Fenced by the lease token. 'unknown' is accepted because expire_leases() marks a silent
-# lease unknown but keeps its owner: that owner may still record what really happened,
-# until another worker claims the request (which replaces the token).
-_FINISH = """
-UPDATE email_requests SET
-    status = %(status)s, lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-    recipient = COALESCE(%(recipient)s, recipient), subject = COALESCE(%(subject)s, subject),
-    message_id = COALESCE(%(message_id)s, message_id), html_body = COALESCE(%(html)s, html_body),
-    text_body = COALESCE(%(text)s, text_body), smtp_reply = COALESCE(%(reply)s, smtp_reply),
-    template_version = COALESCE(%(version)s, template_version),
-    failure_reason = %(reason)s, failure_detail = %(detail)s,
-    sent_at = CASE WHEN %(status)s = 'sent' THEN now() ELSE sent_at END
-WHERE request_id = %(request_id)s AND lease_owner = %(lease)s
-  AND status IN ('sending', 'unknown')
-RETURNING request_id
-"""
-
-# Callbacks never move backwards: nothing after 'delivered', no 'pending' after 'failed'.
-# ``{source}`` yields the row to notify about (``request_id``), or nothing.
-_OUTBOX = """
-INSERT INTO callback_outbox (webhook_id, request_id, notification_id, correlation_id, status,
-                             error, event_at, callback_url, next_attempt_at)
-SELECT %(webhook_id)s, s.request_id, %(notification_id)s, %(correlation_id)s, %(cb_status)s,
-       %(cb_error)s, now(), %(url)s, now() + make_interval(secs => %(grace)s)
-FROM {source} s
-WHERE %(url)s IS NOT NULL AND NOT EXISTS (
-    SELECT 1 FROM callback_outbox o
-    WHERE o.request_id = s.request_id
-      AND (o.status = 'delivered' OR (%(cb_status)s = 'pending' AND o.status = 'failed')))
-RETURNING id
-"""
-
-# Older rows still waiting are obsolete. A row in flight is left alone: the dispatcher will
-# not send the newer row until it lands, so the gateway never sees them out of order.
-_SUPERSEDE = """
-UPDATE callback_outbox SET state = 'superseded'
-WHERE request_id = %(request_id)s AND id < (SELECT id FROM inserted) AND state = 'pending'
-  AND (in_flight_until IS NULL OR in_flight_until <= now())
-"""
-
-_OUTBOX_AND_SUPERSEDE = f"""
-WITH inserted AS ({_OUTBOX.format(source="(SELECT %(request_id)s::text AS request_id)")}),
-superseded AS ({_SUPERSEDE})
-SELECT id FROM inserted
-"""
-
-# The whole outcome in one statement (one round trip, atomic without BEGIN/COMMIT): the fenced
-# update, its event, and the callback row with its supersession. ``finished`` is 0 when the
-# lease was lost, and then nothing at all is written.
-_FINISH_ALL = f"""
-WITH finished AS ({_FINISH}),
-event AS (
-    INSERT INTO email_events (request_id, event, status, attempt, reason, detail)
-    SELECT request_id, %(status)s, %(status)s, %(attempt)s, %(reason)s, %(detail)s
-    FROM finished),
-inserted AS ({_OUTBOX.format(source="finished")}),
-superseded AS ({_SUPERSEDE})
-SELECT (SELECT count(*) FROM finished), (SELECT id FROM inserted)
-"""
-
-# Planned once per connection (planning these CTEs cost more than running them).
-_CLAIM_STATEMENT = Prepared("ew_claim", _CLAIM_WITH_EVENT, {"lease_seconds": "float8"})
-_FINISH_STATEMENT = Prepared("ew_finish", _FINISH_ALL, {"attempt": "integer", "grace": "float8"})
-
-_REJECT = """
-INSERT INTO email_requests (request_id, payload_hash, status, notification_id, correlation_id,
-    failure_reason, failure_detail) VALUES (%s, '', 'failed', %s, %s, %s, %s)
-ON CONFLICT (request_id) DO NOTHING
-"""
-
-_EVENT = """
-INSERT INTO email_events (request_id, event, status, attempt, reason, detail)
-VALUES (%s, %s, %s, %s, %s, %s)
-"""
+_Outcome = tuple[Claim, EmailRequest, Record]  # what ``finish`` writes
+_T = TypeVar("_T")
 
 
 class PgLedger:
-    """The ``Ledger`` port on Postgres. Thread-safe (each call uses its own transaction)."""
+    """The ``Ledger`` port on Postgres. Thread-safe: each batch uses its own pooled connection,
+    and concurrent ``claim`` (or ``finish``) calls share one statement (``group_commit.py``)."""
 
     def __init__(self, db: Database, *, lease_seconds: float, prepared: bool = True) -> None:
         self._db = db
         self._lease_seconds = lease_seconds
         self._prepared = prepared  # server-side prepared statements (see ``prepared.py``)
+        self._claims: GroupCommit[EmailRequest, Claim | AlreadySent] = GroupCommit(
+            lambda batch: self.claim_many(batch, lock_timeout_ms=GROUP_LOCK_TIMEOUT_MS),
+            max_batch=MAX_BATCH,
+            alone=self.claim_many,
+        )
+        self._finishes: GroupCommit[_Outcome, int | None] = GroupCommit(
+            lambda batch: self.finish_many(batch, lock_timeout_ms=GROUP_LOCK_TIMEOUT_MS),
+            max_batch=MAX_BATCH,
+            alone=self.finish_many,
+        )
 
     def claim(self, request: EmailRequest) -> Claim | AlreadySent:
         """See ``Ledger.claim``. The lease lasts ``lease_seconds`` on the database clock."""
-        lease = uuid.uuid4().hex
-        with self._db.autocommit() as cur:
-            params = _claim_params(request, lease, self._lease_seconds)
-            _CLAIM_STATEMENT.execute(cur, params, prepared=self._prepared)
-            row = cur.fetchone()
-            if row is None:
-                return _refusal(cur, request)
-        attempts, taken_over = row[0], row[1] == LedgerStatus.SENDING  # claimed from
-        return Claim(request.request_id, lease, attempts, taken_over)
+        return self._claims.submit(request)
 
     def finish(self, claim: Claim, request: EmailRequest, record: Record) -> int | None:
         """See ``Ledger.finish``. Writes nothing at all when the lease was lost."""
-        params = _finish_params(claim, record)
-        url = record.callback_url if record.callback is not None else None
-        ids = (request.request_id, request.notification_id, request.correlation_id)
-        params |= _outbox_params(ids, record.callback, _error(record.reason, record.detail), url)
-        with self._db.autocommit() as cur:
-            _FINISH_STATEMENT.execute(cur, params, prepared=self._prepared)
-            row = cur.fetchone()
-        if row is None or row[0] == 0:
-            raise DeferredFailure(Reason.LEASE_LOST, "the lease was taken over")
-        return None if row[1] is None else int(row[1])
+        return self._finishes.submit((claim, request, record))
+
+    def claim_many(
+        self, requests: Sequence[EmailRequest], *, lock_timeout_ms: int = 0
+    ) -> list[Claim | AlreadySent | WorkerFailure]:
+        """``claim`` for each request, in order, with the error ``claim`` would raise as the
+        item's value: one checkout, one statement (plus one read per refused request). With
+        ``lock_timeout_ms``, a statement blocked longer by another transaction's row lock
+        claims nothing and raises ``DeferredFailure``."""
+        order = _by_request_id([request.request_id for request in requests])
+        batch = [requests[i] for i in order]
+        leases = [uuid.uuid4().hex for _ in batch]
+        params = _claim_params(batch, leases)
+        params["lease_seconds"] = self._lease_seconds
+        params["lock_timeout"] = f"{lock_timeout_ms}ms"
+        done: list[Claim | AlreadySent | WorkerFailure] = []
+        try:
+            with self._db.autocommit() as cur:
+                CLAIM_MANY.execute(cur, params, prepared=self._prepared)
+                won = {pos - 1: (attempts, claimed_from) for pos, attempts, claimed_from in cur}
+                for k, request in enumerate(batch):
+                    done.append(_claimed(cur, request, leases[k], won.get(k)))
+        except DeferredFailure as down:  # the database failed; the claims made so far stand
+            if _blocked(down):
+                raise
+            done += [_copy(down) for _ in range(len(batch) - len(done))]
+        return _in_order(order, done)
+
+    def finish_many(
+        self, outcomes: Sequence[_Outcome], *, lock_timeout_ms: int = 0
+    ) -> list[int | WorkerFailure | None]:
+        """``finish`` for each (claim, request, record), in order, with the error ``finish``
+        would raise as the item's value. Each row is fenced by its own lease. ``lock_timeout_ms``
+        as for ``claim_many`` (nothing is written then)."""
+        order = _by_request_id([claim.request_id for claim, _, _ in outcomes])
+        params = _finish_params([outcomes[i] for i in order])
+        params["lock_timeout"] = f"{lock_timeout_ms}ms"
+        try:
+            with self._db.autocommit() as cur:
+                FINISH_MANY.execute(cur, params, prepared=self._prepared)
+                written = {pos - 1: outbox_id for pos, outbox_id in cur}
+        except DeferredFailure as down:
+            if _blocked(down):
+                raise
+            return [_copy(down) for _ in outcomes]
+        done = [_written(written, k) for k in range(len(order))]
+        return _in_order(order, done)
 
     def reject(
         self,
@@ -182,23 +137,66 @@ class PgLedger:
         (its payload hash stays '' so a later valid message with that id is not a conflict)."""
         with self._db.transaction() as cur:
             row = (request_id, notification_id, correlation_id, reason.value, detail or None)
-            cur.execute(_REJECT, row)
+            cur.execute(REJECT, row)
             created = cur.rowcount == 1
             event = ("rejected", "failed" if created else None, None, reason.value, detail or None)
-            cur.execute(_EVENT, (request_id, *event))
+            cur.execute(EVENT, (request_id, *event))
             if not created or not callback_url:
                 return None
             ids = (request_id, notification_id, correlation_id)
             return _enqueue(cur, ids, CallbackStatus.FAILED, _error(reason, detail), callback_url)
 
 
-_KEYS = {"request_id", "payload_hash", "notification_id", "correlation_id"}
-_CLAIM_FIELDS = _KEYS | {"template_code", "batch_id", "recipient"}
+def _claim_params(batch: Sequence[EmailRequest], leases: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        column: [getattr(request, column) for request in batch]
+        for column in CLAIM_COLUMNS
+        if column != "lease"
+    }
+    params["lease"] = leases
+    return params
 
 
-def _claim_params(request: EmailRequest, lease: str, lease_seconds: float) -> dict[str, Any]:
-    params = request.model_dump(include=_CLAIM_FIELDS)
-    return {**params, "lease": lease, "lease_seconds": lease_seconds}
+def _claimed(
+    cur: cursor, request: EmailRequest, lease: str, won: tuple[int, str | None] | None
+) -> Claim | AlreadySent | WorkerFailure:
+    """What ``claim`` returns for ``request``: ``won`` is its row from the claim, if any."""
+    if won is None:
+        try:
+            return _refusal(cur, request)
+        except (DeferredFailure, PermanentFailure) as refused:
+            return refused
+    attempts, claimed_from = won
+    return Claim(request.request_id, lease, attempts, claimed_from == LedgerStatus.SENDING)
+
+
+def _by_request_id(request_ids: list[str]) -> list[int]:
+    """Positions in request_id order: concurrent batches then lock shared rows in one order."""
+    return sorted(range(len(request_ids)), key=request_ids.__getitem__)
+
+
+def _in_order(order: list[int], results: list[_T]) -> list[_T]:
+    """``results`` (in ``order``) put back in the caller's order."""
+    placed = dict(zip(order, results, strict=True))
+    return [placed[position] for position in range(len(order))]
+
+
+def _written(written: dict[int, int | None], k: int) -> int | WorkerFailure | None:
+    """What ``finish`` returns for the k-th outcome: its outbox id, or the lost lease."""
+    if k not in written:
+        return DeferredFailure(Reason.LEASE_LOST, "the lease was taken over")
+    outbox_id = written[k]
+    return None if outbox_id is None else int(outbox_id)
+
+
+def _blocked(failure: DeferredFailure) -> bool:
+    """The statement gave up waiting for a row lock (``lock_timeout``), not the database."""
+    return isinstance(failure.__cause__, errors.LockNotAvailable)
+
+
+def _copy(failure: DeferredFailure) -> DeferredFailure:
+    """One error object per waiting thread: each raises its own (tracebacks are per object)."""
+    return type(failure)(failure.reason, failure.detail)
 
 
 def _refusal(cur: cursor, request: EmailRequest) -> AlreadySent:
@@ -220,9 +218,18 @@ def _refusal(cur: cursor, request: EmailRequest) -> AlreadySent:
     raise DeferredFailure(Reason.LEASE_BUSY, "another worker holds a live lease")
 
 
-def _finish_params(claim: Claim, record: Record) -> dict[str, Any]:
+def _finish_params(outcomes: Sequence[_Outcome]) -> dict[str, Any]:
+    rows = [_finish_row(*outcome) for outcome in outcomes]
+    params: dict[str, Any] = {column: [row[column] for row in rows] for column in FINISH_COLUMNS}
+    params["grace"] = HANDOVER_GRACE_SECONDS
+    return params
+
+
+def _finish_row(claim: Claim, request: EmailRequest, record: Record) -> dict[str, Any]:
     email = record.email
-    return {
+    url = record.callback_url if record.callback is not None else None
+    ids = (request.request_id, request.notification_id, request.correlation_id)
+    return _outbox_params(ids, record.callback, _error(record.reason, record.detail), url) | {
         "request_id": claim.request_id,
         "lease": claim.lease,
         "attempt": claim.attempt,
@@ -233,8 +240,8 @@ def _finish_params(claim: Claim, record: Record) -> dict[str, Any]:
         "reason": record.reason.value if record.reason else None,
         "detail": record.detail or None,
         "subject": email.subject if email else None,
-        "text": email.text if email else None,
-        "html": email.html if email else None,
+        "text_body": email.text if email else None,
+        "html_body": email.html if email else None,
         "version": email.template_version if email else None,
     }
 
@@ -250,7 +257,7 @@ def _enqueue(
 ) -> int | None:
     """Insert an outbox row for ``ids`` (request, notification, correlation id) unless it would
     move the status backwards; supersede older waiting rows. Returns the new id or None."""
-    cur.execute(_OUTBOX_AND_SUPERSEDE, _outbox_params(ids, status, error, url))
+    cur.execute(ENQUEUE_CALLBACK, _outbox_params(ids, status, error, url))
     row = cur.fetchone()
     return None if row is None else int(row[0])
 

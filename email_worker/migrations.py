@@ -59,6 +59,27 @@ def migrate(db: Database) -> list[str]:
     return applied
 
 
+class SchemaBehind(Exception):
+    """The database lacks migrations this version needs (``email-worker migrate`` not run)."""
+
+
+def check_applied(db: Database) -> None:
+    """Raise ``SchemaBehind`` naming every shipped migration the database has not applied;
+    ``DeferredFailure`` when the database is unreachable."""
+    with db.transaction() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        row = cur.fetchone()
+        done: set[str] = set()
+        if row is not None and row[0]:
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {version for (version,) in cur.fetchall()}
+    missing = [version for version, _ in available() if version not in done]
+    if missing:
+        raise SchemaBehind(
+            f"the database schema lacks {', '.join(missing)}: run `email-worker migrate` first"
+        )
+
+
 def get_or_create_secret(db: Database, name: str) -> bytes:
     """The secret called ``name``: 32 random bytes created on first use and stable forever
     after, the same for every replica (a concurrent creator loses the race harmlessly)."""

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from email_worker import ledger, maintenance
+from email_worker import ledger, ledger_sql, maintenance
 from email_worker.db import Database
 from email_worker.ledger import PgLedger
 from email_worker.migrations import get_or_create_secret, migrate
@@ -71,8 +71,8 @@ def must_claim(result: Claim | AlreadySent) -> Claim:
 
 def test_migrate_is_idempotent_and_creates_a_stable_secret(db: Database) -> None:
     assert migrate(db) == []
-    versions = query(db, "SELECT version FROM schema_migrations")
-    assert versions == [("001_init",)]
+    versions = query(db, "SELECT version FROM schema_migrations ORDER BY version")
+    assert versions == [("001_init",), ("002_batched_ledger",)]
     secret = get_or_create_secret(db, "message_id_secret")
     assert len(secret) == 32
     assert get_or_create_secret(db, "message_id_secret") == secret
@@ -99,7 +99,7 @@ def test_migrate_concurrently_applies_once(database_url: str) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(results) == [[], ["001_init"]]
+    assert sorted(results) == [[], ["001_init", "002_batched_ledger"]]
 
 
 def test_exactly_one_of_eight_concurrent_claims_wins(db: Database) -> None:
@@ -448,7 +448,7 @@ class _TransactionPooler:
 def test_prepared_statements_survive_a_transaction_pooler(
     db: Database, database_url: str, already_on_the_other: bool
 ) -> None:
-    statement = ledger._CLAIM_STATEMENT
+    statement = ledger_sql.CLAIM_MANY
     connections = [psycopg2.connect(database_url) for _ in range(2)]  # `db` has migrated it
     try:
         for conn in connections:
@@ -459,7 +459,9 @@ def test_prepared_statements_survive_a_transaction_pooler(
         # else: PREPARE lands on the other one, and the EXECUTE after it back here: missing
         request = email_request()
         pooler = _TransactionPooler(cursors)
-        statement.execute(pooler, ledger._claim_params(request, "lease-x", 30))  # type: ignore[arg-type]
+        params = ledger._claim_params([request], ["lease-x"])
+        params |= {"lease_seconds": 30, "lock_timeout": "0ms"}
+        statement.execute(pooler, params)  # type: ignore[arg-type]
         # EXECUTE, PREPARE (refused, or accepted then EXECUTE missing again), plain statement
         assert pooler.turn == (3 if already_on_the_other else 4)
         cursors[0].execute(

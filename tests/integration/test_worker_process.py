@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pika
+import psycopg2
 import pytest
 
 from tests.support.http import Reply
@@ -168,3 +169,22 @@ def test_bad_setting_stops_start_up_naming_it(stack: Stack) -> None:
     )
     assert result.returncode == 2
     assert b"EMAIL_WORKER_SMTP_PORT" in result.stderr
+
+
+def test_a_schema_behind_the_worker_stops_start_up_naming_migrate(
+    stack: Stack, tmp_path: Path
+) -> None:
+    admin = psycopg2.connect(stack.database_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:  # as if this version's migration had not been run
+            cur.execute("DELETE FROM schema_migrations WHERE version = '002_batched_ledger'")
+        log = tmp_path / "worker.log"
+        with stack.spawn(log=log) as process:
+            assert process.wait(30) == 4
+        output = log.read_text()
+        assert "002_batched_ledger" in output and "email-worker migrate" in output
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("INSERT INTO schema_migrations (version) VALUES ('002_batched_ledger')")
+        admin.close()

@@ -1,0 +1,115 @@
+"""Group commit: many threads' single-item writes, run as one statement per batch.
+
+A thread that submits while no batch is running becomes the leader: it takes every item waiting
+(its own included, up to ``max_batch``), runs them together and hands each waiting thread its
+own result. Threads that submit meanwhile wait for the next batch. Nothing waits on a timer, so
+a lone submitter runs at once, and batches grow by themselves when the database is the slow
+part (each batch costs one round trip and one commit instead of one per item).
+
+Guarantees: every ``submit`` returns its own item's result or raises its own item's error. When
+a batch raises, every thread in it runs its own item again, alone and in its own thread, so an
+error or a wait that one item causes (bad data, a row lock another transaction holds) fails or
+holds up that item only, never the items it was batched with nor the batches after it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# ``run`` answers each item with its result, or with the exception that item must raise.
+BatchRunner = Callable[[Sequence[T]], Sequence["R | BaseException"]]
+
+
+class _RunAlone:
+    """The batch failed as a whole: the item's own thread runs it again, alone."""
+
+
+_RUN_ALONE = _RunAlone()
+
+
+class _Slot(Generic[T, R]):
+    __slots__ = ("done", "item", "result", "woken")
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.result: R | BaseException | _RunAlone | None = None
+        self.done = False  # else woken to lead the next batch
+        self.woken = threading.Event()
+
+
+class GroupCommit(Generic[T, R]):
+    """Runs ``run`` over the items that threads submit concurrently, one batch at a time;
+    ``alone`` (default ``run``) runs one item whose batch raised."""
+
+    def __init__(
+        self, run: BatchRunner[T, R], *, max_batch: int, alone: BatchRunner[T, R] | None = None
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._run = run
+        self._alone = alone or run
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._waiting: deque[_Slot[T, R]] = deque()
+        self._leading = False
+
+    def submit(self, item: T) -> R:
+        """Run ``item`` in the next batch and return its result (or raise its error)."""
+        slot: _Slot[T, R] = _Slot(item)
+        with self._lock:
+            self._waiting.append(slot)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            slot.woken.wait()
+        if not slot.done:
+            self._lead(slot)
+        result = slot.result
+        if isinstance(result, _RunAlone):  # the lead is handed on: waiting here holds no one
+            result = _single(self._alone, item)
+        if isinstance(result, BaseException):
+            raise result
+        return result  # type: ignore[return-value]  # a batch always sets a result
+
+    def _lead(self, own: _Slot[T, R]) -> None:
+        try:
+            while not own.done:
+                with self._lock:
+                    count = min(self._max_batch, len(self._waiting))
+                    batch = [self._waiting.popleft() for _ in range(count)]
+                self._run_batch(batch, own)
+        finally:
+            # Hand the lead to the oldest waiter, or give it up: never both, never neither.
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].woken.set()
+                else:
+                    self._leading = False
+
+    def _run_batch(self, batch: list[_Slot[T, R]], own: _Slot[T, R]) -> None:
+        results: Sequence[R | BaseException | _RunAlone]
+        try:
+            results = self._run([slot.item for slot in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"a batch of {len(batch)} got {len(results)} results")
+        except Exception:
+            results = [_RUN_ALONE] * len(batch)
+        except BaseException as exc:  # interpreter shutdown and the like: tell every waiter
+            results = [exc] * len(batch)
+        for slot, result in zip(batch, results, strict=True):
+            slot.result, slot.done = result, True
+            if slot is not own:
+                slot.woken.set()
+
+
+def _single(run: BatchRunner[T, R], item: T) -> R | BaseException:
+    results = run([item])
+    if len(results) != 1:
+        raise RuntimeError(f"a batch of 1 got {len(results)} results")
+    return results[0]

@@ -1,0 +1,163 @@
+"""Group commit in the ledger, against a real Postgres: a batch of claims or outcomes answers
+every request exactly as a lone call would, in the caller's order, fenced row by row; many
+threads share statements without losing or doubling anything."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import psycopg2
+import pytest
+
+from email_worker import ledger
+from email_worker.db import Database
+from email_worker.ledger import PgLedger
+from email_worker.ports import AlreadySent, Claim, LedgerStatus
+from schemas.callback import CallbackStatus
+from schemas.failures import DeferredFailure, PermanentFailure, Reason
+from tests.fakes import email_request
+from tests.integration.test_ledger import EMAIL, must_claim, outbox, outcome, query, sent
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_batch_of_claims_answers_each_request_as_a_lone_claim_would(db: Database) -> None:
+    book = PgLedger(db, lease_seconds=30)
+    done = email_request("b-done")
+    book.finish(must_claim(book.claim(done)), done, sent())
+    busy = email_request("b-busy")
+    held = must_claim(book.claim(busy))
+    retry = email_request("b-retry")
+    pending = outcome(LedgerStatus.PENDING, CallbackStatus.PENDING, Reason.SMTP_TRANSIENT)
+    book.finish(must_claim(book.claim(retry)), retry, pending)
+    fresh = email_request("a-fresh")  # sorts first: the batch runs in request_id order
+    conflict = email_request("b-done", payload_hash="hash-2")
+
+    results = book.claim_many([retry, fresh, busy, done, conflict, fresh])
+
+    assert isinstance(results[0], Claim) and results[0].attempt == 2
+    assert not results[0].taken_over
+    assert isinstance(results[1], Claim) and results[1].request_id == "a-fresh"
+    assert results[1].attempt == 1
+    assert isinstance(results[2], DeferredFailure) and results[2].reason == Reason.LEASE_BUSY
+    assert results[3] == AlreadySent("b-done", "<abc@example.com>")
+    assert isinstance(results[4], PermanentFailure)
+    assert results[4].reason == Reason.IDEMPOTENCY_CONFLICT
+    # the same id twice in one batch is claimed once; the second is told it is leased
+    assert isinstance(results[5], DeferredFailure) and results[5].reason == Reason.LEASE_BUSY
+    assert [e["event"] for e in ledger.events(db, "a-fresh")] == ["claimed"]
+    assert [e["event"] for e in ledger.events(db, "b-retry")] == ["claimed", "pending", "claimed"]
+    row = ledger.get_request(db, "b-busy")
+    assert row is not None and row["lease_owner"] == held.lease
+
+
+def test_a_batch_of_outcomes_is_fenced_row_by_row(db: Database) -> None:
+    short = PgLedger(db, lease_seconds=0.2)
+    book = PgLedger(db, lease_seconds=30)
+    first, lost, last = (email_request(f"f-{name}") for name in ("c", "a", "b"))
+    claims = [must_claim(book.claim(first)), must_claim(short.claim(lost))]
+    claims.append(must_claim(book.claim(last)))
+    time.sleep(0.3)
+    taker = must_claim(book.claim(lost))  # another worker takes the expired lease over
+    failed = outcome(LedgerStatus.FAILED, CallbackStatus.FAILED, Reason.MESSAGE_REJECTED)
+
+    results = book.finish_many(
+        [(claims[0], first, sent()), (claims[1], lost, sent()), (claims[2], last, failed)]
+    )
+
+    assert isinstance(results[0], int) and isinstance(results[2], int)
+    assert isinstance(results[1], DeferredFailure) and results[1].reason == Reason.LEASE_LOST
+    statuses = query(
+        db,
+        "SELECT request_id, status, lease_owner FROM email_requests ORDER BY request_id",
+    )
+    assert statuses == [("f-a", "sending", taker.lease), ("f-b", "failed", None),
+                        ("f-c", "sent", None)]  # fmt: skip
+    assert [r[:2] for r in outbox(db, "f-c")] == [("delivered", "pending")]
+    assert [r[:2] for r in outbox(db, "f-b")] == [("failed", "pending")]
+    assert outbox(db, "f-a") == []
+    assert [e["event"] for e in ledger.events(db, "f-a")] == ["claimed", "taken_over"]
+
+
+def test_a_batch_that_postgres_refuses_writes_nothing(db: Database) -> None:
+    book = PgLedger(db, lease_seconds=30)
+    requests = [email_request(f"i-{n}") for n in range(2)]
+    claims = [must_claim(book.claim(request)) for request in requests]
+    broken = replace(sent(), email=replace(EMAIL, html="nul \x00 byte"))  # Postgres refuses it
+    with pytest.raises(ValueError, match="NUL"):
+        book.finish_many([(claims[0], requests[0], sent()), (claims[1], requests[1], broken)])
+    statuses = query(db, "SELECT status FROM email_requests ORDER BY request_id")
+    assert statuses == [("sending",), ("sending",)]  # each is then run alone (group_commit)
+
+
+def test_a_claim_blocked_by_a_row_lock_holds_up_no_other_claim(
+    db: Database, database_url: str
+) -> None:
+    book = PgLedger(db, lease_seconds=30)
+    held = email_request("held")
+    holder = psycopg2.connect(database_url)
+    try:
+        with holder.cursor() as cur:  # uncommitted: a claim of "held" must wait for it
+            cur.execute(
+                "INSERT INTO email_requests (request_id, payload_hash, status, notification_id,"
+                " correlation_id) VALUES ('held', '', 'pending', 'n', 'c')"
+            )
+        with pytest.raises(DeferredFailure):  # a shared statement gives up waiting ...
+            book.claim_many([held, email_request("free-0")], lock_timeout_ms=50)
+        assert query(db, "SELECT count(*) FROM email_requests") == [(0,)]  # ... and claims none
+        blocked: list[object] = []
+        waiter = threading.Thread(target=lambda: blocked.append(book.claim(held)))
+        waiter.start()
+        time.sleep(0.3)  # the claim of "held" is waiting on the lock now
+        for n in range(1, 4):  # ... and the others are claimed meanwhile, through the group
+            must_claim(book.claim(email_request(f"free-{n}")))
+        assert waiter.is_alive() and blocked == []
+        holder.rollback()
+        waiter.join(10)
+        assert isinstance(blocked[0], Claim) and blocked[0].request_id == "held"
+    finally:
+        holder.close()
+
+
+def test_a_batch_while_the_database_is_down_defers_every_request() -> None:
+    down = Database("postgresql://postgres@127.0.0.1:9/none", pool_size=1, connect_timeout=1)
+    book = PgLedger(down, lease_seconds=30)
+    results = book.claim_many([email_request(), email_request()])
+    assert [type(r) for r in results] == [DeferredFailure, DeferredFailure]
+    assert {r.reason for r in results if isinstance(r, DeferredFailure)} == {
+        Reason.DATABASE_UNAVAILABLE
+    }
+
+
+def test_many_threads_share_statements_and_each_request_is_written_once(db: Database) -> None:
+    book = PgLedger(db, lease_seconds=30)
+    errors: list[BaseException] = []
+    start = threading.Barrier(16)
+
+    def work(thread: int) -> None:
+        start.wait()
+        try:
+            for n in range(12):
+                request = email_request(f"t-{thread:02}-{n:02}")
+                book.finish(must_claim(book.claim(request)), request, sent())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert query(db, "SELECT status, count(*) FROM email_requests GROUP BY status") == [
+        ("sent", 192)
+    ]
+    events = query(
+        db, "SELECT event, count(DISTINCT request_id), count(*) FROM email_events GROUP BY event"
+    )
+    assert sorted(events) == [("claimed", 192, 192), ("sent", 192, 192)]
+    assert query(db, "SELECT count(DISTINCT request_id), count(*) FROM callback_outbox") == [
+        (192, 192)
+    ]
