@@ -13,9 +13,10 @@ The maintenance ``email-worker beat`` runs on these tables lives in ``maintenanc
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from psycopg2 import errors
@@ -23,15 +24,7 @@ from psycopg2.extensions import cursor
 
 from email_worker.db import Database
 from email_worker.group_commit import GroupCommit
-from email_worker.ledger_sql import (
-    CLAIM_COLUMNS,
-    CLAIM_MANY,
-    ENQUEUE_CALLBACK,
-    EVENT,
-    FINISH_COLUMNS,
-    FINISH_MANY,
-    REJECT,
-)
+from email_worker.ledger_sql import CLAIM_MANY, ENQUEUE_CALLBACK, EVENT, FINISH_MANY, REJECT
 from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record
 from schemas.callback import CallbackStatus
 from schemas.failures import DeferredFailure, PermanentFailure, Reason, WorkerFailure
@@ -88,21 +81,28 @@ class PgLedger:
         order = _by_request_id([request.request_id for request in requests])
         batch = [requests[i] for i in order]
         leases = [uuid.uuid4().hex for _ in batch]
-        params = _claim_params(batch, leases)
-        params["lease_seconds"] = self._lease_seconds
-        params["lock_timeout"] = f"{lock_timeout_ms}ms"
-        done: list[Claim | AlreadySent | WorkerFailure] = []
+        params = {
+            "batch": _claim_batch(batch, leases),
+            "lease_seconds": self._lease_seconds,
+            "lock_timeout": f"{lock_timeout_ms}ms",
+        }
+        done: dict[int, Claim | AlreadySent | WorkerFailure] = {}
         try:
             with self._db.autocommit() as cur:
                 CLAIM_MANY.execute(cur, params, prepared=self._prepared)
-                won = {pos - 1: (attempts, claimed_from) for pos, attempts, claimed_from in cur}
+                for pos, attempts, claimed_from in cur.fetchall():
+                    request = batch[pos - 1]
+                    taken_over = claimed_from == LedgerStatus.SENDING
+                    done[pos - 1] = Claim(request.request_id, leases[pos - 1], attempts, taken_over)
                 for k, request in enumerate(batch):
-                    done.append(_claimed(cur, request, leases[k], won.get(k)))
+                    if k not in done:
+                        done[k] = _refused(cur, request)
         except DeferredFailure as down:  # the database failed; the claims made so far stand
             if _blocked(down):
                 raise
-            done += [_copy(down) for _ in range(len(batch) - len(done))]
-        return _in_order(order, done)
+            for k in range(len(batch)):
+                done.setdefault(k, _copy(down))
+        return _in_order(order, [done[k] for k in range(len(batch))])
 
     def finish_many(
         self, outcomes: Sequence[_Outcome], *, lock_timeout_ms: int = 0
@@ -111,8 +111,11 @@ class PgLedger:
         would raise as the item's value. Each row is fenced by its own lease. ``lock_timeout_ms``
         as for ``claim_many`` (nothing is written then)."""
         order = _by_request_id([claim.request_id for claim, _, _ in outcomes])
-        params = _finish_params([outcomes[i] for i in order])
-        params["lock_timeout"] = f"{lock_timeout_ms}ms"
+        params = {
+            "batch": _finish_batch([outcomes[i] for i in order]),
+            "grace": HANDOVER_GRACE_SECONDS,
+            "lock_timeout": f"{lock_timeout_ms}ms",
+        }
         try:
             with self._db.autocommit() as cur:
                 FINISH_MANY.execute(cur, params, prepared=self._prepared)
@@ -147,27 +150,34 @@ class PgLedger:
             return _enqueue(cur, ids, CallbackStatus.FAILED, _error(reason, detail), callback_url)
 
 
-def _claim_params(batch: Sequence[EmailRequest], leases: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        column: [getattr(request, column) for request in batch]
-        for column in CLAIM_COLUMNS
-        if column != "lease"
-    }
-    params["lease"] = leases
-    return params
+def _claim_batch(batch: Sequence[EmailRequest], leases: list[str]) -> str:
+    """The JSON rows ``ew_claim_many`` reads, ``pos`` counted from 1."""
+    return _json(
+        {
+            "pos": k,
+            "request_id": request.request_id,
+            "payload_hash": request.payload_hash,
+            "lease": lease,
+            "notification_id": request.notification_id,
+            "correlation_id": request.correlation_id,
+            "template_code": request.template_code,
+            "batch_id": request.batch_id,
+            "recipient": request.recipient,
+        }
+        for k, (request, lease) in enumerate(zip(batch, leases, strict=True), start=1)
+    )
 
 
-def _claimed(
-    cur: cursor, request: EmailRequest, lease: str, won: tuple[int, str | None] | None
-) -> Claim | AlreadySent | WorkerFailure:
-    """What ``claim`` returns for ``request``: ``won`` is its row from the claim, if any."""
-    if won is None:
-        try:
-            return _refusal(cur, request)
-        except (DeferredFailure, PermanentFailure) as refused:
-            return refused
-    attempts, claimed_from = won
-    return Claim(request.request_id, lease, attempts, claimed_from == LedgerStatus.SENDING)
+def _json(rows: Iterable[dict[str, Any]]) -> str:
+    return json.dumps(list(rows), ensure_ascii=False, separators=(",", ":"))
+
+
+def _refused(cur: cursor, request: EmailRequest) -> AlreadySent | WorkerFailure:
+    """Why the claim of ``request`` returned no row: ``_refusal``, its error as a value."""
+    try:
+        return _refusal(cur, request)
+    except (DeferredFailure, PermanentFailure) as refused:
+        return refused
 
 
 def _by_request_id(request_ids: list[str]) -> list[int]:
@@ -218,11 +228,9 @@ def _refusal(cur: cursor, request: EmailRequest) -> AlreadySent:
     raise DeferredFailure(Reason.LEASE_BUSY, "another worker holds a live lease")
 
 
-def _finish_params(outcomes: Sequence[_Outcome]) -> dict[str, Any]:
-    rows = [_finish_row(*outcome) for outcome in outcomes]
-    params: dict[str, Any] = {column: [row[column] for row in rows] for column in FINISH_COLUMNS}
-    params["grace"] = HANDOVER_GRACE_SECONDS
-    return params
+def _finish_batch(outcomes: Sequence[_Outcome]) -> str:
+    """The JSON rows ``ew_finish_many`` reads, ``pos`` counted from 1."""
+    return _json(_finish_row(*outcome) | {"pos": k} for k, outcome in enumerate(outcomes, start=1))
 
 
 def _finish_row(claim: Claim, request: EmailRequest, record: Record) -> dict[str, Any]:

@@ -1,12 +1,13 @@
 -- 002_batched_ledger: claims and outcomes of many requests in one call (group commit).
 -- One call is one statement: atomic, one round trip and one commit for the whole batch. Each
 -- request gets its own single-row statements inside, so every plan is a primary-key lookup
--- whatever the table's size when the plan was made (a join against an array was planned as a
--- sequential scan on a young table and kept that plan). Arrays are parallel: element i of each
--- belongs to request i; results name that position (1-based). The caller orders a batch by
--- request_id, so concurrent batches lock shared rows in one order. p_lock_timeout bounds the
--- wait for a row lock another transaction holds ('0ms': no bound): a shared batch gives up and
--- its requests are retried one by one, so one blocked request holds up no other.
+-- whatever the table's size when the plan was made (a join against the batch was planned as a
+-- sequential scan on a young table and kept that plan). A batch is a JSON array of objects
+-- (one parameter: the client formats one value, not one per field); each carries "pos", which
+-- the results name. The caller orders a batch by request_id, so concurrent batches lock
+-- shared rows in one order. p_lock_timeout bounds the wait for a row lock another transaction
+-- holds ('0ms': no bound): a shared batch gives up and its requests are retried one by one,
+-- so one blocked request holds up no other.
 
 -- A callback row for a request, unless it would move the gateway's view backwards (nothing
 -- after 'delivered', no 'pending' after 'failed'). Older rows still waiting are superseded; a
@@ -42,23 +43,27 @@ $$;
 -- Claim each request: a new one, or a known one with the same payload (or none recorded)
 -- whose status is retryable or whose lease expired. A request that cannot be claimed returns
 -- no row (the caller reads why). A repeated request_id in one batch is claimed once.
-CREATE FUNCTION ew_claim_many(
-    p_request_id text[], p_payload_hash text[], p_lease text[], p_notification_id text[],
-    p_correlation_id text[], p_template_code text[], p_batch_id text[], p_recipient text[],
-    p_lease_seconds float8, p_lock_timeout text
-) RETURNS TABLE (pos integer, attempts integer, claimed_from text)
+CREATE FUNCTION ew_claim_many(p_batch jsonb, p_lease_seconds float8, p_lock_timeout text)
+RETURNS TABLE (pos integer, attempts integer, claimed_from text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    q record;
 BEGIN
     PERFORM set_config('lock_timeout', p_lock_timeout, true);  -- this statement only
-    FOR i IN 1 .. coalesce(array_length(p_request_id, 1), 0) LOOP
+    FOR q IN
+        SELECT * FROM jsonb_to_recordset(p_batch) AS x(
+            pos integer, request_id text, payload_hash text, lease text, notification_id text,
+            correlation_id text, template_code text, batch_id text, recipient text)
+        ORDER BY x.pos
+    LOOP
         INSERT INTO email_requests AS r (
             request_id, payload_hash, status, lease_owner, lease_expires_at, attempts,
             notification_id, correlation_id, template_code, batch_id, recipient,
             first_attempt_at)
-        VALUES (p_request_id[i], p_payload_hash[i], 'sending', p_lease[i],
-                now() + make_interval(secs => p_lease_seconds), 1, p_notification_id[i],
-                p_correlation_id[i], p_template_code[i], p_batch_id[i], p_recipient[i], now())
+        VALUES (q.request_id, q.payload_hash, 'sending', q.lease,
+                now() + make_interval(secs => p_lease_seconds), 1, q.notification_id,
+                q.correlation_id, q.template_code, q.batch_id, q.recipient, now())
         ON CONFLICT (request_id) DO UPDATE SET
             status = 'sending', claimed_from = r.status, payload_hash = EXCLUDED.payload_hash,
             lease_owner = EXCLUDED.lease_owner, lease_expires_at = EXCLUDED.lease_expires_at,
@@ -73,11 +78,11 @@ BEGIN
         INTO ew_claim_many.attempts, ew_claim_many.claimed_from;
         CONTINUE WHEN NOT FOUND;
         INSERT INTO email_events (request_id, event, status, attempt)
-        VALUES (p_request_id[i],
+        VALUES (q.request_id,
                 CASE WHEN ew_claim_many.claimed_from = 'sending' THEN 'taken_over'
                      ELSE 'claimed' END,
                 'sending', ew_claim_many.attempts);
-        pos := i;
+        pos := q.pos;
         RETURN NEXT;
     END LOOP;
 END
@@ -88,38 +93,41 @@ $$;
 -- silent lease unknown but keeps its owner: that owner may still record what really happened,
 -- until another worker claims the request (which replaces the token). Writes the status, the
 -- rendered content, the event and the callback row; returns the callback row's id, if any.
-CREATE FUNCTION ew_finish_many(
-    p_request_id text[], p_lease text[], p_attempt integer[], p_status text[],
-    p_recipient text[], p_subject text[], p_message_id text[], p_html_body text[],
-    p_text_body text[], p_reply text[], p_version text[], p_reason text[], p_detail text[],
-    p_webhook_id text[], p_notification_id text[], p_correlation_id text[],
-    p_cb_status text[], p_cb_error text[], p_url text[], p_grace float8, p_lock_timeout text
-) RETURNS TABLE (pos integer, outbox_id bigint)
+CREATE FUNCTION ew_finish_many(p_batch jsonb, p_grace float8, p_lock_timeout text)
+RETURNS TABLE (pos integer, outbox_id bigint)
 LANGUAGE plpgsql AS $$
+DECLARE
+    q record;
 BEGIN
     PERFORM set_config('lock_timeout', p_lock_timeout, true);  -- this statement only
-    FOR i IN 1 .. coalesce(array_length(p_request_id, 1), 0) LOOP
+    FOR q IN
+        SELECT * FROM jsonb_to_recordset(p_batch) AS x(
+            pos integer, request_id text, lease text, attempt integer, status text,
+            recipient text, subject text, message_id text, html_body text, text_body text,
+            reply text, version text, reason text, detail text, webhook_id text,
+            notification_id text, correlation_id text, cb_status text, cb_error text, url text)
+        ORDER BY x.pos
+    LOOP
         UPDATE email_requests r SET
-            status = p_status[i], lease_owner = NULL, lease_expires_at = NULL,
-            updated_at = now(), recipient = COALESCE(p_recipient[i], r.recipient),
-            subject = COALESCE(p_subject[i], r.subject),
-            message_id = COALESCE(p_message_id[i], r.message_id),
-            html_body = COALESCE(p_html_body[i], r.html_body),
-            text_body = COALESCE(p_text_body[i], r.text_body),
-            smtp_reply = COALESCE(p_reply[i], r.smtp_reply),
-            template_version = COALESCE(p_version[i], r.template_version),
-            failure_reason = p_reason[i], failure_detail = p_detail[i],
-            sent_at = CASE WHEN p_status[i] = 'sent' THEN now() ELSE r.sent_at END
-        WHERE r.request_id = p_request_id[i] AND r.lease_owner = p_lease[i]
+            status = q.status, lease_owner = NULL, lease_expires_at = NULL,
+            updated_at = now(), recipient = COALESCE(q.recipient, r.recipient),
+            subject = COALESCE(q.subject, r.subject),
+            message_id = COALESCE(q.message_id, r.message_id),
+            html_body = COALESCE(q.html_body, r.html_body),
+            text_body = COALESCE(q.text_body, r.text_body),
+            smtp_reply = COALESCE(q.reply, r.smtp_reply),
+            template_version = COALESCE(q.version, r.template_version),
+            failure_reason = q.reason, failure_detail = q.detail,
+            sent_at = CASE WHEN q.status = 'sent' THEN now() ELSE r.sent_at END
+        WHERE r.request_id = q.request_id AND r.lease_owner = q.lease
           AND r.status IN ('sending', 'unknown');
         CONTINUE WHEN NOT FOUND;
         INSERT INTO email_events (request_id, event, status, attempt, reason, detail)
-        VALUES (p_request_id[i], p_status[i], p_status[i], p_attempt[i], p_reason[i],
-                p_detail[i]);
-        pos := i;
+        VALUES (q.request_id, q.status, q.status, q.attempt, q.reason, q.detail);
+        pos := q.pos;
         outbox_id := ew_enqueue_callback(
-            p_webhook_id[i], p_request_id[i], p_notification_id[i], p_correlation_id[i],
-            p_cb_status[i], p_cb_error[i], p_url[i], p_grace);
+            q.webhook_id, q.request_id, q.notification_id, q.correlation_id, q.cb_status,
+            q.cb_error, q.url, p_grace);
         RETURN NEXT;
     END LOOP;
 END

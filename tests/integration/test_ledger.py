@@ -459,8 +459,8 @@ def test_prepared_statements_survive_a_transaction_pooler(
         # else: PREPARE lands on the other one, and the EXECUTE after it back here: missing
         request = email_request()
         pooler = _TransactionPooler(cursors)
-        params = ledger._claim_params([request], ["lease-x"])
-        params |= {"lease_seconds": 30, "lock_timeout": "0ms"}
+        batch = ledger._claim_batch([request], ["lease-x"])
+        params = {"batch": batch, "lease_seconds": 30, "lock_timeout": "0ms"}
         statement.execute(pooler, params)  # type: ignore[arg-type]
         # EXECUTE, PREPARE (refused, or accepted then EXECUTE missing again), plain statement
         assert pooler.turn == (3 if already_on_the_other else 4)
