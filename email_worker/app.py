@@ -143,6 +143,7 @@ class Worker:
                 self.db,
                 lease_seconds=settings.lease_seconds,
                 prepared=settings.db_prepared_statements,
+                observe_batch=self.metrics.ledger_batch,
             ),
             RecipientDirectory(self.users),
             self.templates,

@@ -45,15 +45,22 @@ class _Slot(Generic[T, R]):
 
 class GroupCommit(Generic[T, R]):
     """Runs ``run`` over the items that threads submit concurrently, one batch at a time;
-    ``alone`` (default ``run``) runs one item whose batch raised."""
+    ``alone`` (default ``run``) runs one item whose batch raised; ``observe`` is told the size
+    of every batch."""
 
     def __init__(
-        self, run: BatchRunner[T, R], *, max_batch: int, alone: BatchRunner[T, R] | None = None
+        self,
+        run: BatchRunner[T, R],
+        *,
+        max_batch: int,
+        alone: BatchRunner[T, R] | None = None,
+        observe: Callable[[int], object] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._run = run
         self._alone = alone or run
+        self._observe = observe
         self._max_batch = max_batch
         self._lock = threading.Lock()
         self._waiting: deque[_Slot[T, R]] = deque()
@@ -94,6 +101,8 @@ class GroupCommit(Generic[T, R]):
 
     def _run_batch(self, batch: list[_Slot[T, R]], own: _Slot[T, R]) -> None:
         results: Sequence[R | BaseException | _RunAlone]
+        if self._observe is not None:
+            self._observe(len(batch))
         try:
             results = self._run([slot.item for slot in batch])
             if len(results) != len(batch):

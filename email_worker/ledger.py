@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from psycopg2 import errors
@@ -48,19 +48,31 @@ class PgLedger:
     """The ``Ledger`` port on Postgres. Thread-safe: each batch uses its own pooled connection,
     and concurrent ``claim`` (or ``finish``) calls share one statement (``group_commit.py``)."""
 
-    def __init__(self, db: Database, *, lease_seconds: float, prepared: bool = True) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        lease_seconds: float,
+        prepared: bool = True,
+        observe_batch: Callable[[str, int], object] | None = None,
+    ) -> None:
+        """``observe_batch(statement, size)`` is told the size of every shared statement
+        (``claim`` or ``finish``)."""
         self._db = db
         self._lease_seconds = lease_seconds
         self._prepared = prepared  # server-side prepared statements (see ``prepared.py``)
+        observe = observe_batch or (lambda statement, size: None)
         self._claims: GroupCommit[EmailRequest, Claim | AlreadySent] = GroupCommit(
             lambda batch: self.claim_many(batch, lock_timeout_ms=GROUP_LOCK_TIMEOUT_MS),
             max_batch=MAX_BATCH,
             alone=self.claim_many,
+            observe=lambda size: observe("claim", size),
         )
         self._finishes: GroupCommit[_Outcome, int | None] = GroupCommit(
             lambda batch: self.finish_many(batch, lock_timeout_ms=GROUP_LOCK_TIMEOUT_MS),
             max_batch=MAX_BATCH,
             alone=self.finish_many,
+            observe=lambda size: observe("finish", size),
         )
 
     def claim(self, request: EmailRequest) -> Claim | AlreadySent:

@@ -99,6 +99,13 @@ class WorkerMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self.ledger_batch_size = Histogram(
+            "email_worker_ledger_batch_size",
+            "Requests per ledger statement (group commit), by statement: claim or finish.",
+            ["statement"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+            registry=self.registry,
+        )
         Info("email_worker_build", "Version of the worker.", registry=self.registry).info(
             {"version": __version__}
         )
@@ -113,6 +120,9 @@ class WorkerMetrics:
             age = publish_age(timestamp, time.time())
             if age is not None:
                 self.end_to_end.observe(age)
+
+    def ledger_batch(self, statement: str, size: int) -> None:
+        self.ledger_batch_size.labels(statement=statement).observe(size)
 
     def settled(self, decision: Decision) -> None:
         """Count a decision the broker has acted on (a requeued message is counted later)."""

@@ -132,7 +132,10 @@ def test_a_batch_while_the_database_is_down_defers_every_request() -> None:
 
 
 def test_many_threads_share_statements_and_each_request_is_written_once(db: Database) -> None:
-    book = PgLedger(db, lease_seconds=30)
+    sizes: dict[str, list[int]] = {"claim": [], "finish": []}
+    book = PgLedger(
+        db, lease_seconds=30, observe_batch=lambda statement, size: sizes[statement].append(size)
+    )
     errors: list[BaseException] = []
     start = threading.Barrier(16)
 
@@ -161,3 +164,6 @@ def test_many_threads_share_statements_and_each_request_is_written_once(db: Data
     assert query(db, "SELECT count(DISTINCT request_id), count(*) FROM callback_outbox") == [
         (192, 192)
     ]
+    for statement in ("claim", "finish"):  # every request in exactly one shared statement
+        assert sum(sizes[statement]) == 192
+        assert max(sizes[statement]) > 1  # 16 threads at once: some statements were shared

@@ -177,17 +177,19 @@ def test_a_runner_answering_the_wrong_number_of_results_fails_the_batch() -> Non
 def test_many_threads_each_get_their_own_result() -> None:
     rng = random.Random(4)
     sizes: list[int] = []
+    observed: list[int] = []
 
     def runner(items: Sequence[int]) -> list[int | BaseException]:
         sizes.append(len(items))
         time.sleep(rng.random() / 2000)
         return [item * 3 for item in items]
 
-    group = GroupCommit(runner, max_batch=5)
+    group = GroupCommit(runner, max_batch=5, observe=observed.append)
     submitters = Submitters(group, list(range(400)))
     assert submitters.joined() == {item: item * 3 for item in range(400)}
     assert sum(sizes) == 400
     assert max(sizes) <= 5
+    assert observed == sizes  # every batch is observed, with its size
 
 
 def test_max_batch_must_be_positive() -> None:

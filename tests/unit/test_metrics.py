@@ -85,6 +85,18 @@ def test_settled_counts_by_outcome_and_reason_and_end_to_end_only_for_delivered(
     assert value(reg, "email_worker_build_info", version="0.1.0") == 1
 
 
+def test_ledger_batch_sizes_are_a_histogram_per_statement() -> None:
+    metrics = WorkerMetrics()
+    for size in (1, 3, 3):
+        metrics.ledger_batch("claim", size)
+    metrics.ledger_batch("finish", 8)
+    reg = metrics.registry
+    assert value(reg, "email_worker_ledger_batch_size_count", statement="claim") == 3
+    assert value(reg, "email_worker_ledger_batch_size_sum", statement="claim") == 7
+    assert value(reg, "email_worker_ledger_batch_size_bucket", statement="claim", le="2.0") == 1
+    assert value(reg, "email_worker_ledger_batch_size_sum", statement="finish") == 8
+
+
 def test_two_workers_in_one_process_have_separate_registries() -> None:
     first, second = WorkerMetrics(), WorkerMetrics()
     first.received()
