@@ -84,7 +84,7 @@ class PgLedger:
         return self._finishes.submit((claim, request, record))
 
     def claim_many(
-        self, requests: Sequence[EmailRequest], *, lock_timeout_ms: int = 0
+        self, requests: Sequence[EmailRequest], *, lock_timeout_ms: int | None = None
     ) -> list[Claim | AlreadySent | WorkerFailure]:
         """``claim`` for each request, in order, with the error ``claim`` would raise as the
         item's value: one checkout, one statement (plus one read per refused request). With
@@ -96,7 +96,7 @@ class PgLedger:
         params = {
             "batch": _claim_batch(batch, leases),
             "lease_seconds": self._lease_seconds,
-            "lock_timeout": f"{lock_timeout_ms}ms",
+            "lock_timeout": _lock_timeout(lock_timeout_ms),
         }
         done: dict[int, Claim | AlreadySent | WorkerFailure] = {}
         try:
@@ -117,7 +117,7 @@ class PgLedger:
         return _in_order(order, [done[k] for k in range(len(batch))])
 
     def finish_many(
-        self, outcomes: Sequence[_Outcome], *, lock_timeout_ms: int = 0
+        self, outcomes: Sequence[_Outcome], *, lock_timeout_ms: int | None = None
     ) -> list[int | WorkerFailure | None]:
         """``finish`` for each (claim, request, record), in order, with the error ``finish``
         would raise as the item's value. Each row is fenced by its own lease. ``lock_timeout_ms``
@@ -126,7 +126,7 @@ class PgLedger:
         params = {
             "batch": _finish_batch([outcomes[i] for i in order]),
             "grace": HANDOVER_GRACE_SECONDS,
-            "lock_timeout": f"{lock_timeout_ms}ms",
+            "lock_timeout": _lock_timeout(lock_timeout_ms),
         }
         try:
             with self._db.autocommit() as cur:
@@ -209,6 +209,11 @@ def _written(written: dict[int, int | None], k: int) -> int | WorkerFailure | No
         return DeferredFailure(Reason.LEASE_LOST, "the lease was taken over")
     outbox_id = written[k]
     return None if outbox_id is None else int(outbox_id)
+
+
+def _lock_timeout(milliseconds: int | None) -> str | None:
+    """The statement's ``lock_timeout``; None keeps the session's (the database's own setting)."""
+    return None if milliseconds is None else f"{milliseconds}ms"
 
 
 def _blocked(failure: DeferredFailure) -> bool:

@@ -2,8 +2,8 @@
 
 A batch travels as one JSON array of row objects (psycopg2 formats each parameter on the
 client, about 5 us each: one parameter instead of one per field), each with its 1-based
-``pos``, which the results name. ``lock_timeout`` ('100ms', '0ms' for none) bounds the
-statement's wait for another transaction's row lock.
+``pos``, which the results name. ``lock_timeout`` ('100ms'; NULL keeps the session's setting)
+bounds the statement's wait for another transaction's row lock.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 -- (one parameter: the client formats one value, not one per field); each carries "pos", which
 -- the results name. The caller orders a batch by request_id, so concurrent batches lock
 -- shared rows in one order. p_lock_timeout bounds the wait for a row lock another transaction
--- holds ('0ms': no bound): a shared batch gives up and its requests are retried one by one,
+-- holds (NULL keeps the session's setting): a shared batch gives up and its requests are retried one by one,
 -- so one blocked request holds up no other.
 
 -- A callback row for a request, unless it would move the gateway's view backwards (nothing
@@ -50,7 +50,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     q record;
 BEGIN
-    PERFORM set_config('lock_timeout', p_lock_timeout, true);  -- this statement only
+    IF p_lock_timeout IS NOT NULL THEN  -- for this statement only
+        PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    END IF;
     FOR q IN
         SELECT * FROM jsonb_to_recordset(p_batch) AS x(
             pos integer, request_id text, payload_hash text, lease text, notification_id text,
@@ -99,7 +101,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     q record;
 BEGIN
-    PERFORM set_config('lock_timeout', p_lock_timeout, true);  -- this statement only
+    IF p_lock_timeout IS NOT NULL THEN  -- for this statement only
+        PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    END IF;
     FOR q IN
         SELECT * FROM jsonb_to_recordset(p_batch) AS x(
             pos integer, request_id text, lease text, attempt integer, status text,

@@ -460,7 +460,7 @@ def test_prepared_statements_survive_a_transaction_pooler(
         request = email_request()
         pooler = _TransactionPooler(cursors)
         batch = ledger._claim_batch([request], ["lease-x"])
-        params = {"batch": batch, "lease_seconds": 30, "lock_timeout": "0ms"}
+        params = {"batch": batch, "lease_seconds": 30, "lock_timeout": None}
         statement.execute(pooler, params)  # type: ignore[arg-type]
         # EXECUTE, PREPARE (refused, or accepted then EXECUTE missing again), plain statement
         assert pooler.turn == (3 if already_on_the_other else 4)

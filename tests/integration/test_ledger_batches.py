@@ -10,10 +10,12 @@ from dataclasses import replace
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from email_worker import ledger
 from email_worker.db import Database
 from email_worker.ledger import PgLedger
+from email_worker.migrations import migrate
 from email_worker.ports import AlreadySent, Claim, LedgerStatus
 from schemas.callback import CallbackStatus
 from schemas.failures import DeferredFailure, PermanentFailure, Reason
@@ -167,3 +169,41 @@ def test_many_threads_share_statements_and_each_request_is_written_once(db: Data
     for statement in ("claim", "finish"):  # every request in exactly one shared statement
         assert sum(sizes[statement]) == 192
         assert max(sizes[statement]) > 1  # 16 threads at once: some statements were shared
+
+
+def test_a_lone_claim_keeps_the_databases_own_lock_timeout(database_url: str) -> None:
+    admin = psycopg2.connect(database_url)
+    admin.autocommit = True
+    holder = psycopg2.connect(database_url)
+    with admin.cursor() as cur:  # an operator's setting, for sessions opened from now on
+        cur.execute("SELECT current_database()")
+        (name,) = cur.fetchone() or ("",)
+        cur.execute(
+            sql.SQL("ALTER DATABASE {} SET lock_timeout = '300ms'").format(sql.Identifier(name))
+        )
+    fresh = Database(database_url, pool_size=2)
+    try:
+        migrate(fresh)
+        with holder.cursor() as cur:
+            cur.execute(
+                "INSERT INTO email_requests (request_id, payload_hash, status, notification_id,"
+                " correlation_id) VALUES ('held', '', 'pending', 'n', 'c')"
+            )
+        raised: list[BaseException] = []
+
+        def claim() -> None:
+            try:
+                PgLedger(fresh, lease_seconds=30).claim(email_request("held"))
+            except BaseException as exc:
+                raised.append(exc)
+
+        waiter = threading.Thread(target=claim)
+        waiter.start()
+        waiter.join(10)  # shared statement: 100 ms; alone: the database's 300 ms, not forever
+        assert not waiter.is_alive()
+        assert isinstance(raised[0], DeferredFailure)
+    finally:
+        holder.rollback()
+        holder.close()
+        fresh.close()
+        admin.close()
