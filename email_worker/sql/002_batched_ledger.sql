@@ -6,8 +6,8 @@
 -- (one parameter: the client formats one value, not one per field); each carries "pos", which
 -- the results name. The caller orders a batch by request_id, so concurrent batches lock
 -- shared rows in one order. p_lock_timeout bounds the wait for a row lock another transaction
--- holds (NULL keeps the session's setting): a shared batch gives up and its requests are retried one by one,
--- so one blocked request holds up no other.
+-- holds (NULL keeps the session's setting): a shared batch gives up and its requests are
+-- retried one by one, so one blocked request holds up no other.
 
 -- A callback row for a request, unless it would move the gateway's view backwards (nothing
 -- after 'delivered', no 'pending' after 'failed'). Older rows still waiting are superseded; a
