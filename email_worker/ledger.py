@@ -108,7 +108,7 @@ class PgLedger:
                     done[pos - 1] = Claim(request.request_id, leases[pos - 1], attempts, taken_over)
                 for k, request in enumerate(batch):
                     if k not in done:
-                        done[k] = _refused(cur, request)
+                        done[k] = _refusal(cur, request)
         except DeferredFailure as down:  # the database failed; the claims made so far stand
             if _blocked(down):
                 raise
@@ -184,14 +184,6 @@ def _json(rows: Iterable[dict[str, Any]]) -> str:
     return json.dumps(list(rows), ensure_ascii=False, separators=(",", ":"))
 
 
-def _refused(cur: cursor, request: EmailRequest) -> AlreadySent | WorkerFailure:
-    """Why the claim of ``request`` returned no row: ``_refusal``, its error as a value."""
-    try:
-        return _refusal(cur, request)
-    except (DeferredFailure, PermanentFailure) as refused:
-        return refused
-
-
 def _by_request_id(request_ids: list[str]) -> list[int]:
     """Positions in request_id order: concurrent batches then lock shared rows in one order."""
     return sorted(range(len(request_ids)), key=request_ids.__getitem__)
@@ -226,23 +218,24 @@ def _copy(failure: DeferredFailure) -> DeferredFailure:
     return type(failure)(failure.reason, failure.detail)
 
 
-def _refusal(cur: cursor, request: EmailRequest) -> AlreadySent:
-    """Explain a claim that returned no row: sent, conflicting, or leased by someone else."""
+def _refusal(cur: cursor, request: EmailRequest) -> AlreadySent | WorkerFailure:
+    """Why a claim returned no row: sent, conflicting, or leased by someone else (the error
+    ``claim`` raises, as a value)."""
     cur.execute(
         "SELECT status, payload_hash, message_id FROM email_requests WHERE request_id = %s",
         (request.request_id,),
     )
     row = cur.fetchone()
     if row is None:  # pruned between the two statements: the next delivery claims it
-        raise DeferredFailure(Reason.LEASE_BUSY, "the request changed during the claim")
+        return DeferredFailure(Reason.LEASE_BUSY, "the request changed during the claim")
     status, payload_hash, message_id = row
     if payload_hash not in ("", request.payload_hash):
-        raise PermanentFailure(
+        return PermanentFailure(
             Reason.IDEMPOTENCY_CONFLICT, "request_id already used with a different payload"
         )
     if status == LedgerStatus.SENT:
         return AlreadySent(request.request_id, message_id)
-    raise DeferredFailure(Reason.LEASE_BUSY, "another worker holds a live lease")
+    return DeferredFailure(Reason.LEASE_BUSY, "another worker holds a live lease")
 
 
 def _finish_batch(outcomes: Sequence[_Outcome]) -> str:
@@ -282,7 +275,8 @@ def _enqueue(
 ) -> int | None:
     """Insert an outbox row for ``ids`` (request, notification, correlation id) unless it would
     move the status backwards; supersede older waiting rows. Returns the new id or None."""
-    cur.execute(ENQUEUE_CALLBACK, _outbox_params(ids, status, error, url))
+    params = _outbox_params(ids, status, error, url) | {"grace": HANDOVER_GRACE_SECONDS}
+    cur.execute(ENQUEUE_CALLBACK, params)
     row = cur.fetchone()
     return None if row is None else int(row[0])
 
@@ -300,7 +294,6 @@ def _outbox_params(
         "cb_status": status.value if status else None,
         "cb_error": error if status != CallbackStatus.DELIVERED else None,
         "url": url or None,
-        "grace": HANDOVER_GRACE_SECONDS,
     }
 
 
