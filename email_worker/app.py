@@ -86,6 +86,7 @@ def _mailer(settings: Settings) -> SmtpMailer:
         password=secret_value(settings.smtp_password),
         timeout=settings.smtp_timeout,
         ca_file=settings.smtp_ca_file,
+        max_connections=settings.smtp_connections,
     )
 
 

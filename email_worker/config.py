@@ -96,8 +96,8 @@ class Settings(BaseSettings):
     passive_topology: bool = False
 
     # Consumer.
-    prefetch: int = Field(default=32, ge=1, le=5000)
-    concurrency: int = Field(default=8, ge=1, le=256)
+    prefetch: int = Field(default=64, ge=1, le=5000)
+    concurrency: int = Field(default=32, ge=1, le=256)
     max_message_bytes: int = Field(default=262_144, ge=1024)
     drain_seconds: float = Field(default=60.0, ge=0)
     heartbeat_seconds: int = Field(default=30, ge=0)
@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
     smtp_timeout: float = Field(default=30.0, gt=0)
+    # Connections to the relay per `run` process, shared by the CONCURRENCY threads.
+    smtp_connections: int = Field(default=8, ge=1, le=256)
     smtp_ca_file: Path | None = None
     from_address: str = "notifications@example.com"
 

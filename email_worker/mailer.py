@@ -1,9 +1,11 @@
 """The SMTP adapter: build the MIME message, send it once, classify what happened.
 
-``SmtpMailer`` implements the ``Mailer`` port over ``smtplib`` with one persistent connection per
-calling thread. It drives MAIL, RCPT and DATA itself, in one write when the relay offers
-PIPELINING (RFC 2920), and reads their replies in order, so every failure is known by its phase:
+``SmtpMailer`` implements the ``Mailer`` port over ``smtplib`` with a pool of at most
+``max_connections`` persistent connections, shared by the calling threads. It drives MAIL, RCPT
+and DATA itself, in one write when the relay offers PIPELINING (RFC 2920), and reads their
+replies in order, so every failure is known by its phase:
 
+    pool                   none free in time     DeferredFailure(SMTP_UNAVAILABLE), no attempt spent
     connect / TLS / AUTH   refused, timeout      TransientFailure(SMTP_UNAVAILABLE), retried briefly
                            bad certificate       SystemicFailure(SMTP_TLS_FAILED)
                            530/534/535           SystemicFailure(SMTP_AUTH_FAILED)
@@ -36,6 +38,7 @@ from email_worker.ports import OutgoingEmail
 from email_worker.smtp_wire import accepted_reply, classify, dot_stuffed, mailbox, tls_failure
 from schemas.failures import (
     AmbiguousDelivery,
+    DeferredFailure,
     PermanentFailure,
     Reason,
     SystemicFailure,
@@ -59,7 +62,10 @@ def _send_then_reply(smtp: smtplib.SMTP, sender: str, recipient: str) -> tuple[i
 
 
 class SmtpMailer:
-    """Thread-safe: each calling thread owns its connection; ``close()`` closes them all."""
+    """Thread-safe: a send takes an idle pooled connection (or opens one while fewer than
+    ``max_connections`` are open) and returns it after a completed transaction; ``close()``
+    closes them all. More threads than connections wait for one: the relay sees at most
+    ``max_connections`` connections from this process, however many messages are in flight."""
 
     def __init__(
         self,
@@ -72,13 +78,18 @@ class SmtpMailer:
         timeout: float,
         ca_file: Path | None = None,
         local_hostname: str | None = None,
+        max_connections: int = 8,
+        connection_wait: float | None = None,
     ) -> None:
         self._host, self._port, self._security = host, port, security
         self._username, self._password = username, password
         self._timeout, self._local_hostname = timeout, local_hostname
         # Always an explicit, verifying context: starttls() without one verifies nothing.
         self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        self._local = threading.local()
+        self._max_connections = max_connections
+        self._connection_wait = timeout if connection_wait is None else connection_wait
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._idle: list[smtplib.SMTP] = []  # last in, first out: the warmest one is reused
         self._open: set[smtplib.SMTP] = set()
         self._lock = threading.Lock()
 
@@ -86,33 +97,46 @@ class SmtpMailer:
         """Send ``email`` once to its one recipient; return the relay's final reply.
         Raises the failures in the module docstring (``schemas.failures`` only)."""
         message = build_message(email)  # checks every header first: UNSAFE_CONTENT
-        for _ in range(2):  # the second round only after a stale pooled connection
-            smtp, reused = self._checkout()
-            try:
-                return self._transaction(smtp, email, message, reused)
-            except _StaleConnection:
-                self._discard(smtp)
-            except BaseException:
-                self._discard(smtp)  # never reuse a connection in an unknown state
-                raise
-        raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL")
+        # The wait is bounded (the message's claim is leased): a relay so slow that no
+        # connection frees up in time defers the message without spending one of its attempts.
+        if not self._slots.acquire(timeout=self._connection_wait):
+            raise DeferredFailure(
+                Reason.SMTP_UNAVAILABLE,
+                f"no SMTP connection free within {self._connection_wait:g} s "
+                f"({self._max_connections} in use)",
+            )
+        try:
+            for _ in range(2):  # the second round only after a stale pooled connection
+                smtp, reused = self._checkout()
+                try:
+                    reply = self._transaction(smtp, email, message, reused)
+                except _StaleConnection:
+                    self._discard(smtp)
+                    continue
+                except BaseException:
+                    self._discard(smtp)  # never reuse a connection in an unknown state
+                    raise
+                self._checkin(smtp)
+                return reply
+            raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL")
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
         """QUIT and close every pooled connection (of every thread)."""
         with self._lock:
-            connections, self._open = list(self._open), set()
+            connections, self._open, self._idle = list(self._open), set(), []
         for smtp in connections:
             try:
                 smtp.quit()
             except (OSError, smtplib.SMTPException):
                 smtp.close()
-        self._local = threading.local()
 
-    # Connections.
+    # Connections: taken and returned only while holding one of the slots.
     def _checkout(self) -> tuple[smtplib.SMTP, bool]:
-        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
-        if smtp is not None and smtp in self._open:
-            return smtp, True
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
         retrying = Retrying(
             stop=stop_after_attempt(_CONNECT_ATTEMPTS),
             wait=wait_random_exponential(multiplier=0.2, max=1.0),
@@ -122,14 +146,18 @@ class SmtpMailer:
         smtp = retrying(self._connect)
         with self._lock:
             self._open.add(smtp)
-        self._local.smtp = smtp
         return smtp, False
+
+    def _checkin(self, smtp: smtplib.SMTP) -> None:
+        with self._lock:
+            if smtp in self._open:  # not if close() ran meanwhile
+                self._idle.append(smtp)
+                return
+        smtp.close()
 
     def _discard(self, smtp: smtplib.SMTP) -> None:
         with self._lock:
             self._open.discard(smtp)
-        if getattr(self._local, "smtp", None) is smtp:
-            self._local.smtp = None
         smtp.close()
 
     def _connect(self) -> smtplib.SMTP:

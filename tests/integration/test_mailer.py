@@ -16,6 +16,7 @@ from email_worker.message_ids import message_id_for
 from email_worker.ports import OutgoingEmail, RenderedEmail
 from schemas.failures import (
     AmbiguousDelivery,
+    DeferredFailure,
     PermanentFailure,
     Reason,
     SystemicFailure,
@@ -128,9 +129,10 @@ def test_one_connection_is_reused_across_sends(
     assert smtp_server.connections == 1
 
 
-def test_each_thread_gets_its_own_connection(
+def test_concurrent_sends_use_separate_connections(
     mailer: SmtpMailer, smtp_server: SmtpTestServer
 ) -> None:
+    smtp_server.enqueue(Behaviour(delay=0.2), Behaviour(delay=0.2))  # the two overlap
     threads = [threading.Thread(target=mailer.send, args=(_email(f"r{n}"),)) for n in range(2)]
     for thread in threads:
         thread.start()
@@ -139,6 +141,64 @@ def test_each_thread_gets_its_own_connection(
 
     assert len(smtp_server.messages) == 2
     assert smtp_server.connections == 2
+
+
+def test_more_threads_than_connections_share_the_pool(smtp_server: SmtpTestServer) -> None:
+    smtp_server.enqueue(*[Behaviour(delay=0.2)] * 6)  # every transaction holds its connection
+    mailer = SmtpMailer(
+        smtp_server.host,
+        smtp_server.port,
+        security=SmtpSecurity.NONE,
+        username=None,
+        password=None,
+        timeout=5,
+        max_connections=2,
+    )
+    replies: list[str] = []
+    threads = [
+        threading.Thread(target=lambda n=n: replies.append(mailer.send(_email(f"r{n}"))))
+        for n in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    mailer.close()
+
+    assert len(replies) == 6 and len(smtp_server.messages) == 6
+    assert smtp_server.connections == 2
+
+
+def test_no_connection_free_in_time_defers_without_sending(smtp_server: SmtpTestServer) -> None:
+    smtp_server.enqueue(Behaviour(delay=1.5))  # the first transaction holds the only connection
+    mailer = SmtpMailer(
+        smtp_server.host,
+        smtp_server.port,
+        security=SmtpSecurity.NONE,
+        username=None,
+        password=None,
+        timeout=5,
+        max_connections=1,
+        connection_wait=0.3,
+    )
+    first = threading.Thread(target=mailer.send, args=(_email("held"),))
+    first.start()
+    deadline = time.monotonic() + 5
+    while smtp_server.data_transactions == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+
+    failure = _failure(mailer, _email("waiting"))
+
+    waited = time.monotonic() - started
+    first.join()
+    assert type(failure) is DeferredFailure and failure.reason is Reason.SMTP_UNAVAILABLE
+    assert "no SMTP connection free within 0.3 s" in failure.detail
+    assert 0.25 < waited < 1.4  # gave up before the held connection came back
+    assert [m.message_id for m in smtp_server.messages] == [_email("held").message_id]
+    mailer.send(_email("later"))  # the connection is free again, and reused
+    mailer.close()
+    assert len(smtp_server.messages) == 2 and smtp_server.connections == 1
 
 
 @pytest.mark.parametrize(
