@@ -31,6 +31,7 @@ import pika
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from email_worker.app import declare_topology
+from email_worker.config import Settings
 from email_worker.db import Database
 from email_worker.migrations import migrate
 from tests.support.http import FakeHttpServer
@@ -41,7 +42,15 @@ from tests.support.stack import Stack
 
 ADMIN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-WORKER = {"lease_seconds": 5, "retry_delays": [1.0, 2.0, 4.0], "max_attempts": 6}
+IN_FLIGHT = ("concurrency", "prefetch", "smtp_connections")
+# Short leases and delays so a kill's consequences play out within the soak; the work in flight
+# is the shipped default (the test stack's own is smaller).
+WORKER = {
+    "lease_seconds": 5,
+    "retry_delays": [1.0, 2.0, 4.0],
+    "max_attempts": 6,
+    **{name: Settings.model_fields[name].default for name in IN_FLIGHT},
+}
 
 
 class Workers:
