@@ -106,8 +106,10 @@ class SmtpMailer:
                 f"({self._max_connections} in use)",
             )
         try:
-            for _ in range(2):  # the second round only after a stale pooled connection
-                smtp, reused = self._checkout()
+            # The second round only after a stale pooled connection, and on a new one: after a
+            # relay restart every idle connection is dead.
+            for fresh in (False, True):
+                smtp, reused = self._checkout(fresh=fresh)
                 try:
                     reply = self._transaction(smtp, email, message, reused)
                 except _StaleConnection:
@@ -133,10 +135,11 @@ class SmtpMailer:
                 smtp.close()
 
     # Connections: taken and returned only while holding one of the slots.
-    def _checkout(self) -> tuple[smtplib.SMTP, bool]:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
+    def _checkout(self, *, fresh: bool) -> tuple[smtplib.SMTP, bool]:
+        if not fresh:
+            with self._lock:
+                if self._idle:
+                    return self._idle.pop(), True
         retrying = Retrying(
             stop=stop_after_attempt(_CONNECT_ATTEMPTS),
             wait=wait_random_exponential(multiplier=0.2, max=1.0),

@@ -285,6 +285,26 @@ def test_server_restart_between_sends_reconnects_transparently(
     ]
 
 
+def test_relay_restart_with_several_idle_connections_costs_no_send(
+    smtp_server: SmtpTestServer,
+) -> None:
+    mailer = _mailer(smtp_server)
+    smtp_server.enqueue(*[Behaviour(delay=0.2)] * 3)  # three overlapping sends: three connections
+    threads = [threading.Thread(target=mailer.send, args=(_email(f"w{n}"),)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert smtp_server.connections == 3
+    smtp_server.restart()  # every idle connection is now dead
+
+    for n in range(3):
+        mailer.send(_email(f"after-{n}"))
+    mailer.close()
+
+    assert len(smtp_server.messages) == 6
+
+
 @pytest.mark.parametrize(
     ("tls", "security"), [("starttls", SmtpSecurity.STARTTLS), ("tls", SmtpSecurity.TLS)]
 )
