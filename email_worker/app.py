@@ -193,6 +193,7 @@ class Worker:
             pending_callbacks=Cached(lambda: pending_callbacks(self.observer_db), ttl).get,
             queues=Cached(lambda: queue_stats(params, queues), ttl).get,
             email_queue=settings.email_queue,
+            smtp_pool=self.mailer.pool_counts,
         )
 
     def process(self, delivery: Delivery) -> None:

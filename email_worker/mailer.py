@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-import threading
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -35,10 +34,10 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 from email_worker.config import SmtpSecurity
 from email_worker.mime import build_message, serialize
 from email_worker.ports import OutgoingEmail
+from email_worker.smtp_pool import PoolCounts, SmtpPool
 from email_worker.smtp_wire import accepted_reply, classify, dot_stuffed, mailbox, tls_failure
 from schemas.failures import (
     AmbiguousDelivery,
-    DeferredFailure,
     PermanentFailure,
     Reason,
     SystemicFailure,
@@ -63,9 +62,8 @@ def _send_then_reply(smtp: smtplib.SMTP, sender: str, recipient: str) -> tuple[i
 
 class SmtpMailer:
     """Thread-safe: a send takes an idle pooled connection (or opens one while fewer than
-    ``max_connections`` are open) and returns it after a completed transaction; ``close()``
-    closes them all. More threads than connections wait for one: the relay sees at most
-    ``max_connections`` connections from this process, however many messages are in flight."""
+    ``max_connections`` are open) and returns it after a completed transaction; more threads
+    than connections wait for one (``smtp_pool``). ``close()`` closes them all."""
 
     def __init__(
         self,
@@ -86,82 +84,50 @@ class SmtpMailer:
         self._timeout, self._local_hostname = timeout, local_hostname
         # Always an explicit, verifying context: starttls() without one verifies nothing.
         self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        self._max_connections = max_connections
-        self._connection_wait = timeout if connection_wait is None else connection_wait
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._idle: list[smtplib.SMTP] = []  # last in, first out: the warmest one is reused
-        self._open: set[smtplib.SMTP] = set()
-        self._lock = threading.Lock()
+        self._pool = SmtpPool(
+            self._connect_retrying,
+            limit=max_connections,
+            wait_seconds=timeout if connection_wait is None else connection_wait,
+        )
 
     def send(self, email: OutgoingEmail) -> str:
         """Send ``email`` once to its one recipient; return the relay's final reply.
         Raises the failures in the module docstring (``schemas.failures`` only)."""
         message = build_message(email)  # checks every header first: UNSAFE_CONTENT
-        # The wait is bounded (the message's claim is leased): a relay so slow that no
-        # connection frees up in time defers the message without spending one of its attempts.
-        if not self._slots.acquire(timeout=self._connection_wait):
-            raise DeferredFailure(
-                Reason.SMTP_UNAVAILABLE,
-                f"no SMTP connection free within {self._connection_wait:g} s "
-                f"({self._max_connections} in use)",
-            )
-        try:
+        with self._pool.slot():
             # The second round only after a stale pooled connection, and on a new one: after a
             # relay restart every idle connection is dead.
             for fresh in (False, True):
-                smtp, reused = self._checkout(fresh=fresh)
+                smtp, reused = self._pool.take(fresh=fresh)
                 try:
                     reply = self._transaction(smtp, email, message, reused)
                 except _StaleConnection:
-                    self._discard(smtp)
+                    self._pool.discard(smtp)
                     continue
                 except BaseException:
-                    self._discard(smtp)  # never reuse a connection in an unknown state
+                    self._pool.discard(smtp)  # never reuse a connection in an unknown state
                     raise
-                self._checkin(smtp)
+                self._pool.give_back(smtp)
                 return reply
-            raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL")
-        finally:
-            self._slots.release()
+        raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL")
 
     def close(self) -> None:
-        """QUIT and close every pooled connection (of every thread)."""
-        with self._lock:
-            connections, self._open, self._idle = list(self._open), set(), []
-        for smtp in connections:
-            try:
-                smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                smtp.close()
+        """QUIT and close every pooled connection."""
+        self._pool.close()
 
-    # Connections: taken and returned only while holding one of the slots.
-    def _checkout(self, *, fresh: bool) -> tuple[smtplib.SMTP, bool]:
-        if not fresh:
-            with self._lock:
-                if self._idle:
-                    return self._idle.pop(), True
+    def pool_counts(self) -> PoolCounts:
+        """Busy, idle and waiting, for the metrics."""
+        return self._pool.counts()
+
+    # Connections.
+    def _connect_retrying(self) -> smtplib.SMTP:
         retrying = Retrying(
             stop=stop_after_attempt(_CONNECT_ATTEMPTS),
             wait=wait_random_exponential(multiplier=0.2, max=1.0),
             retry=retry_if_exception(_connect_failed),
             reraise=True,
         )
-        smtp = retrying(self._connect)
-        with self._lock:
-            self._open.add(smtp)
-        return smtp, False
-
-    def _checkin(self, smtp: smtplib.SMTP) -> None:
-        with self._lock:
-            if smtp in self._open:  # not if close() ran meanwhile
-                self._idle.append(smtp)
-                return
-        smtp.close()
-
-    def _discard(self, smtp: smtplib.SMTP) -> None:
-        with self._lock:
-            self._open.discard(smtp)
-        smtp.close()
+        return retrying(self._connect)
 
     def _connect(self) -> smtplib.SMTP:
         smtp: smtplib.SMTP | None = None

@@ -28,6 +28,7 @@ from email_worker import __version__
 from email_worker.db import Database
 from email_worker.disposition import Ack, Decision, Retry
 from email_worker.ports import Mailer, OutgoingEmail
+from email_worker.smtp_pool import PoolCounts
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ class LiveSources:
     pending_callbacks: Callable[[], int | None]
     queues: Callable[[], Mapping[str, QueueStats] | None]
     email_queue: str
+    smtp_pool: Callable[[], PoolCounts]
 
 
 class LiveGauges(Collector):
@@ -242,6 +244,7 @@ class LiveGauges(Collector):
             "1 while consumption is paused (SMTP credentials or TLS refused).",
             1.0 if src.paused() else 0.0,
         )
+        yield from _smtp_gauges(src.smtp_pool())
         pending = src.pending_callbacks()
         if pending is not None:
             yield GaugeMetricFamily(
@@ -265,3 +268,19 @@ class LiveGauges(Collector):
                 consumers.add_metric([name], value.consumers)
         yield messages
         yield consumers
+
+
+def _smtp_gauges(counts: PoolCounts) -> Iterable[Metric]:
+    connections = GaugeMetricFamily(
+        "email_worker_smtp_connections",
+        "Connections to the SMTP relay: busy (in a transaction) or idle.",
+        labels=["state"],
+    )
+    connections.add_metric(["busy"], counts.busy)
+    connections.add_metric(["idle"], counts.idle)
+    yield connections
+    yield GaugeMetricFamily(
+        "email_worker_smtp_sends_waiting",
+        "Sends waiting for a free SMTP connection (all SMTP_CONNECTIONS busy).",
+        counts.waiting,
+    )

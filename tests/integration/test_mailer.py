@@ -161,12 +161,19 @@ def test_more_threads_than_connections_share_the_pool(smtp_server: SmtpTestServe
     ]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + 5
+    while mailer.pool_counts().waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    during = mailer.pool_counts()
     for thread in threads:
         thread.join()
+    after = mailer.pool_counts()
     mailer.close()
 
     assert len(replies) == 6 and len(smtp_server.messages) == 6
     assert smtp_server.connections == 2
+    assert during.waiting >= 1 and during.busy + during.idle <= 2
+    assert (after.busy, after.idle, after.waiting) == (0, 2, 0)
 
 
 def test_no_connection_free_in_time_defers_without_sending(smtp_server: SmtpTestServer) -> None:

@@ -103,6 +103,9 @@ def test_metrics_count_real_traffic(stack: Stack) -> None:
     assert metric(samples, "email_worker_callbacks_pending") == 0
     assert metric(samples, "email_worker_in_flight_messages") == 0
     assert metric(samples, "email_worker_consumer_paused") == 0
+    assert metric(samples, "email_worker_smtp_connections", state="busy") == 0
+    assert 1 <= (metric(samples, "email_worker_smtp_connections", state="idle") or 0) <= 4
+    assert metric(samples, "email_worker_smtp_sends_waiting") == 0
     settings = worker.settings
     assert metric(samples, "email_worker_queue_messages", queue=settings.failed_queue) == 2
     assert metric(samples, "email_worker_queue_messages", queue=settings.email_queue) == 0

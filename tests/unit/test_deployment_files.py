@@ -32,6 +32,8 @@ KNOWN_METRICS = {
     "email_worker_callbacks_total",
     "email_worker_callbacks_pending",
     "email_worker_in_flight_messages",
+    "email_worker_smtp_connections",
+    "email_worker_smtp_sends_waiting",
     "email_worker_consumer_paused",
     "email_worker_queue_messages",
     "email_worker_queue_consumers",

@@ -18,6 +18,7 @@ from email_worker.metrics import (
     publish_age,
 )
 from email_worker.ports import OutgoingEmail, RenderedEmail
+from email_worker.smtp_pool import PoolCounts
 from schemas.failures import Reason, TransientFailure
 from tests.fakes import FakeMailer
 
@@ -146,6 +147,7 @@ def test_cached_loads_once_per_ttl_and_swallows_failures() -> None:
 
 def test_live_gauges_read_their_sources_at_scrape_time() -> None:
     breaker, in_flight = ["closed"], [0]
+    pool = [PoolCounts(busy=0, idle=0, waiting=0)]
     registry = CollectorRegistry()
     registry.register(
         LiveGauges(
@@ -156,6 +158,7 @@ def test_live_gauges_read_their_sources_at_scrape_time() -> None:
                 pending_callbacks=lambda: None,
                 queues=lambda: {"q.email": QueueStats(4, 2), "q.failed": QueueStats(7, 0)},
                 email_queue="q.email",
+                smtp_pool=lambda: pool[0],
             )
         )
     )
@@ -163,6 +166,11 @@ def test_live_gauges_read_their_sources_at_scrape_time() -> None:
     breaker[0], in_flight[0] = "open", 3
     assert value(registry, "email_worker_breaker_state", dependency="template_service") == 2
     assert value(registry, "email_worker_in_flight_messages") == 3
+    assert value(registry, "email_worker_smtp_sends_waiting") == 0
+    pool[0] = PoolCounts(busy=8, idle=0, waiting=5)
+    assert value(registry, "email_worker_smtp_connections", state="busy") == 8
+    assert value(registry, "email_worker_smtp_connections", state="idle") == 0
+    assert value(registry, "email_worker_smtp_sends_waiting") == 5
     assert value(registry, "email_worker_consumer_paused") == 1
     assert value(registry, "email_worker_queue_messages", queue="q.failed") == 7
     assert value(registry, "email_worker_queue_consumers", queue="q.email") == 2
