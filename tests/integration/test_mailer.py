@@ -60,6 +60,8 @@ def _mailer(
     ca_file: Path | None = None,
     credentials: tuple[str, str] | None = None,
     timeout: float = 5.0,
+    max_connections: int = 8,
+    connection_wait: float | None = None,
 ) -> SmtpMailer:
     username, password = credentials or (None, None)
     return SmtpMailer(
@@ -71,6 +73,8 @@ def _mailer(
         timeout=timeout,
         ca_file=ca_file,
         local_hostname="worker.test",
+        max_connections=max_connections,
+        connection_wait=connection_wait,
     )
 
 
@@ -145,15 +149,7 @@ def test_concurrent_sends_use_separate_connections(
 
 def test_more_threads_than_connections_share_the_pool(smtp_server: SmtpTestServer) -> None:
     smtp_server.enqueue(*[Behaviour(delay=0.2)] * 6)  # every transaction holds its connection
-    mailer = SmtpMailer(
-        smtp_server.host,
-        smtp_server.port,
-        security=SmtpSecurity.NONE,
-        username=None,
-        password=None,
-        timeout=5,
-        max_connections=2,
-    )
+    mailer = _mailer(smtp_server, max_connections=2)
     replies: list[str] = []
     threads = [
         threading.Thread(target=lambda n=n: replies.append(mailer.send(_email(f"r{n}"))))
@@ -178,16 +174,7 @@ def test_more_threads_than_connections_share_the_pool(smtp_server: SmtpTestServe
 
 def test_no_connection_free_in_time_defers_without_sending(smtp_server: SmtpTestServer) -> None:
     smtp_server.enqueue(Behaviour(delay=1.5))  # the first transaction holds the only connection
-    mailer = SmtpMailer(
-        smtp_server.host,
-        smtp_server.port,
-        security=SmtpSecurity.NONE,
-        username=None,
-        password=None,
-        timeout=5,
-        max_connections=1,
-        connection_wait=0.3,
-    )
+    mailer = _mailer(smtp_server, max_connections=1, connection_wait=0.3)
     first = threading.Thread(target=mailer.send, args=(_email("held"),))
     first.start()
     deadline = time.monotonic() + 5
