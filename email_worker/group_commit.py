@@ -10,10 +10,13 @@ Guarantees: every ``submit`` returns its own item's result or raises its own ite
 a batch raises, every thread in it runs its own item again, alone and in its own thread, so an
 error or a wait that one item causes (bad data, a row lock another transaction holds) fails or
 holds up that item only, never the items it was batched with nor the batches after it.
+A batch that carries other threads' items runs in an empty ``contextvars`` context, so what it
+logs names none of its requests rather than the leader's alone.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -103,8 +106,12 @@ class GroupCommit(Generic[T, R]):
         results: Sequence[R | BaseException | _RunAlone]
         if self._observe is not None:
             self._observe(len(batch))
+        items = [slot.item for slot in batch]
         try:
-            results = self._run([slot.item for slot in batch])
+            if batch == [own]:
+                results = self._run(items)
+            else:  # the leader's context (its request_id on every log line) is its item's only
+                results = contextvars.Context().run(self._run, items)
             if len(results) != len(batch):
                 raise RuntimeError(f"a batch of {len(batch)} got {len(results)} results")
         except Exception:

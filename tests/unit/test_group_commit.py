@@ -4,6 +4,7 @@ error or wait is its own."""
 
 from __future__ import annotations
 
+import contextvars
 import random
 import threading
 import time
@@ -166,6 +167,39 @@ def test_an_item_that_blocks_when_run_alone_holds_up_no_one() -> None:
     release.set()
     assert blocked.joined() == {99: 99}
     assert alone_calls == [99]
+
+
+def test_a_batch_of_other_threads_items_runs_outside_the_leaders_context() -> None:
+    request: contextvars.ContextVar[int | None] = contextvars.ContextVar("request", default=None)
+    seen: list[tuple[list[int], int | None]] = []
+    release = threading.Event()
+
+    def runner(items: Sequence[int]) -> list[int | BaseException]:
+        seen.append((sorted(items), request.get()))
+        if items == [1]:
+            assert release.wait(5)
+        return list(items)
+
+    def submit_as(item: int) -> None:
+        request.set(item)  # each thread starts with its own context
+        group.submit(item)
+
+    group = GroupCommit(runner, max_batch=8)
+    threads = [threading.Thread(target=submit_as, args=(1,))]
+    threads[0].start()
+    deadline = time.monotonic() + 5
+    while not seen:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    threads += [threading.Thread(target=submit_as, args=(item,)) for item in (2, 3)]
+    for thread in threads[1:]:
+        thread.start()
+    wait_until_waiting(group, 2)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    # A lone item runs in its own thread's context; a shared batch names none of its items.
+    assert seen == [([1], 1), ([2, 3], None)]
 
 
 def test_a_runner_answering_the_wrong_number_of_results_fails_the_batch() -> None:
