@@ -19,8 +19,8 @@ from schemas.failures import DeferredFailure, Reason
 
 @dataclass(frozen=True)
 class PoolCounts:
-    """A snapshot for the metrics: connections in a transaction, connections open and unused,
-    and sends waiting for a slot."""
+    """A snapshot for the metrics: connections in a transaction or being opened, connections
+    open and unused, and sends waiting for a slot."""
 
     busy: int
     idle: int
@@ -40,6 +40,9 @@ class SmtpPool:
         self._idle: list[smtplib.SMTP] = []
         self._open: set[smtplib.SMTP] = set()
         self._waiting = 0
+        # Counted busy: a relay that does not answer holds every slot in connect, and the
+        # gauges must not show that as a pool with nothing to do.
+        self._connecting = 0
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -70,9 +73,16 @@ class SmtpPool:
             with self._lock:
                 if self._idle:
                     return self._idle.pop(), True
-        smtp = self._connect()
         with self._lock:
-            self._open.add(smtp)
+            self._connecting += 1
+        smtp: smtplib.SMTP | None = None
+        try:
+            smtp = self._connect()
+        finally:
+            with self._lock:
+                self._connecting -= 1
+                if smtp is not None:
+                    self._open.add(smtp)
         return smtp, False
 
     def give_back(self, smtp: smtplib.SMTP) -> None:
@@ -102,4 +112,5 @@ class SmtpPool:
     def counts(self) -> PoolCounts:
         with self._lock:
             idle = len(self._idle)
-            return PoolCounts(busy=len(self._open) - idle, idle=idle, waiting=self._waiting)
+            busy = len(self._open) - idle + self._connecting
+            return PoolCounts(busy=busy, idle=idle, waiting=self._waiting)
