@@ -4,6 +4,7 @@ worker on real Postgres, SMTP and HTTP servers)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -139,6 +140,17 @@ def broker(amqp_url: str, unique_prefix: str, monkeypatch: pytest.MonkeyPatch) -
         yield made
     finally:
         made.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """``cli.main`` points the root logger at this test's captured stdout, which is closed after
+    the test: put back what was there, or every later test's log lines go to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def dlq(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
