@@ -273,7 +273,7 @@ class LiveGauges(Collector):
 def _smtp_gauges(counts: PoolCounts) -> Iterable[Metric]:
     connections = GaugeMetricFamily(
         "email_worker_smtp_connections",
-        "Connections to the SMTP relay: busy (in a transaction) or idle.",
+        "Connections to the SMTP relay: busy (in a transaction or being opened) or idle.",
         labels=["state"],
     )
     connections.add_metric(["busy"], counts.busy)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import secrets
 from importlib import resources
 
+from psycopg2.extensions import cursor
+
 from email_worker.db import Database
 
 # An arbitrary, fixed advisory-lock key: "email-worker migrate" and nothing else takes it.
@@ -47,8 +49,7 @@ def migrate(db: Database) -> list[str]:
         # The lock comes first: even CREATE TABLE IF NOT EXISTS races with itself.
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
         cur.execute(_CREATE_VERSIONS)
-        cur.execute("SELECT version FROM schema_migrations")
-        done = {row[0] for row in cur.fetchall()}
+        done = _applied(cur)
         for version, sql in available():
             if version in done:
                 continue
@@ -67,17 +68,22 @@ def check_applied(db: Database) -> None:
     """Raise ``SchemaBehind`` naming every shipped migration the database has not applied;
     ``DeferredFailure`` when the database is unreachable."""
     with db.transaction() as cur:
-        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        row = cur.fetchone()
-        done: set[str] = set()
-        if row is not None and row[0]:
-            cur.execute("SELECT version FROM schema_migrations")
-            done = {version for (version,) in cur.fetchall()}
+        done = _applied(cur)
     missing = [version for version, _ in available() if version not in done]
     if missing:
         raise SchemaBehind(
             f"the database schema lacks {', '.join(missing)}: run `email-worker migrate` first"
         )
+
+
+def _applied(cur: cursor) -> set[str]:
+    """The versions ``schema_migrations`` records; none before the table exists."""
+    cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    row = cur.fetchone()
+    if row is None or not row[0]:
+        return set()
+    cur.execute("SELECT version FROM schema_migrations")
+    return {version for (version,) in cur.fetchall()}
 
 
 def get_or_create_secret(db: Database, name: str) -> bytes:
