@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services lint typecheck test unit integration demo schemas bench clean
+.PHONY: install services lint typecheck test unit integration demo lowest schemas bench clean
 
 $(BIN)/email-worker: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ demo: install services
 	$(BIN)/email-worker migrate
 	$(BIN)/email-worker demo
 
+## The lowest versions pyproject.toml allows, in .venv-lowest: unit tests and the demo on them.
+lowest: services
+	PY=$(PY) ./scripts/lowest.sh
+
 ## The throughput benchmark (issue 4): see benchmarks/README.md (fast sink: apt-get install postfix).
 bench: install services
 	$(BIN)/python -m benchmarks --messages 20000 --rounds 3 --write-results
@@ -45,4 +49,4 @@ schemas: install
 	$(BIN)/python -m schemas
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .venv-lowest .mypy_cache .ruff_cache .pytest_cache *.egg-info

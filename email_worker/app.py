@@ -14,7 +14,7 @@ import pika
 from prometheus_client import REGISTRY
 
 from email_worker.config import Settings
-from email_worker.consumer import Consumer, Delivery
+from email_worker.consumer import Consumer, Delivery, pause_explanation
 from email_worker.db import Database
 from email_worker.disposition import Retry, RetryPolicy
 from email_worker.health import HealthServer, Readiness, TcpProbe
@@ -32,13 +32,14 @@ from email_worker.metrics import (
 from email_worker.migrations import MESSAGE_ID_KEY_NAME, check_applied, get_or_create_secret
 from email_worker.pipeline import Pipeline, PipelineConfig
 from email_worker.ports import Notifier
-from email_worker.publisher import Publisher, PublishError
+from email_worker.publisher import UNREACHABLE, Publisher, PublishError
 from email_worker.recipients import RecipientDirectory, UserServiceClient
 from email_worker.render import TemplateRenderer
 from email_worker.settlement import Settler
 from email_worker.status_api import StatusApi, StatusReader
 from email_worker.tasks import CeleryNotifier, make_celery
-from email_worker.topology import Topology, connection_parameters, declare
+from email_worker.topology import Topology, connection_parameters
+from email_worker.topology_setup import start_up
 from schemas.failures import DeferredFailure
 from templates_client.client import TemplateClient
 from templates_client.transport import make_http_client
@@ -57,11 +58,7 @@ def declare_topology(settings: Settings) -> Topology:
     params = connection_parameters(
         settings.amqp_url.get_secret_value(), settings.heartbeat_seconds, "email-worker setup"
     )
-    connection = pika.BlockingConnection(params)
-    try:
-        declare(connection, topology, passive=settings.passive_topology)
-    finally:
-        connection.close()
+    start_up(lambda: pika.BlockingConnection(params), topology, passive=settings.passive_topology)
     return topology
 
 
@@ -72,6 +69,23 @@ def _user_service(settings: Settings, http: httpx.Client) -> UserServiceClient |
         settings.user_service_url,
         http,
         secret_value(settings.user_service_token),
+        path=settings.user_service_path,
+        auth_header=settings.user_service_auth_header,
+        fields=settings.user_field_paths(),
+        fail_max=settings.breaker_fail_max,
+        reset_seconds=settings.breaker_reset_seconds,
+    )
+
+
+def _template_client(settings: Settings, http: httpx.Client) -> TemplateClient:
+    return TemplateClient(
+        settings.template_service_url,
+        http,
+        path=settings.template_path,
+        token=secret_value(settings.template_service_token),
+        fields=settings.template_field_paths(),
+        default_language=settings.template_default_language,
+        cache_seconds=settings.template_cache_seconds,
         fail_max=settings.breaker_fail_max,
         reset_seconds=settings.breaker_reset_seconds,
     )
@@ -125,13 +139,7 @@ class Worker:
         self.observer_db = Database(settings.database_url.get_secret_value(), pool_size=2)
         self.metrics = WorkerMetrics()
         self._http = make_http_client(settings.http_timeout)
-        self.templates = TemplateClient(
-            settings.template_service_url,
-            self._http,
-            cache_seconds=settings.template_cache_seconds,
-            fail_max=settings.breaker_fail_max,
-            reset_seconds=settings.breaker_reset_seconds,
-        )
+        self.templates = _template_client(settings, self._http)
         self.users = _user_service(settings, self._http)
         self.mailer = _mailer(settings)
         self.notifier = notifier or CeleryNotifier(
@@ -144,6 +152,7 @@ class Worker:
                 self.db,
                 lease_seconds=settings.lease_seconds,
                 prepared=settings.db_prepared_statements,
+                max_deliveries=settings.max_deliveries,
                 observe_batch=self.metrics.ledger_batch,
             ),
             RecipientDirectory(self.users),
@@ -190,6 +199,7 @@ class Worker:
             breakers=breakers,
             in_flight=lambda: self.consumer.in_flight,
             paused=lambda: self.consumer.paused,
+            pause_cause=lambda: self.consumer.pause_cause,
             pending_callbacks=Cached(lambda: pending_callbacks(self.observer_db), ttl).get,
             queues=Cached(lambda: queue_stats(params, queues), ttl).get,
             email_queue=settings.email_queue,
@@ -197,38 +207,47 @@ class Worker:
         )
 
     def process(self, delivery: Delivery) -> None:
-        """Decide, publish what the decision needs, then ack; requeue if the publish failed."""
+        """Decide, publish what the decision needs, then ack. The original is acked only once
+        its copy was confirmed AND routed; otherwise it goes back to the queue."""
         self.metrics.received()
         decision = self.pipeline.handle(delivery)
         self.metrics.decided(decision, delivery.properties.timestamp)
         try:
             self.settler.settle(delivery, decision)
         except PublishError as exc:
+            if exc.cause != UNREACHABLE:
+                # A copy returned unroutable or nacked would fail again at once: pause first,
+                # so the requeued original waits in the queue instead of looping hot.
+                self.consumer.pause(self.settings.pause_seconds, exc.cause)
             log.warning(
-                "could not publish the retry or dead letter; requeueing", extra={"error": str(exc)}
+                "could not publish the retry or dead letter; the original is kept",
+                extra={"error": str(exc), "cause": exc.cause},
             )
             self.consumer.nack(delivery, requeue=True)
             return
         self.consumer.ack(delivery)
         self.metrics.settled(decision)
         if isinstance(decision, Retry) and decision.pause:
-            self.consumer.pause(self.settings.pause_seconds)
+            self.consumer.pause(self.settings.pause_seconds, str(decision.reason))
 
     def readiness(self) -> Readiness:
         """Gating: the consumer is connected (consuming, or deliberately paused), the database
-        answers, the relay accepts TCP connections and consumption is not paused. Breaker
-        states are reported but do not gate: an outage of a shared dependency would otherwise
-        take every replica out of service at once, and the breakers already defer the work."""
-        paused = self.consumer.paused
+        answers, the relay accepts TCP connections and consumption is not paused (the body
+        names the pause's cause). Breaker states are reported but do not gate: an outage of a
+        shared dependency would otherwise take every replica out of service at once, and the
+        breakers already defer the work."""
+        cause = self.consumer.pause_cause
         breakers = {"template_service": self.templates.breaker_state}
         breakers["user_service"] = self.users.breaker_state if self.users else "disabled"
         return Readiness(
             checks={
-                "broker": self.consumer.consuming or paused,
+                "broker": self.consumer.consuming or cause is not None,
                 "database": self.db.ping(),
-                "smtp": not paused and self.smtp_probe.reachable(),
+                "smtp": self.smtp_probe.reachable(),
+                "consumption": cause is None,
             },
             info=breakers,
+            paused=None if cause is None else {"cause": cause, "detail": pause_explanation(cause)},
         )
 
     def status_api(self) -> StatusApi:
@@ -236,7 +255,7 @@ class Worker:
         reader = StatusReader(
             self.observer_db, expose_content=self.settings.status_api_expose_content
         )
-        return StatusApi(reader, token=token)
+        return StatusApi(reader, token=token, open_access=self.settings.status_api_open)
 
     def run(self, *, install_signals: bool = True) -> None:
         """Serve until stopped; returns after draining. Raises ``TopologyError`` or

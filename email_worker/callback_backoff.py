@@ -1,4 +1,5 @@
-"""When a failed callback is tried again: full-jitter exponential backoff, and the gateway's
+"""Whether and when a failed callback is tried again: a 4xx answer is final (but 408, 425 and
+429), the rest is retried with full-jitter exponential backoff, or after the gateway's
 ``Retry-After`` when it sends one (pure functions)."""
 
 from __future__ import annotations
@@ -10,6 +11,14 @@ from email.utils import parsedate_to_datetime
 BACKOFF_BASE = 5.0
 BACKOFF_CAP = 3600.0
 MIN_DELAY = 1.0  # full jitter can draw ~0: never hammer a failing gateway in a tight loop
+# 4xx answers that mean "not now" rather than "never": timeout, too early, too many requests.
+RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+def is_final(status: int | None) -> bool:
+    """True when an answer refuses the callback for good (CONTRACT section 7): any 4xx but
+    408, 425 and 429 (410 Gone included). No answer (None), 3xx and 5xx are retried."""
+    return status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX
 
 
 def backoff(attempt: int, rng: random.Random) -> float:

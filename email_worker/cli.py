@@ -1,10 +1,12 @@
 """The ``email-worker`` console script (also ``python -m email_worker``).
 
-Commands: ``migrate``, ``run``, ``callbacks``, ``beat``, ``dlq list|show|replay|export|purge``
-and ``demo``. A bad setting stops start-up with exit code 2 and a message naming the variable; a
-topology conflict exits 3; ``run`` against a database that lacks a migration exits 4. The
-``dlq`` commands exit 1 when the broker refuses or a record is not found, and 2 when they
-refuse to act (see docs/dlq.md).
+Commands: ``migrate``, ``run``, ``callbacks``, ``beat``, ``dlq list|show|replay|export|purge``,
+``topology show|apply`` and ``demo``. A bad setting stops start-up with exit code 2 and a message
+naming the variable; a topology the worker cannot live with (passive mode and something missing,
+or a declaration the broker refuses) exits 3; ``run`` against a database that lacks a
+migration exits 4. The ``dlq`` commands exit 1 when the broker refuses or a record is not found,
+and 2 when they refuse to act (see docs/dlq.md); ``topology show`` exits 1 when a piece is
+missing.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("callbacks", help="deliver status callbacks (a Celery worker)")
     commands.add_parser("beat", help="periodic maintenance (Celery beat)")
     _dlq_parser(commands)
+    topology = commands.add_parser("topology", help="the broker topology (docs/deployment.md)")
+    verbs = topology.add_subparsers(dest="topology_command", required=True)
+    for verb, text in (("show", "what exists beside what the worker wants"), ("apply", _APPLY)):
+        verbs.add_parser(verb, help=text).add_argument("--json", action="store_true")
     demo = commands.add_parser("demo", help="the whole pipeline on the local services")
     demo.add_argument("--timeout", type=float, default=60.0)
     return parser
@@ -80,9 +86,34 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return tasks.start(args.command, settings)
     if args.command == "dlq":
         return _dlq(args, settings)
+    if args.command == "topology":
+        return _topology(args, settings)
     from email_worker.demo import run_demo
 
     return run_demo(settings, timeout=args.timeout)
+
+
+_APPLY = "declare what is missing; change nothing that exists"
+
+
+def _topology(args: argparse.Namespace, settings: Settings) -> int:
+    from email_worker.topology import Topology
+    from email_worker.topology_setup import command
+
+    name = f"email-worker topology {args.topology_command}"
+    params = connection_parameters(settings.amqp_url.get_secret_value(), 0, name)
+    topology, apply_ = Topology.from_settings(settings), args.topology_command == "apply"
+
+    def connect() -> pika.BlockingConnection:
+        return pika.BlockingConnection(params)
+
+    try:
+        text, code = command(connect, topology, apply_=apply_, as_json=args.json)
+    except (AMQPError, OSError) as exc:
+        print(f"{name}: the broker is unreachable: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_FAILED
+    print(text)
+    return code
 
 
 def _migrate(settings: Settings) -> int:
@@ -114,7 +145,12 @@ def _dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     listing.add_argument("--reason", metavar="CODE", help="only records with this failure_reason")
     listing.add_argument("--limit", metavar="N", type=_positive(int), default=1000)
     show = verbs.add_parser("show", help="headers, properties and original body of a record")
-    show.add_argument("request_id")
+    show.add_argument(
+        "id", nargs="?", metavar="ID", help="a request_id, notification_id or AMQP message_id"
+    )
+    show.add_argument(
+        "--position", metavar="N", type=_positive(int), help="the record numbered N by list"
+    )
     replay = verbs.add_parser("replay", help="republish records to email.queue, then remove")
     replay.add_argument("--reason", metavar="CODE", help="records with this failure_reason")
     replay.add_argument("--request-id", metavar="ID", help="records of this request_id")
@@ -154,6 +190,8 @@ def _dlq_refusal(args: argparse.Namespace) -> str | None:
             return "--all cannot be combined with --reason or --request-id"
         if not (args.all or args.reason or args.request_id):
             return "choose records with --reason CODE, --request-id ID or --all"
+    if args.dlq_command == "show" and (args.id is None) == (args.position is None):
+        return "give one ID (request_id, notification_id or message_id) or --position N"
     if args.dlq_command == "purge" and not args.yes:
         return "purge removes records for good; confirm with --yes (export them first)"
     return None
@@ -204,21 +242,17 @@ def _dlq_list(
 def _dlq_show(
     args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
 ) -> int:
-    from email_worker.dlq import browse, show_document
+    from email_worker.dlq_show import find, show_document
 
     queue = settings.failed_queue
-    found = [
-        record
-        for record in browse(connection, queue, limit=sys.maxsize)
-        if record.headers.request_id == args.request_id
-    ]
+    position = None if args.position is None else int(args.position)
+    found = find(connection, queue, key=args.id, position=position)
     if not found:
-        print(
-            f"dlq show: no record with request_id {args.request_id!r} in {queue}", file=sys.stderr
-        )
+        what = f"at position {position}" if args.id is None else f"with id {args.id!r}"
+        print(f"dlq show: no record {what} in {queue}", file=sys.stderr)
         return EXIT_FAILED
-    for record in found:
-        print(show_document(record))
+    for match in found:
+        print(show_document(match.record, match.matched_by))
     return 0
 
 

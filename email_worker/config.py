@@ -8,11 +8,12 @@ CLI turns it into a start-up error that names the variable.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -21,11 +22,34 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from email_worker.callback_shape import (
+    CallbackShape,
+    check_url_template,
+    parse_extra_fields,
+    parse_field_names,
+)
+from email_worker.recipients import USER_FIELD_NAMES, check_user_path
+from email_worker.signing import signing_key
+from schemas.inbound import LANGUAGE_PATTERN
+from templates_client.client import check_template_path
+from templates_client.fields import parse_field_paths
+from templates_client.template import TEMPLATE_FIELD_NAMES
+
 PREFIX = "EMAIL_WORKER_"
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # an HTTP field name (RFC 9110 token)
+# TEMPLATE_PATH, USER_SERVICE_PATH, TEMPLATE_FIELDS and USER_FIELDS are checked at start-up by
+# the code that will use them, so a typo stops start-up instead of failing every message.
+SERVICE_SHAPE_CHECKS: dict[str, Callable[[str], object]] = {
+    "template_path": check_template_path,
+    "user_service_path": check_user_path,
+    "template_fields": lambda text: parse_field_paths(text, TEMPLATE_FIELD_NAMES),
+    "user_fields": lambda text: parse_field_paths(text, USER_FIELD_NAMES),
+}
 SECRET_FIELDS = (
     "status_api_token",
     "smtp_password",
     "user_service_token",
+    "template_service_token",
     "callback_secret",
     "message_id_secret",
     "amqp_url",
@@ -64,6 +88,24 @@ def _default_state_dir() -> Path:
     return Path(base) / "email-worker"
 
 
+def check_queue_arguments(value: object) -> object:
+    """``QUEUE_ARGUMENTS`` as given (a JSON object of ``x-`` arguments), or ``ValueError``.
+
+    Floats are refused (AMQP clients encode them differently, and the broker compares types),
+    and so is ``x-queue-type``: ``QUEUE_TYPE`` says that.
+    """
+    if value is None or isinstance(value, str | bytes):
+        return value  # a JSON string from the environment: decoded, then checked again
+    if not isinstance(value, dict):
+        raise ValueError('must be a JSON object, e.g. {"x-max-priority": 10}')
+    for name, argument in value.items():
+        if name == "x-queue-type":
+            raise ValueError("x-queue-type is set by EMAIL_WORKER_QUEUE_TYPE, not here")
+        if not isinstance(argument, str | int):  # bool is an int; floats and None are not
+            raise ValueError(f"{name}: only strings, integers and booleans are supported")
+    return value
+
+
 def _split(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -92,6 +134,11 @@ class Settings(BaseSettings):
     retry_queue_prefix: str = "email.retry"
     callback_queue: str = "email.callbacks"
     queue_type: str = Field(default="quorum", pattern="^(quorum|classic)$")
+    # When set, exactly these arguments for an email.queue the worker creates (plus x-queue-type
+    # for a quorum queue); unset, the worker's defaults. A JSON object of strings, integers and
+    # booleans: what a gateway asserting the queue will declare.
+    queue_arguments: dict[str, str | int | bool] | None = None
+    retry_queue_type: str = Field(default="quorum", pattern="^(quorum|classic)$")
     delivery_limit: int = Field(default=10, ge=1)
     passive_topology: bool = False
 
@@ -111,6 +158,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=120.0, gt=0)
     retention_days: int = Field(default=30, ge=1)
     message_id_secret: SecretStr | None = None
+    # Crash-loop guard counted in the ledger (any queue type): more redeliveries than this
+    # without an outcome dead-letter the request with reason redelivery_limit.
+    max_deliveries: int = Field(default=5, ge=1)
+    # Beat re-publishes a scheduled retry whose copy is this late (the broker lost it).
+    retry_overdue_seconds: float = Field(default=300.0, gt=0)
 
     # SMTP (CONTRACT section 9).
     smtp_host: str = "127.0.0.1"
@@ -126,9 +178,16 @@ class Settings(BaseSettings):
 
     # Template and user services (CONTRACT sections 5 and 6).
     template_service_url: str = "http://127.0.0.1:8081"
+    template_path: str = "/api/v1/templates/{template_code}"
+    template_service_token: SecretStr | None = None
+    template_fields: str = ""  # e.g. subject=data.name,html=data.content (see docs/deployment.md)
+    template_default_language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
     template_cache_seconds: float = Field(default=60.0, ge=0)
     user_service_url: str | None = None
     user_service_token: SecretStr | None = None
+    user_service_path: str = "/api/v1/users/{user_id}"
+    user_service_auth_header: str = Field(default="Authorization", pattern=HEADER_NAME)
+    user_fields: str = ""  # e.g. email=data.contact.email,name=data.full_name
     http_timeout: float = Field(default=5.0, gt=0)
     breaker_fail_max: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
@@ -141,6 +200,10 @@ class Settings(BaseSettings):
     callback_timeout: float = Field(default=10.0, gt=0)
     callback_max_age_hours: float = Field(default=48.0, gt=0)
     callback_lease_seconds: float = Field(default=60.0, gt=0)
+    # Fitting the gateway's status endpoint (email_worker/callback_shape.py):
+    # e.g. notification_id:notificationId,error:error_message,timestamp:delivered_at
+    callback_field_names: str = ""
+    callback_extra_fields: str = ""  # a JSON object merged into every body: {"channel": "email"}
 
     # Operations.
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
@@ -150,6 +213,7 @@ class Settings(BaseSettings):
 
     # Status API and metrics.
     status_api_token: SecretStr | None = None  # when set, /api/ needs "Bearer <token>"
+    status_api_open: bool = False  # no token: the API is off (404) unless this opens it
     status_api_expose_content: bool = False  # recipient, subject and bodies in the status API
     smtp_probe_interval_seconds: float = Field(default=10.0, gt=0)  # readiness TCP check
     metrics_cache_seconds: float = Field(default=5.0, ge=0)  # outbox and queue gauges
@@ -161,6 +225,43 @@ class Settings(BaseSettings):
     @classmethod
     def _split_list(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("template_path", "user_service_path", "template_fields", "user_fields")
+    @classmethod
+    def _service_shape(cls, value: str, info: ValidationInfo) -> str:
+        SERVICE_SHAPE_CHECKS[str(info.field_name)](value)  # raises ValueError naming the fault
+        return value
+
+    @field_validator("queue_arguments", mode="before")
+    @classmethod
+    def _strict_arguments(cls, value: object) -> object:
+        return check_queue_arguments(value)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        return check_url_template(value) if value else None
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # unset or empty: callbacks go unsigned
+        signing_key(value.get_secret_value())  # raises ValueError, never echoing the secret
+        return value
+
+    @field_validator("callback_field_names")
+    @classmethod
+    def _callback_field_names(cls, value: str) -> str:
+        parse_field_names(value)
+        return value
+
+    @field_validator("callback_extra_fields")
+    @classmethod
+    def _callback_extra_fields(cls, value: str, info: ValidationInfo) -> str:
+        names = info.data.get("callback_field_names") or ""  # absent when itself refused
+        parse_extra_fields(value, parse_field_names(names))
+        return value
 
     @field_validator("retry_delays", mode="before")
     @classmethod
@@ -198,6 +299,17 @@ class Settings(BaseSettings):
     def broker_for_celery(self) -> str:
         """Celery's broker: ``CELERY_BROKER_URL`` when set, else ``AMQP_URL``."""
         return (self.celery_broker_url or self.amqp_url).get_secret_value()
+
+    def template_field_paths(self) -> dict[str, tuple[str, ...]]:
+        return parse_field_paths(self.template_fields, TEMPLATE_FIELD_NAMES)
+
+    def user_field_paths(self) -> dict[str, tuple[str, ...]]:
+        return parse_field_paths(self.user_fields, USER_FIELD_NAMES)
+
+    def callback_shape(self) -> CallbackShape:
+        """``CALLBACK_FIELD_NAMES`` and ``CALLBACK_EXTRA_FIELDS``, parsed (checked at start-up)."""
+        renames = parse_field_names(self.callback_field_names)
+        return CallbackShape(renames, parse_extra_fields(self.callback_extra_fields, renames))
 
     def retry_queue_name(self, delay: float) -> str:
         return f"{self.retry_queue_prefix}.{int(delay * 1000)}ms"

@@ -35,6 +35,21 @@ ATTEMPTS_HEADER = "email_worker_attempts"
 DEFERRALS_HEADER = "email_worker_deferrals"
 FIRST_ATTEMPT_HEADER = "email_worker_first_attempt_at"
 
+# Why consumption pauses, by cause code (the reason a SystemicFailure carries, or a publisher
+# cause); the log line, /readyz and the paused gauge name the code.
+PAUSE_EXPLANATIONS = {
+    "smtp_auth_failed": "the SMTP relay refuses our credentials",
+    "smtp_tls_failed": "TLS with the SMTP relay fails (certificate or STARTTLS)",
+    "template_service_unauthorized": "the template service refuses our token (401/403)",
+    "user_service_unauthorized": "the user service refuses our token (401/403)",
+    "unroutable": "a retry or dead-letter copy came back unroutable: a queue is missing",
+    "publish_nacked": "the broker refused a retry or dead-letter copy (a full queue?)",
+}
+
+
+def pause_explanation(cause: str) -> str:
+    return PAUSE_EXPLANATIONS.get(cause, "our own configuration or credentials are refused")
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -108,6 +123,7 @@ class Consumer:
         self._channel: BlockingChannel | None = None
         self._tag: str | None = None
         self._paused_until = 0.0
+        self._pause_cause = ""
         # Settlements wait here for the I/O thread, which takes them all in one wake-up.
         self._settlements: list[Settlement] = []
         # Delivery tags of the current channel not yet settled, oldest first (I/O thread only).
@@ -117,9 +133,14 @@ class Consumer:
 
     @property
     def paused(self) -> bool:
-        """True while consumption is paused because our SMTP credentials or TLS are refused."""
+        """True while consumption is paused (see ``pause``)."""
+        return self.pause_cause is not None
+
+    @property
+    def pause_cause(self) -> str | None:
+        """The cause code of the pause in force, or None while consuming."""
         with self._lock:
-            return time.monotonic() < self._paused_until
+            return self._pause_cause if time.monotonic() < self._paused_until else None
 
     @property
     def in_flight(self) -> int:
@@ -155,11 +176,15 @@ class Consumer:
         tag = delivery.delivery_tag
         self._settle(Settlement(delivery.generation, tag, ack=False, requeue=requeue))
 
-    def pause(self, seconds: float) -> None:
-        """Stop receiving for ``seconds`` (our own configuration is broken: credentials, TLS);
-        messages stay in the queue instead of being burnt through."""
+    def pause(self, seconds: float, cause: str) -> None:
+        """Stop receiving for ``seconds`` because of ``cause`` (a reason code: our credentials
+        or TLS refused, a copy unroutable); messages stay in the queue instead of being burnt
+        through. The latest cause is the one reported. The consumer is cancelled before any
+        settlement queued after this call is sent, so a requeued message is not redelivered
+        to this consumer at once."""
         with self._lock:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+            self._pause_cause = cause
 
     def _serve(self) -> None:
         connection = pika.BlockingConnection(self._parameters)
@@ -186,14 +211,20 @@ class Consumer:
     def _loop(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
         log.info("consuming", extra={"queue": self._queue, "prefetch": self._prefetch})
         while not self._stop.is_set():
-            paused = time.monotonic() < self._paused_until
-            if paused and self._tag is not None:
-                log.error("consumption paused: the SMTP relay refuses our credentials or TLS")
-                self._cancel(channel)
-            elif not paused and self._tag is None:
+            cause = self.pause_cause
+            if cause is not None and self._tag is not None:
+                self._pause_now(channel, cause)
+            elif cause is None and self._tag is None:
                 self._tag = channel.basic_consume(self._queue, self._on_message)
                 self.consuming = True
             connection.process_data_events(time_limit=0.25)
+
+    def _pause_now(self, channel: BlockingChannel, cause: str) -> None:
+        log.error(
+            f"consumption paused ({cause}): {pause_explanation(cause)}",
+            extra={"cause": cause, "queue": self._queue},
+        )
+        self._cancel(channel)
 
     def _cancel(self, channel: BlockingChannel) -> None:
         # basic_cancel nacks (requeues) deliveries not yet dispatched to our callback.
@@ -269,6 +300,11 @@ class Consumer:
             channel, generation = self._channel, self._generation
         if channel is None or not channel.is_open:
             return
+        cause = self.pause_cause
+        if cause is not None and self._tag is not None:
+            # A pause asked for before these settlements: cancel first, so a requeued message
+            # waits in the queue instead of coming straight back to us (a hot loop).
+            self._pause_now(channel, cause)
         acks: set[int] = set()
         for settlement in pending:
             if settlement.generation != generation:

@@ -9,6 +9,7 @@ crash half-way (kill -9, lost connection) has the same effect as closing. ``basi
 prefetch, so a scan reaches the whole queue, not just a prefetch window. Records that arrive
 while a scan runs are left for the next one. ``export`` writes JSON lines and records what it
 wrote (see ``ExportState``) so that ``purge`` can prove nothing unexported is removed.
+Finding and showing one record is ``email_worker.dlq_show``.
 """
 
 from __future__ import annotations
@@ -56,12 +57,17 @@ class DlqError(RuntimeError):
 
 @dataclass(frozen=True)
 class DeadLetterRecord:
+    """One record; ``position`` is its place in the queue when read (1 = the oldest), the
+    number ``dlq list`` prints and ``dlq show --position`` takes."""
+
     headers: DeadLetterHeaders
     body: bytes
     properties: pika.BasicProperties
+    position: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
+            "position": self.position,
             "request_id": self.headers.request_id,
             "failure_reason": self.headers.failure_reason,
             "attempts": self.headers.attempts,
@@ -142,15 +148,16 @@ class Scan:
             raise DlqError(f"queue {queue!r}: {exc.reply_text}") from exc
 
     def records(self) -> Iterator[tuple[int, DeadLetterRecord]]:
-        """Yield (delivery tag, record), oldest first, for at most ``depth`` records."""
-        for _ in range(self.depth):
+        """Yield (delivery tag, record), oldest first, for at most ``depth`` records; records
+        are numbered from 1 in that order."""
+        for position in range(1, self.depth + 1):
             method, properties, body = self._channel.basic_get(self.queue, auto_ack=False)
             if method is None:  # someone else took records meanwhile
                 return
             headers = DeadLetterHeaders.from_amqp(properties.headers or {})
             if headers.request_id is None:  # dead-lettered by the broker (delivery limit)
                 headers = headers.model_copy(update={"request_id": peek_request_id(body)})
-            yield method.delivery_tag, DeadLetterRecord(headers, body, properties)
+            yield method.delivery_tag, DeadLetterRecord(headers, body, properties, position)
 
     def remove(self, tag: int) -> None:
         """Remove one record for good (ack). Call only once its content is safe elsewhere."""
@@ -188,21 +195,13 @@ def browse(
 
 
 def format_line(record: DeadLetterRecord, *, as_json: bool) -> str:
+    """``position request_id failure_reason attempts failed_at``, tab-separated (``-`` for a
+    record without a request_id), or the summary as one JSON object."""
     summary = record.summary()
     if as_json:
         return json.dumps(summary, sort_keys=True)
-    return "{request_id}\t{failure_reason}\t{attempts}\t{failed_at}".format(**summary)
-
-
-def show_document(record: DeadLetterRecord) -> str:
-    """``record`` for a reader: the body as text when it is UTF-8, else base64."""
-    document = record.document()
-    try:
-        document["body"] = record.body.decode("utf-8")
-        del document["body_base64"]
-    except UnicodeDecodeError:
-        pass
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
+    summary["request_id"] = summary["request_id"] or "-"
+    return "{position}\t{request_id}\t{failure_reason}\t{attempts}\t{failed_at}".format(**summary)
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,34 @@ error or a wait that one item causes (bad data, a row lock another transaction h
 holds up that item only, never the items it was batched with nor the batches after it.
 A batch that carries other threads' items runs in an empty ``contextvars`` context, so what it
 logs names none of its requests rather than the leader's alone.
+
+Every wait is bounded. A thread waiting for its batch (or its turn to lead) gives up after
+``wait_seconds`` (``WAIT_SECONDS``, 60 s, by default) with
+``DeferredFailure(DATABASE_UNAVAILABLE)``: its message is deferred like any other while the
+database does not answer. An item still queued is withdrawn and never runs; an item whose
+batch is already running (the leader hangs inside the statement) may still be written by it,
+which the lease fence makes safe: a claim nobody uses expires, and a repeated ``finish`` of the
+same lease writes nothing. The observer is told batch sizes on a best-effort basis: an observer
+that raises is logged and ignored, never the batch's (or its waiters') failure.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
+
+from schemas.failures import DeferredFailure, Reason
+
+log = logging.getLogger(__name__)
+
+# How long a thread waits for its batch. Longer than the worst a healthy leader takes (a pool
+# checkout waits up to 30 s when every connection is busy, a reconnect after a restart adds a
+# few seconds), far shorter than a lease (120 s): past it the database is as good as down.
+WAIT_SECONDS = 60.0
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,7 +68,7 @@ class _Slot(Generic[T, R]):
 class GroupCommit(Generic[T, R]):
     """Runs ``run`` over the items that threads submit concurrently, one batch at a time;
     ``alone`` (default ``run``) runs one item whose batch raised; ``observe`` is told the size
-    of every batch."""
+    of every batch; a submit waits at most ``wait_seconds`` for another thread's batch."""
 
     def __init__(
         self,
@@ -58,26 +77,35 @@ class GroupCommit(Generic[T, R]):
         max_batch: int,
         alone: BatchRunner[T, R] | None = None,
         observe: Callable[[int], object] | None = None,
+        wait_seconds: float = WAIT_SECONDS,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if wait_seconds <= 0:
+            raise ValueError("wait_seconds must be positive")
         self._run = run
         self._alone = alone or run
         self._observe = observe
         self._max_batch = max_batch
+        self._wait_seconds = wait_seconds
         self._lock = threading.Lock()
         self._waiting: deque[_Slot[T, R]] = deque()
         self._leading = False
 
     def submit(self, item: T) -> R:
-        """Run ``item`` in the next batch and return its result (or raise its error)."""
+        """Run ``item`` in the next batch and return its result (or raise its error).
+        Raises ``DeferredFailure(DATABASE_UNAVAILABLE)`` when another thread's batch (or the
+        lead) does not come within ``wait_seconds``."""
         slot: _Slot[T, R] = _Slot(item)
         with self._lock:
             self._waiting.append(slot)
             lead = not self._leading
             self._leading = True
-        if not lead:
-            slot.woken.wait()
+        if not lead and not self._await(slot):
+            raise DeferredFailure(
+                Reason.DATABASE_UNAVAILABLE,
+                f"no answer from the batch within {self._wait_seconds:g}s",
+            )
         if not slot.done:
             self._lead(slot)
         result = slot.result
@@ -86,6 +114,18 @@ class GroupCommit(Generic[T, R]):
         if isinstance(result, BaseException):
             raise result
         return result  # type: ignore[return-value]  # a batch always sets a result
+
+    def _await(self, slot: _Slot[T, R]) -> bool:
+        """Wait for ``slot``'s result or its turn to lead; False when the wait ran out (the
+        slot is then withdrawn if no batch has taken it yet)."""
+        if slot.woken.wait(self._wait_seconds):
+            return True
+        with self._lock:  # the lead is handed on under this lock: decide under it too
+            if slot.woken.is_set():
+                return True
+            if slot in self._waiting:
+                self._waiting.remove(slot)
+        return False
 
     def _lead(self, own: _Slot[T, R]) -> None:
         try:
@@ -104,8 +144,7 @@ class GroupCommit(Generic[T, R]):
 
     def _run_batch(self, batch: list[_Slot[T, R]], own: _Slot[T, R]) -> None:
         results: Sequence[R | BaseException | _RunAlone]
-        if self._observe is not None:
-            self._observe(len(batch))
+        self._tell_size(len(batch))
         items = [slot.item for slot in batch]
         try:
             if batch == [own]:
@@ -122,6 +161,15 @@ class GroupCommit(Generic[T, R]):
             slot.result, slot.done = result, True
             if slot is not own:
                 slot.woken.set()
+
+    def _tell_size(self, size: int) -> None:
+        # Outside the batch's try on purpose: a failing observer must not re-run the batch.
+        if self._observe is None:
+            return
+        try:
+            self._observe(size)
+        except Exception:  # metrics are best effort; the waiters must still get their results
+            log.exception("the batch-size observer failed; ignored")
 
 
 def _single(run: BatchRunner[T, R], item: T) -> R | BaseException:

@@ -12,6 +12,8 @@ pre-encoded is a trick). Values are also capped in length.
 from __future__ import annotations
 
 import re
+from email.charset import QP, Charset
+from email.header import Header
 
 from schemas.failures import PermanentFailure, Reason
 
@@ -42,3 +44,58 @@ def check_header_value(name: str, value: str, *, max_length: int = MAX_HEADER_LE
     if reason is not None:
         raise PermanentFailure(Reason.UNSAFE_CONTENT, f"header {name}: {reason}")
     return value
+
+
+# Folding (RFC 5322 section 2.2.3): a line SHOULD stay within 78 characters and MUST stay within
+# 998 octets; a header is folded by putting CRLF before whitespace that is already in the value.
+SOFT_LINE = 78
+HARD_LINE = 998
+_SPACES = re.compile(r"( +)")
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.header_encoding = QP
+
+
+def header_line(name: str, value: str, *, utf8: bool = False, words: bool = False) -> str:
+    """``name: value`` folded so that no line passes 998 octets, and a line passes 78 only for
+    a word that cannot be split. ``value`` must have passed ``check_header_value``.
+
+    Non-ASCII without ``utf8`` (RFC 6532), or a word too long for one line, is written as
+    RFC 2047 encoded words, which can be split anywhere. ``words`` marks a structured header
+    (addresses, ``List-Unsubscribe`` URLs) that encoded words would break: it is folded at
+    its spaces only, and raises ``PermanentFailure(UNSAFE_CONTENT)`` when a word cannot fit."""
+    raw = utf8 or value.isascii()
+    if raw:
+        lines = _fold_at_spaces(f"{name}:", value)
+        if all(len(line.encode("utf-8")) <= HARD_LINE for line in lines):
+            return "\r\n".join(lines)
+        if words:
+            raise PermanentFailure(
+                Reason.UNSAFE_CONTENT, f"header {name}: a word too long to fold into 998 octets"
+            )
+    return f"{name}: {_encoded_words(name, value)}"
+
+
+def _fold_at_spaces(head: str, value: str) -> list[str]:
+    """``head`` and ``value``, broken before runs of spaces into lines of at most 78 octets
+    where the words allow. Every line after the first starts with a space and holds a word
+    (trailing spaces stay on the last line), so unfolding (removing each CRLF) gives back
+    ``head + " " + value``."""
+    lines: list[str] = []
+    current, size = [head], len(head.encode("utf-8"))
+    pieces = _SPACES.split(" " + value)  # "", " ", word, " ", word...: a space before each word
+    for spaces, word in zip(pieces[1::2], pieces[2::2], strict=True):
+        piece = spaces + word
+        piece_size = len(piece) if piece.isascii() else len(piece.encode("utf-8"))
+        # The first word stays on the first line: readers keep the space of a value that
+        # starts on a continuation line (Python's parser gives " word").
+        if size + piece_size > SOFT_LINE and word and (lines or len(current) > 1):
+            lines.append("".join(current))
+            current, size = [], 0
+        current.append(piece)
+        size += piece_size
+    lines.append("".join(current))
+    return lines
+
+
+def _encoded_words(name: str, value: str) -> str:
+    return Header(value, _UTF8_QP, header_name=name).encode(linesep="\r\n", maxlinelen=SOFT_LINE)

@@ -4,7 +4,8 @@
 ``GET /readyz`` answers 200 only while every gating check passes, else 503 with the failing
 checks named, and reports non-gating facts (breaker states) beside them; ``GET /metrics`` is the
 Prometheus exposition of the worker's registries; ``/api/`` paths go to the status API when one
-is mounted. Probes and scrapes are never authenticated; the status API checks its own token.
+is mounted. Probes and scrapes are never authenticated; the status API checks its own token
+(and is off, 404, when none is configured and it is not opened explicitly).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Readiness:
-    """``checks`` gate readiness (all must be true); ``info`` is reported only."""
+    """``checks`` gate readiness (all must be true); ``info`` (breaker states) and ``paused``
+    (the cause of a pause in force, and what it means) are reported only."""
 
     checks: dict[str, bool]
     info: dict[str, str] = field(default_factory=dict)
+    paused: dict[str, str] | None = None
 
     @property
     def ready(self) -> bool:
@@ -116,6 +119,8 @@ class HealthServer:
         }
         if state.info:
             body["breakers"] = state.info
+        if state.paused is not None:
+            body["paused"] = state.paused
         return (200 if state.ready else 503), body
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -32,16 +32,7 @@ class InlineNotifier:
     def from_settings(cls, settings: Settings) -> InlineNotifier:
         db = Database(settings.database_url.get_secret_value(), pool_size=2)
         http = CallbackHttp(settings.callback_timeout)
-        secret = settings.callback_secret
-        notifier = cls(
-            CallbackDispatcher(
-                db,
-                http,
-                secret=secret.get_secret_value() if secret else None,
-                lease_seconds=settings.callback_lease_seconds,
-                max_age_hours=settings.callback_max_age_hours,
-            )
-        )
+        notifier = cls(CallbackDispatcher.from_settings(db, http, settings))
         notifier._owned = (db, http)
         return notifier
 

@@ -7,16 +7,17 @@ nothing. Leases use the database clock only. Each status change appends to ``ema
 and, when a callback is due, inserts its ``callback_outbox`` row in the same statement.
 Claims (and outcomes) that threads make at the same time share one statement and one commit
 (group commit, ``group_commit.py``); each request keeps its own lease, fence and result. The
-statements are functions created by migration ``002_batched_ledger`` (called from
-``ledger_sql.py``). No transaction or row lock is held beyond the ledger's own statements.
-The maintenance ``email-worker beat`` runs on these tables lives in ``maintenance.py``."""
+statements are functions created by migrations ``002_batched_ledger`` and
+``003_redeliveries_and_retry_copies`` (called from ``ledger_sql.py``). The claim also counts
+deliveries that died without an outcome (the crash-loop guard, ``MAX_DELIVERIES``), and an
+outcome that schedules a retry keeps the message so beat can re-drive a copy the broker lost.
+No transaction or row lock is held beyond the ledger's own statements. The maintenance
+``email-worker beat`` runs on these tables lives in ``maintenance.py``."""
 
 from __future__ import annotations
 
-import json
-import secrets
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from psycopg2 import errors
@@ -24,7 +25,18 @@ from psycopg2.extensions import cursor
 
 from email_worker.db import Database
 from email_worker.group_commit import GroupCommit
-from email_worker.ledger_sql import CLAIM_MANY, ENQUEUE_CALLBACK, EVENT, FINISH_MANY, REJECT
+from email_worker.ledger_sql import (
+    CLAIM_MANY,
+    ENQUEUE_CALLBACK,
+    EVENT,
+    FINISH_MANY,
+    REJECT,
+    Outcome,
+    claim_rows,
+    error_text,
+    finish_rows,
+    outbox_params,
+)
 from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record
 from schemas.callback import CallbackStatus
 from schemas.failures import DeferredFailure, PermanentFailure, Reason, WorkerFailure
@@ -39,8 +51,9 @@ MAX_BATCH = 64
 # A shared statement waits this long for a row lock that another transaction holds; then its
 # requests run again one by one, each in its own thread, and only the blocked one waits.
 GROUP_LOCK_TIMEOUT_MS = 100
+# MAX_DELIVERIES: more redeliveries than this without an outcome (a crash loop) fail the request.
+MAX_DELIVERIES = 5
 
-_Outcome = tuple[Claim, EmailRequest, Record]  # what ``finish`` writes
 _T = TypeVar("_T")
 
 
@@ -54,12 +67,15 @@ class PgLedger:
         *,
         lease_seconds: float,
         prepared: bool = True,
+        max_deliveries: int = MAX_DELIVERIES,
         observe_batch: Callable[[str, int], object] | None = None,
     ) -> None:
         """``observe_batch(statement, size)`` is told the size of every shared statement
-        (``claim`` or ``finish``)."""
+        (``claim`` or ``finish``). A claim that finds more than ``max_deliveries``
+        redeliveries without an outcome carries ``PermanentFailure(REDELIVERY_LIMIT)``."""
         self._db = db
         self._lease_seconds = lease_seconds
+        self._max_deliveries = max_deliveries
         self._prepared = prepared  # server-side prepared statements (see ``prepared.py``)
         observe = observe_batch or (lambda statement, size: None)
         self._claims: GroupCommit[EmailRequest, Claim | AlreadySent] = GroupCommit(
@@ -68,7 +84,7 @@ class PgLedger:
             alone=self.claim_many,
             observe=lambda size: observe("claim", size),
         )
-        self._finishes: GroupCommit[_Outcome, int | None] = GroupCommit(
+        self._finishes: GroupCommit[Outcome, int | None] = GroupCommit(
             lambda batch: self.finish_many(batch, lock_timeout_ms=GROUP_LOCK_TIMEOUT_MS),
             max_batch=MAX_BATCH,
             alone=self.finish_many,
@@ -83,6 +99,20 @@ class PgLedger:
         """See ``Ledger.finish``. Writes nothing at all when the lease was lost."""
         return self._finishes.submit((claim, request, record))
 
+    def _claimed(self, request: EmailRequest, lease: str, row: tuple[Any, ...]) -> Claim:
+        """The ``Claim`` a row of ``ew_claim_batch`` makes, classified by its delivery count
+        (this claim included: ``deliveries - 1`` redeliveries died without an outcome)."""
+        _, attempts, claimed_from, deliveries = row
+        failure = None
+        if deliveries - 1 > self._max_deliveries:
+            failure = PermanentFailure(
+                Reason.REDELIVERY_LIMIT,
+                f"redelivered {deliveries - 1} times without an outcome (limit "
+                f"{self._max_deliveries}): the worker died holding it each time",
+            )
+        taken_over = claimed_from == LedgerStatus.SENDING
+        return Claim(request.request_id, lease, attempts, taken_over, deliveries, failure)
+
     def claim_many(
         self, requests: Sequence[EmailRequest], *, lock_timeout_ms: int | None = None
     ) -> list[Claim | AlreadySent | WorkerFailure]:
@@ -94,7 +124,7 @@ class PgLedger:
         batch = [requests[i] for i in order]
         leases = [uuid.uuid4().hex for _ in batch]
         params = {
-            "batch": _claim_batch(batch, leases),
+            "batch": claim_rows(batch, leases),
             "lease_seconds": self._lease_seconds,
             "lock_timeout": _lock_timeout(lock_timeout_ms),
         }
@@ -102,10 +132,9 @@ class PgLedger:
         try:
             with self._db.autocommit() as cur:
                 CLAIM_MANY.execute(cur, params, prepared=self._prepared)
-                for pos, attempts, claimed_from in cur.fetchall():
-                    request = batch[pos - 1]
-                    taken_over = claimed_from == LedgerStatus.SENDING
-                    done[pos - 1] = Claim(request.request_id, leases[pos - 1], attempts, taken_over)
+                for row in cur.fetchall():
+                    k = row[0] - 1  # pos
+                    done[k] = self._claimed(batch[k], leases[k], row)
                 for k, request in enumerate(batch):
                     if k not in done:
                         done[k] = _refusal(cur, request)
@@ -117,14 +146,14 @@ class PgLedger:
         return _in_order(order, [done[k] for k in range(len(batch))])
 
     def finish_many(
-        self, outcomes: Sequence[_Outcome], *, lock_timeout_ms: int | None = None
+        self, outcomes: Sequence[Outcome], *, lock_timeout_ms: int | None = None
     ) -> list[int | WorkerFailure | None]:
         """``finish`` for each (claim, request, record), in order, with the error ``finish``
         would raise as the item's value. Each row is fenced by its own lease. ``lock_timeout_ms``
         as for ``claim_many`` (nothing is written then)."""
         order = _by_request_id([claim.request_id for claim, _, _ in outcomes])
         params = {
-            "batch": _finish_batch([outcomes[i] for i in order]),
+            "batch": finish_rows([outcomes[i] for i in order]),
             "grace": HANDOVER_GRACE_SECONDS,
             "lock_timeout": _lock_timeout(lock_timeout_ms),
         }
@@ -159,29 +188,8 @@ class PgLedger:
             if not created or not callback_url:
                 return None
             ids = (request_id, notification_id, correlation_id)
-            return _enqueue(cur, ids, CallbackStatus.FAILED, _error(reason, detail), callback_url)
-
-
-def _claim_batch(batch: Sequence[EmailRequest], leases: list[str]) -> str:
-    """The JSON rows ``ew_claim_many`` reads, ``pos`` counted from 1."""
-    return _json(
-        {
-            "pos": k,
-            "request_id": request.request_id,
-            "payload_hash": request.payload_hash,
-            "lease": lease,
-            "notification_id": request.notification_id,
-            "correlation_id": request.correlation_id,
-            "template_code": request.template_code,
-            "batch_id": request.batch_id,
-            "recipient": request.recipient,
-        }
-        for k, (request, lease) in enumerate(zip(batch, leases, strict=True), start=1)
-    )
-
-
-def _json(rows: Iterable[dict[str, Any]]) -> str:
-    return json.dumps(list(rows), ensure_ascii=False, separators=(",", ":"))
+            error = error_text(reason, detail)
+            return _enqueue(cur, ids, CallbackStatus.FAILED, error, callback_url)
 
 
 def _by_request_id(request_ids: list[str]) -> list[int]:
@@ -238,63 +246,15 @@ def _refusal(cur: cursor, request: EmailRequest) -> AlreadySent | WorkerFailure:
     return DeferredFailure(Reason.LEASE_BUSY, "another worker holds a live lease")
 
 
-def _finish_batch(outcomes: Sequence[_Outcome]) -> str:
-    """The JSON rows ``ew_finish_many`` reads, ``pos`` counted from 1."""
-    return _json(_finish_row(*outcome) | {"pos": k} for k, outcome in enumerate(outcomes, start=1))
-
-
-def _finish_row(claim: Claim, request: EmailRequest, record: Record) -> dict[str, Any]:
-    email = record.email
-    url = record.callback_url if record.callback is not None else None
-    ids = (request.request_id, request.notification_id, request.correlation_id)
-    return _outbox_params(ids, record.callback, _error(record.reason, record.detail), url) | {
-        "request_id": claim.request_id,
-        "lease": claim.lease,
-        "attempt": claim.attempt,
-        "status": record.status.value,
-        "recipient": record.recipient,
-        "message_id": record.message_id,
-        "reply": record.smtp_reply,
-        "reason": record.reason.value if record.reason else None,
-        "detail": record.detail or None,
-        "subject": email.subject if email else None,
-        "text_body": email.text if email else None,
-        "html_body": email.html if email else None,
-        "version": email.template_version if email else None,
-    }
-
-
-def _error(reason: Reason | None, detail: str) -> str | None:  # '<reason_code>: <detail>'
-    if reason is None:
-        return None
-    return f"{reason.value}: {detail}" if detail else reason.value
-
-
 def _enqueue(
     cur: cursor, ids: tuple[str, str, str], status: CallbackStatus, error: str | None, url: str
 ) -> int | None:
     """Insert an outbox row for ``ids`` (request, notification, correlation id) unless it would
     move the status backwards; supersede older waiting rows. Returns the new id or None."""
-    params = _outbox_params(ids, status, error, url) | {"grace": HANDOVER_GRACE_SECONDS}
+    params = outbox_params(ids, status, error, url) | {"grace": HANDOVER_GRACE_SECONDS}
     cur.execute(ENQUEUE_CALLBACK, params)
     row = cur.fetchone()
     return None if row is None else int(row[0])
-
-
-def _outbox_params(
-    ids: tuple[str, str, str], status: CallbackStatus | None, error: str | None, url: str | None
-) -> dict[str, Any]:
-    request_id, notification_id, correlation_id = ids
-    return {
-        # Stable per event: stored once. Only drawn when there is a callback to send.
-        "webhook_id": f"msg_{secrets.token_hex(16)}" if url else None,
-        "request_id": request_id,
-        "notification_id": notification_id,
-        "correlation_id": correlation_id,
-        "cb_status": status.value if status else None,
-        "cb_error": error if status != CallbackStatus.DELIVERED else None,
-        "url": url or None,
-    }
 
 
 def get_request(db: Database, request_id: str) -> dict[str, Any] | None:

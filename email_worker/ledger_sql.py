@@ -1,4 +1,5 @@
-"""The ledger's SQL: calls of the functions that migration ``002_batched_ledger`` creates.
+"""The ledger's SQL: the calls of the functions that migrations ``002_batched_ledger`` and
+``003_redeliveries_and_retry_copies`` create, and the JSON rows those functions read.
 
 A batch travels as one JSON array of row objects (psycopg2 formats each parameter on the
 client, about 5 us each: one parameter instead of one per field), each with its 1-based
@@ -8,18 +9,28 @@ bounds the statement's wait for another transaction's row lock.
 
 from __future__ import annotations
 
+import base64
+import json
+import secrets
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from email_worker.ports import Claim, Record
 from email_worker.prepared import Prepared
+from schemas.callback import CallbackStatus
+from schemas.failures import Reason
+from schemas.request import EmailRequest
 
 # Planned once per connection (``prepared.py``).
 CLAIM_MANY = Prepared(
-    "ew_claim_many",
-    "SELECT pos, attempts, claimed_from"
-    " FROM ew_claim_many(%(batch)s, %(lease_seconds)s, %(lock_timeout)s)",
+    "ew_claim_batch",
+    "SELECT pos, attempts, claimed_from, deliveries"
+    " FROM ew_claim_batch(%(batch)s, %(lease_seconds)s, %(lock_timeout)s)",
     {"batch": "jsonb", "lease_seconds": "float8"},
 )
 FINISH_MANY = Prepared(
-    "ew_finish_many",
-    "SELECT pos, outbox_id FROM ew_finish_many(%(batch)s, %(grace)s, %(lock_timeout)s)",
+    "ew_finish_batch",
+    "SELECT pos, outbox_id FROM ew_finish_batch(%(batch)s, %(grace)s, %(lock_timeout)s)",
     {"batch": "jsonb", "grace": "float8"},
 )
 
@@ -40,3 +51,85 @@ EVENT = """
 INSERT INTO email_events (request_id, event, status, attempt, reason, detail)
 VALUES (%s, %s, %s, %s, %s, %s)
 """
+
+Outcome = tuple[Claim, EmailRequest, Record]  # what ``finish`` writes
+
+
+def claim_rows(batch: Sequence[EmailRequest], leases: list[str]) -> str:
+    """The JSON rows ``ew_claim_batch`` reads, ``pos`` counted from 1."""
+    return _json(
+        {
+            "pos": k,
+            "request_id": request.request_id,
+            "payload_hash": request.payload_hash,
+            "lease": lease,
+            "notification_id": request.notification_id,
+            "correlation_id": request.correlation_id,
+            "template_code": request.template_code,
+            "batch_id": request.batch_id,
+            "recipient": request.recipient,
+        }
+        for k, (request, lease) in enumerate(zip(batch, leases, strict=True), start=1)
+    )
+
+
+def finish_rows(outcomes: Sequence[Outcome]) -> str:
+    """The JSON rows ``ew_finish_batch`` reads, ``pos`` counted from 1."""
+    return _json(_finish_row(*outcome) | {"pos": k} for k, outcome in enumerate(outcomes, start=1))
+
+
+def _finish_row(claim: Claim, request: EmailRequest, record: Record) -> dict[str, Any]:
+    email = record.email
+    url = record.callback_url if record.callback is not None else None
+    ids = (request.request_id, request.notification_id, request.correlation_id)
+    row = outbox_params(ids, record.callback, error_text(record.reason, record.detail), url) | {
+        "request_id": claim.request_id,
+        "lease": claim.lease,
+        "attempt": claim.attempt,
+        "status": record.status.value,
+        "recipient": record.recipient,
+        "message_id": record.message_id,
+        "reply": record.smtp_reply,
+        "reason": record.reason.value if record.reason else None,
+        "detail": record.detail or None,
+        "subject": email.subject if email else None,
+        "text_body": email.text if email else None,
+        "html_body": email.html if email else None,
+        "version": email.template_version if email else None,
+    }
+    if record.retry is not None:  # only retries carry these keys (absent keys read as NULL)
+        row |= {
+            "retry_in": record.retry.due_in,
+            "retry_body": base64.b64encode(record.retry.body).decode("ascii"),
+            "retry_props": dict(record.retry.properties),
+        }
+    return row
+
+
+def error_text(reason: Reason | None, detail: str) -> str | None:
+    """A callback's ``error``: ``<reason_code>: <detail>``, or the bare code."""
+    if reason is None:
+        return None
+    return f"{reason.value}: {detail}" if detail else reason.value
+
+
+def outbox_params(
+    ids: tuple[str, str, str], status: CallbackStatus | None, error: str | None, url: str | None
+) -> dict[str, Any]:
+    """The callback fields of a row (``ew_enqueue_callback``'s arguments): ``ids`` are the
+    request, notification and correlation ids."""
+    request_id, notification_id, correlation_id = ids
+    return {
+        # Stable per event: stored once. Only drawn when there is a callback to send.
+        "webhook_id": f"msg_{secrets.token_hex(16)}" if url else None,
+        "request_id": request_id,
+        "notification_id": notification_id,
+        "correlation_id": correlation_id,
+        "cb_status": status.value if status else None,
+        "cb_error": error if status != CallbackStatus.DELIVERED else None,
+        "url": url or None,
+    }
+
+
+def _json(rows: Iterable[dict[str, Any]]) -> str:
+    return json.dumps(list(rows), ensure_ascii=False, separators=(",", ":"))

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 # From a fast local relay (5 ms) to a relay that answers after minutes (and retry delays).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 BREAKER_VALUES = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
-CALLBACK_RESULTS = frozenset({"delivered", "retry", "dead", "superseded"})
+CALLBACK_RESULTS = frozenset({"delivered", "retry", "rejected", "dead", "superseded"})
 SCRAPE_CACHE_SECONDS = 5.0
 MAX_CLOCK_SKEW = 5.0  # seconds a publisher's clock may run ahead before we skip the sample
 
@@ -44,6 +44,9 @@ _CALLBACKS = Counter(
     "Status callbacks settled by this process's dispatcher, by result.",
     ["result"],
 )
+# Every result exported from the start at 0, so increase() sees the first rejection too.
+for _result in sorted(CALLBACK_RESULTS):
+    _CALLBACKS.labels(result=_result)
 
 
 def count_callback(result: str) -> None:
@@ -51,6 +54,19 @@ def count_callback(result: str) -> None:
     missing, expired) are ignored. Never raises."""
     if result in CALLBACK_RESULTS:
         _CALLBACKS.labels(result=result).inc()
+
+
+# Process-wide like the callback counter: beat's task runs in the callbacks worker.
+_REDRIVEN = Counter(
+    "email_worker_retries_redriven_total",
+    "Scheduled retries re-published from the ledger because their copy was overdue (lost).",
+)
+
+
+def count_redriven(count: int) -> None:
+    """Count ``count`` retries re-driven from the ledger (``maintenance.redrive_retries``)."""
+    if count > 0:
+        _REDRIVEN.inc(count)
 
 
 def publish_age(timestamp: object, now: float) -> float | None:
@@ -218,6 +234,7 @@ class LiveSources:
     queues: Callable[[], Mapping[str, QueueStats] | None]
     email_queue: str
     smtp_pool: Callable[[], PoolCounts]
+    pause_cause: Callable[[], str | None] = lambda: None  # the cause code while paused
 
 
 class LiveGauges(Collector):
@@ -239,11 +256,7 @@ class LiveGauges(Collector):
         yield GaugeMetricFamily(
             "email_worker_in_flight_messages", "Messages being processed now.", src.in_flight()
         )
-        yield GaugeMetricFamily(
-            "email_worker_consumer_paused",
-            "1 while consumption is paused (SMTP credentials or TLS refused).",
-            1.0 if src.paused() else 0.0,
-        )
+        yield _paused_gauge(src.paused(), src.pause_cause())
         yield from _smtp_gauges(src.smtp_pool())
         pending = src.pending_callbacks()
         if pending is not None:
@@ -268,6 +281,21 @@ class LiveGauges(Collector):
                 consumers.add_metric([name], value.consumers)
         yield messages
         yield consumers
+
+
+def _paused_gauge(paused: bool, cause: str | None) -> Metric:
+    """``email_worker_consumer_paused``: 0 without labels while consuming; 1 with ``cause``
+    (the reason code) while paused. An expression on the bare name keeps working."""
+    gauge = Metric(
+        "email_worker_consumer_paused",
+        "1 while consumption is paused; the cause label says why (e.g. smtp_auth_failed).",
+        "gauge",
+    )
+    if paused:
+        gauge.add_sample("email_worker_consumer_paused", {"cause": cause or "unknown"}, 1.0)
+    else:
+        gauge.add_sample("email_worker_consumer_paused", {}, 0.0)
+    return gauge
 
 
 def _smtp_gauges(counts: PoolCounts) -> Iterable[Metric]:

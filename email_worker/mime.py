@@ -1,15 +1,16 @@
 """The MIME message of an outgoing email (CONTRACT section 9).
 
 ``multipart/alternative`` with the text part then the HTML part, UTF-8, quoted-printable, CRLF
-line ends. Messages between ASCII addresses (nearly all) are written straight to wire bytes:
-this fixed shape needs no generator, and the ``email`` package's header parsing and generator
-cost about half of the worker's CPU per email in profiles; our own header check makes that
-parsing redundant. Messages with a non-ASCII address (SMTPUTF8) take the ``EmailMessage`` path.
+line ends, written straight to wire bytes: this fixed shape needs no generator, and the
+``email`` package's header parsing and generator cost about half of the worker's CPU per email
+in profiles; our own header check makes that parsing redundant. Its generator would also write
+a long ``List-Unsubscribe`` URL as encoded words, which no client reads as a URL. Messages with
+a non-ASCII address (SMTPUTF8) get UTF-8 headers (RFC 6532), the others ASCII headers.
 
 Headers: ``From`` (the configured sender), ``To`` (the one validated recipient),
 ``Subject``, ``Message-ID``, ``Date`` (UTC), ``MIME-Version`` and, when the template gives one,
-``List-Unsubscribe``. Every value is checked by ``email_worker.headers`` *before* the ``email``
-package sees it (CVE-2024-6923). ``List-Unsubscribe-Post`` (RFC 8058 one-click) is deliberately
+``List-Unsubscribe``. Every value is checked by ``email_worker.headers`` (CVE-2024-6923) and
+folded within RFC 5322's line limits on every path (``header_line``). ``List-Unsubscribe-Post`` (RFC 8058 one-click) is deliberately
 not added: it promises that a bare POST to the URL unsubscribes, which only the template's owner
 can know.
 """
@@ -17,17 +18,12 @@ can know.
 from __future__ import annotations
 
 import binascii
-import email.errors
-import email.policy
 import re
 import secrets
 from datetime import UTC, datetime
-from email.charset import QP, Charset
-from email.header import Header
-from email.message import EmailMessage
 from email.utils import format_datetime
 
-from email_worker.headers import check_header_value
+from email_worker.headers import check_header_value, header_line
 from email_worker.ports import OutgoingEmail
 from schemas.failures import PermanentFailure, Reason
 
@@ -45,10 +41,6 @@ def _headers(outgoing: OutgoingEmail) -> dict[str, str]:
     return headers
 
 
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.header_encoding = QP
-
-
 # local@domain with nothing a header parser reads as structure (lists, groups, display names,
 # quoting, comments, whitespace). Stricter than parsing: validated recipients always pass.
 _ONE_ADDRESS = re.compile(r'[^\s,;:<>()"\\@]+@[^\s,;:<>()"\\@]+')
@@ -60,20 +52,21 @@ def is_bare_address(value: str) -> bool:
     return _ONE_ADDRESS.fullmatch(value) is not None
 
 
-def build_message(outgoing: OutgoingEmail) -> bytes | EmailMessage:
-    """The message, every header checked: wire bytes for ASCII addresses (nearly all), an
-    ``EmailMessage`` for SMTPUTF8. Raises ``PermanentFailure(UNSAFE_CONTENT)`` for an unsafe
-    or unusable header value, or content that cannot be encoded."""
+def build_message(outgoing: OutgoingEmail) -> bytes:
+    """The message as wire bytes, every header checked and folded within RFC 5322's line limits
+    (998 octets always, 78 where the words allow). Headers are ASCII, with encoded words for
+    non-ASCII text, unless an address is non-ASCII: then the message is RFC 6532 (SMTPUTF8) and
+    the headers are UTF-8. Raises ``PermanentFailure(UNSAFE_CONTENT)`` for an unsafe or
+    unusable header value (one that cannot be folded, a ``To`` that is not one address)."""
     headers = _headers(outgoing)
     for name, value in headers.items():
         check_header_value(name, value)
-    if not (outgoing.sender + outgoing.recipient).isascii():
-        return _build_utf8(outgoing, headers)
     # A header parser would read "a@x, b@y" as two visible recipients: one bare address only.
     if not is_bare_address(outgoing.recipient):
         raise PermanentFailure(Reason.UNSAFE_CONTENT, "header To: not exactly one address")
+    utf8 = not (outgoing.sender + outgoing.recipient).isascii()
     lines = [
-        f"{name}: {value if value.isascii() else _encoded_word(name, value)}"
+        header_line(name, value, utf8=utf8, words=name != "Subject")
         for name, value in headers.items()
     ]
     # "=_" cannot occur in a quoted-printable body (it would be "=3D_"): a safe boundary.
@@ -81,9 +74,9 @@ def build_message(outgoing: OutgoingEmail) -> bytes | EmailMessage:
     lines += [
         f"Date: {format_datetime(datetime.now(UTC))}",
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
     ]
-    head = "\r\n".join(lines).encode("ascii")
+    head = "\r\n".join(lines).encode("utf-8" if utf8 else "ascii")
     return b"".join(
         [
             head,
@@ -93,10 +86,6 @@ def build_message(outgoing: OutgoingEmail) -> bytes | EmailMessage:
             f"--{boundary}--\r\n".encode("ascii"),
         ]
     )
-
-
-def _encoded_word(name: str, value: str) -> str:
-    return Header(value, _UTF8_QP, header_name=name).encode(linesep="\r\n")
 
 
 def _part(boundary: str, subtype: str, text: str) -> bytes:
@@ -110,37 +99,8 @@ def _part(boundary: str, subtype: str, text: str) -> bytes:
     return head.encode("ascii") + body + b"\r\n"
 
 
-def _build_utf8(outgoing: OutgoingEmail, headers: dict[str, str]) -> EmailMessage:
-    message = EmailMessage(policy=email.policy.SMTP)
-    try:
-        for name, value in headers.items():
-            message[name] = value
-        message["Date"] = format_datetime(datetime.now(UTC))
-        # Quoted-printable keeps the body 7-bit: no reliance on the relay's 8BITMIME.
-        message.set_content(
-            outgoing.content.text, subtype="plain", charset="utf-8", cte="quoted-printable"
-        )
-        message.add_alternative(
-            outgoing.content.html, subtype="html", charset="utf-8", cte="quoted-printable"
-        )
-    except (ValueError, TypeError, email.errors.MessageError) as exc:
-        raise PermanentFailure(
-            Reason.UNSAFE_CONTENT, f"cannot build message: {type(exc).__name__}"
-        ) from None
-    # The header parser would turn "a@x, b@y" into two visible recipients: one only.
-    if len(getattr(message["To"], "addresses", ())) != 1:
-        raise PermanentFailure(Reason.UNSAFE_CONTENT, "header To: not exactly one address")
+def serialize(message: bytes, *, utf8: bool) -> bytes:
+    """The wire bytes of a built message (CRLF-terminated lines). Whether the headers are UTF-8
+    was decided when it was built, from the same addresses that decide ``utf8`` here."""
+    del utf8  # kept so the mailer states which SMTP mode it sends in
     return message
-
-
-def serialize(message: bytes | EmailMessage, *, utf8: bool) -> bytes:
-    """Wire bytes, CRLF-terminated lines; ``utf8`` (RFC 6531) leaves non-ASCII addresses raw."""
-    if isinstance(message, bytes):
-        return message
-    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
-    try:
-        return message.as_bytes(policy=policy)
-    except (ValueError, email.errors.MessageError) as exc:
-        raise PermanentFailure(
-            Reason.UNSAFE_CONTENT, f"cannot encode message: {type(exc).__name__}"
-        ) from None

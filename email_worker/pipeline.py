@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
 
+from email_worker import retry_copies
 from email_worker.consumer import Delivery
 from email_worker.disposition import Ack, DeadLetter, Decision, Retry, RetryPolicy, decide
 from email_worker.logs import request_context
@@ -39,7 +40,7 @@ from schemas.failures import (
     TransientFailure,
     WorkerFailure,
 )
-from schemas.inbound import parse_message, peek_request_id
+from schemas.inbound import PeekedIds, parse_message, peek_ids
 from schemas.request import EmailRequest
 from templates_client.transport import host_allowed
 
@@ -68,7 +69,8 @@ class _Attempt:
     fingerprint: tuple[str, str] | None = None
 
     def record(self, failure: WorkerFailure | None, decision: Decision) -> Record:
-        status, callback = LedgerStatus.SENT, CallbackStatus.DELIVERED
+        status = LedgerStatus.SENT
+        callback: CallbackStatus | None = CallbackStatus.DELIVERED
         reason, detail = None, ""
         if isinstance(decision, DeadLetter):
             status, callback = LedgerStatus.FAILED, CallbackStatus.FAILED
@@ -76,7 +78,11 @@ class _Attempt:
         elif failure is not None:
             ambiguous = isinstance(failure, AmbiguousDelivery)
             status = LedgerStatus.UNKNOWN if ambiguous else LedgerStatus.PENDING
-            callback, reason, detail = CallbackStatus.PENDING, failure.reason, failure.detail
+            reason, detail = failure.reason, failure.detail
+            # `pending` once per counted attempt (CONTRACT 7): a deferral (open breaker, paused
+            # consumer) spends none, so it writes no outbox row, only the ledger status.
+            deferred = isinstance(failure, DeferredFailure)
+            callback = None if deferred else CallbackStatus.PENDING
         email = self.email
         return Record(
             status=status,
@@ -133,9 +139,14 @@ class Pipeline:
                 amqp_correlation_id=correlation,
             )
         except PermanentFailure as failure:
-            request_id = peek_request_id(delivery.body)
-            with request_context(request_id, correlation or request_id):
-                self._reject_invalid(request_id, correlation, failure)
+            ids = peek_ids(
+                delivery.body,
+                message_id=delivery.properties.message_id,
+                correlation_id=correlation,
+            )
+            key = ids.request_id or ids.callback_id
+            with request_context(key, ids.correlation or key):
+                self._reject_invalid(ids, failure)
                 return self._conclude(delivery, failure, started)
         with request_context(request.request_id, request.correlation_id):
             return self._claimed_path(request, delivery, started)
@@ -156,9 +167,12 @@ class Pipeline:
         self, request: EmailRequest, claim: Claim, delivery: Delivery, started: float
     ) -> Decision:
         attempt = _Attempt()
-        failure = self._attempt(request, attempt)
+        # A claim past MAX_DELIVERIES carries its failure: recorded without another attempt.
+        failure = claim.failure if claim.failure is not None else self._attempt(request, attempt)
         decision = decide(failure, delivery.attempts, delivery.deferrals, self._config.policy)
         record = self._with_callback_url(request, attempt.record(failure, decision))
+        if isinstance(decision, Retry):  # the ledger keeps the copy: beat re-drives it if lost
+            record = replace(record, retry=retry_copies.keep(delivery, decision))
         try:
             outbox_id = self._record(claim, request, record)
         except WorkerFailure as lost:  # lease taken over or database gone: let the ledger decide
@@ -217,16 +231,18 @@ class Pipeline:
             log.warning("callback_url ignored: its host is not on the allow-list")
         return self._config.callback_url
 
-    def _reject_invalid(
-        self, request_id: str | None, correlation: str | None, failure: PermanentFailure
-    ) -> None:
-        if request_id is None or self._config.callback_url is None:
+    def _reject_invalid(self, ids: PeekedIds, failure: PermanentFailure) -> None:
+        """A ``failed`` callback for a refused message that still carries an id (CONTRACT 7),
+        to the operator's URL (a refused message's own URL is not trusted). Its ledger row is
+        keyed by the request_id, else by the id the callback is about."""
+        key = ids.request_id or ids.callback_id
+        if key is None or self._config.callback_url is None:
             return
         try:
             outbox_id = self._ledger.reject(
-                request_id,
-                request_id,
-                correlation or request_id,
+                key,
+                ids.callback_id or key,
+                ids.correlation or key,
                 failure.reason,
                 failure.detail,
                 self._config.callback_url,

@@ -7,12 +7,13 @@ unit tests use the in-memory fakes in ``tests/fakes.py``. Every port raises only
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from schemas.callback import CallbackStatus
-from schemas.failures import Reason
+from schemas.failures import Reason, WorkerFailure
 from schemas.request import EmailRequest
 from templates_client.template import Template
 
@@ -62,6 +63,11 @@ class Claim:
     lease: str
     attempt: int  # claims of this request so far, this one included
     taken_over: bool = False  # an expired lease (a crashed worker's) was taken over
+    # Claims in a row that recorded no outcome, this one included (1 unless workers died
+    # holding the request), and the failure the ledger classified from it: past
+    # MAX_DELIVERIES, ``PermanentFailure(REDELIVERY_LIMIT)``, recorded instead of an attempt.
+    deliveries: int = 1
+    failure: WorkerFailure | None = None
 
 
 @dataclass(frozen=True)
@@ -84,18 +90,34 @@ class Record:
     smtp_reply: str | None = None
     email: RenderedEmail | None = None
     callback_url: str | None = None
+    retry: RetryCopy | None = None  # set when the outcome schedules a retry
+
+
+@dataclass(frozen=True)
+class RetryCopy:
+    """What the ledger keeps of a message whose retry is scheduled, so that a copy the broker
+    lost can be rebuilt and re-driven (``email_worker/retry_copies.py``)."""
+
+    due_in: float  # seconds until the copy is due back from its delay queue
+    body: bytes  # exactly as received
+    properties: Mapping[str, object]  # JSON-safe AMQP properties and scalar headers
 
 
 class Ledger(Protocol):
     def claim(self, request: EmailRequest) -> Claim | AlreadySent:
         """Claim ``request`` in one statement. Raises ``PermanentFailure(IDEMPOTENCY_CONFLICT)``
         when the id is known with another payload, ``DeferredFailure(LEASE_BUSY)`` while another
-        worker's lease is live, ``DeferredFailure(DATABASE_UNAVAILABLE)`` when Postgres is down."""
+        worker's lease is live, ``DeferredFailure(DATABASE_UNAVAILABLE)`` when Postgres is down.
+        A request redelivered past MAX_DELIVERIES is still claimed (the lease fences its
+        record), with ``Claim.failure`` set: the caller records that instead of attempting.
+        Clears the request's scheduled-retry mark: its copy came back."""
         ...
 
     def finish(self, claim: Claim, request: EmailRequest, record: Record) -> int | None:
         """Write ``record`` fenced by the lease; return the outbox id to hand over, if any.
-        Raises ``DeferredFailure(LEASE_LOST)`` when the lease was taken over (0 rows updated)."""
+        With ``record.retry``, also keeps the copy and when it is due (beat re-drives it if the
+        broker loses it). Raises ``DeferredFailure(LEASE_LOST)`` when the lease was taken over
+        (0 rows updated)."""
         ...
 
     def reject(

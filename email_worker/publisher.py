@@ -19,8 +19,18 @@ from pika.exceptions import AMQPError, NackError, UnroutableError
 log = logging.getLogger(__name__)
 
 
+UNROUTABLE = "unroutable"  # returned: no queue by that name (or no binding for that key)
+NACKED = "publish_nacked"  # refused: a full queue with x-overflow reject-publish, say
+UNREACHABLE = "broker_unreachable"
+
+
 class PublishError(RuntimeError):
-    """The broker did not confirm the publish (unroutable, nacked or unreachable)."""
+    """The broker did not take the message. ``cause`` is a stable code: ``unroutable``,
+    ``publish_nacked`` or ``broker_unreachable``."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        super().__init__(f"{cause}: {detail}")
+        self.cause = cause
 
 
 class Publisher:
@@ -40,7 +50,9 @@ class Publisher:
         body: bytes,
         properties: pika.BasicProperties,
     ) -> None:
-        """Raises ``PublishError`` unless the broker confirmed a routed message."""
+        """Returns once the broker confirmed a message it routed to a queue; raises
+        ``PublishError`` otherwise. With ``mandatory``, an unroutable message is returned
+        (``basic.return`` before the confirm) instead of being confirmed and dropped."""
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -49,16 +61,17 @@ class Publisher:
                     )
                     return
                 except UnroutableError as exc:
-                    raise PublishError(f"unroutable: {exchange!r}/{routing_key!r}") from exc
+                    where = f"exchange {exchange!r}, routing key {routing_key!r}"
+                    raise PublishError(UNROUTABLE, f"returned by the broker ({where})") from exc
                 except NackError as exc:
-                    raise PublishError(f"nacked by the broker: {routing_key!r}") from exc
+                    raise PublishError(NACKED, f"nacked by the broker ({routing_key!r})") from exc
                 except (AMQPError, OSError) as exc:
                     # An idle publisher connection may have been closed by the broker (missed
                     # heartbeats) or by a restart: reconnect once. A duplicate copy is harmless,
                     # the ledger deduplicates by request_id.
                     self._reset()
                     if attempt == 2:
-                        raise PublishError(f"broker unreachable: {type(exc).__name__}") from exc
+                        raise PublishError(UNREACHABLE, type(exc).__name__) from exc
             raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:

@@ -8,9 +8,16 @@ part is streamed and stops as soon as it passes ``max_rendered_bytes``. The subj
 ``List-Unsubscribe`` are stripped of surrounding whitespace and must pass the header check.
 When a template has no text body it is derived from the rendered HTML.
 
+Bounds (RELIABILITY rule 13): all parts of one email render under one budget
+(``template_budget.render_budget``): no value over ``max_rendered_bytes``, at most
+``ALLOWANCE_FACTOR`` times that built in all, at most ``max_render_seconds`` of the thread's CPU
+time. Parts are compiled first, outside that budget, and cached by (code, language, version,
+part) with their source; a part that cannot compile is cached as its failure, so a hostile
+template costs its compile once.
+
 Every failure is a ``PermanentFailure``: ``TEMPLATE_ERROR`` (syntax, missing variable, unsafe
-operation, too large) or ``UNSAFE_CONTENT`` (a header value). Details name the part, the line
-and at most a variable's identifier, never a variable's value.
+operation, too large, too slow) or ``UNSAFE_CONTENT`` (a header value). Details name the part,
+the line and at most a variable's identifier, never a variable's value.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from jinja2.exceptions import SecurityError
 
 from email_worker.headers import check_header_value
 from email_worker.ports import RenderedEmail
-from email_worker.sandbox import GuardedEnvironment, OutputTooLarge
+from email_worker.sandbox import GuardedEnvironment
+from email_worker.template_budget import BudgetExceeded, render_budget
 from email_worker.textify import html_to_text
 from schemas.failures import PermanentFailure, Reason
 from templates_client.template import Template
@@ -34,6 +42,7 @@ from templates_client.template import Template
 _TEMPLATE_FILE = "<template>"  # the filename Jinja gives frames of templates made from strings
 _MISSING = re.compile(r"^'([A-Za-z_][A-Za-z0-9_]{0,63})' is undefined$")
 _NO_ATTRIBUTE = re.compile(r"has no attribute '([A-Za-z_][A-Za-z0-9_]{0,63})'$")
+ALLOWANCE_FACTOR = 32  # all values built by one render, in multiples of max_rendered_bytes
 
 
 class _Key(NamedTuple):
@@ -71,8 +80,8 @@ def _undefined_detail(error: jinja2.UndefinedError) -> str:
 def _runtime_failure(part: str, error: Exception) -> PermanentFailure:
     """Map an error raised while rendering ``part``; exception texts can hold variable values
     (``int('alice@example.com')``), so only identifiers and type names are kept."""
-    if isinstance(error, OutputTooLarge):
-        return PermanentFailure(Reason.TEMPLATE_ERROR, f"rendered body too large ({part})")
+    if isinstance(error, BudgetExceeded):
+        return PermanentFailure(Reason.TEMPLATE_ERROR, f"{error.detail} ({part})")
     if isinstance(error, SecurityError):
         what = "unsafe template operation"
     elif isinstance(error, jinja2.UndefinedError):
@@ -87,33 +96,42 @@ def _runtime_failure(part: str, error: Exception) -> PermanentFailure:
 class TemplateRenderer:
     """Thread-safe; compiled templates are cached by (code, language, version, part)."""
 
-    def __init__(self, max_rendered_bytes: int = 1_048_576, cache_size: int = 512) -> None:
+    def __init__(
+        self,
+        max_rendered_bytes: int = 1_048_576,
+        cache_size: int = 512,
+        max_render_seconds: float = 0.5,
+    ) -> None:
         self._max_bytes = max_rendered_bytes
+        self._max_seconds = max_render_seconds
         self._cache_size = cache_size
         self._html = GuardedEnvironment(limit=max_rendered_bytes, autoescape=True)
         self._plain = GuardedEnvironment(limit=max_rendered_bytes, autoescape=False)
-        self._cache: OrderedDict[_Key, tuple[str, jinja2.Template]] = OrderedDict()
+        self._cache: OrderedDict[_Key, tuple[str, _Compiled]] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
 
     def render(self, template: Template, variables: dict[str, object]) -> RenderedEmail:
         """Render all parts. Raises ``PermanentFailure(TEMPLATE_ERROR | UNSAFE_CONTENT)``."""
-        subject = self._part(template, "subject", template.subject, variables).strip()
-        check_header_value("Subject", subject)
-        html = self._part(template, "html", template.html, variables)
+        parts = {"subject": template.subject, "html": template.html}
         if template.text:
-            text = self._part(template, "text", template.text, variables)
-        else:
-            text = html_to_text(html)
-        unsubscribe = None
+            parts["text"] = template.text
         if template.list_unsubscribe:
-            raw = self._part(template, "list_unsubscribe", template.list_unsubscribe, variables)
-            unsubscribe = check_header_value("List-Unsubscribe", raw.strip())
+            parts["list_unsubscribe"] = template.list_unsubscribe
+        compiled = {part: self._compiled(template, part, source) for part, source in parts.items()}
+        limit = self._max_bytes
+        with render_budget(limit, ALLOWANCE_FACTOR * limit, self._max_seconds):
+            rendered = {part: self._render(part, c, variables) for part, c in compiled.items()}
+        subject = check_header_value("Subject", rendered["subject"].strip())
+        unsubscribe = rendered.get("list_unsubscribe")
+        if unsubscribe is not None:
+            unsubscribe = check_header_value("List-Unsubscribe", unsubscribe.strip())
+        html = rendered["html"]
         return RenderedEmail(
             subject=subject,
             html=html,
-            text=text,
+            text=rendered["text"] if "text" in rendered else html_to_text(html),
             template_code=template.code,
             template_version=template.version,
             list_unsubscribe=unsubscribe,
@@ -123,12 +141,7 @@ class TemplateRenderer:
         with self._lock:
             return CacheInfo(self._hits, self._misses, len(self._cache))
 
-    def _part(
-        self, template: Template, part: str, source: str, variables: dict[str, object]
-    ) -> str:
-        compiled = self._compiled(
-            _Key(template.code, template.language, template.version, part), source
-        )
+    def _render(self, part: str, compiled: jinja2.Template, variables: dict[str, object]) -> str:
         try:
             return self._stream(compiled, variables, part)
         except PermanentFailure:
@@ -152,7 +165,8 @@ class TemplateRenderer:
             chunks.append(chunk)
         return "".join(chunks)
 
-    def _compiled(self, key: _Key, source: str) -> jinja2.Template:
+    def _compiled(self, template: Template, part: str, source: str) -> jinja2.Template:
+        key = _Key(template.code, template.language, template.version, part)
         with self._lock:
             cached = self._cache.get(key)
             # The source is compared too: a service that reuses a version for new content
@@ -160,26 +174,38 @@ class TemplateRenderer:
             if cached is not None and cached[0] == source:
                 self._cache.move_to_end(key)
                 self._hits += 1
-                return cached[1]
+                return _unpack(cached[1])
             self._misses += 1
-        compiled = self._compile(key.part, source)  # outside the lock: compiling is slow
+        compiled = self._compile(part, source)  # outside the lock: compiling is slow
         with self._lock:
             self._cache[key] = (source, compiled)
             self._cache.move_to_end(key)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return compiled
+        return _unpack(compiled)
 
-    def _compile(self, part: str, source: str) -> jinja2.Template:
+    def _compile(self, part: str, source: str) -> _Compiled:
+        """The compiled part, or the failure to report for it (cached like a success)."""
         env = self._html if part == "html" else self._plain
         try:
-            return env.from_string(source)
+            return env.checked_template(source)  # type: ignore[no-any-return]
         except jinja2.TemplateSyntaxError as exc:
-            raise PermanentFailure(
-                Reason.TEMPLATE_ERROR,
-                f"syntax error in {part} at line {exc.lineno}: {exc.message or ''}",
-            ) from None
+            detail = f"syntax error in {part} at line {exc.lineno}: {exc.message or ''}"
+        except BudgetExceeded as exc:
+            detail = f"{exc.detail} ({part})"
         except Exception as exc:  # e.g. RecursionError on absurdly nested source
-            raise PermanentFailure(
-                Reason.TEMPLATE_ERROR, f"cannot compile {part}: {type(exc).__name__}"
-            ) from None
+            detail = f"cannot compile {part}: {type(exc).__name__}"
+        return _Failed(detail)
+
+
+class _Failed(NamedTuple):
+    detail: str
+
+
+_Compiled = jinja2.Template | _Failed
+
+
+def _unpack(compiled: _Compiled) -> jinja2.Template:
+    if isinstance(compiled, _Failed):
+        raise PermanentFailure(Reason.TEMPLATE_ERROR, compiled.detail)
+    return compiled

@@ -29,8 +29,9 @@ def utc_now() -> str:
 
 
 class Settler:
-    """Publishes what a decision requires. Raises ``PublishError`` when the broker did not
-    confirm; the caller then requeues the original instead of acking it."""
+    """Publishes what a decision requires, by queue name through the default exchange (no
+    binding can drop a copy). Raises ``PublishError`` unless the broker confirmed AND routed
+    the copy; the caller then keeps the original instead of acking it."""
 
     def __init__(
         self, publisher: Publisher, topology: Topology, clock: Callable[[], str] = utc_now
@@ -73,6 +74,4 @@ class Settler:
         # Our counters are dropped, so a replayed record starts afresh.
         headers |= {ATTEMPTS_HEADER: None, DEFERRALS_HEADER: None, FIRST_ATTEMPT_HEADER: None}
         properties = copy_properties(delivery.properties, headers)
-        self._publisher.publish(
-            self._topology.exchange, self._topology.failed_routing_key, delivery.body, properties
-        )
+        self._publisher.publish("", self._topology.failed_queue, delivery.body, properties)

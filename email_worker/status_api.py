@@ -6,10 +6,18 @@ statuses: ``sent`` → ``delivered``; ``pending``, ``sending``, ``unknown`` → 
 ``failed``. ``StatusApi`` routes a request, checks the bearer token in constant time and answers
 in the gateway's envelope ``{success, data, error, message, meta}``. Neither the recipient nor
 any content leaves unless the operator sets ``status_api_expose_content``.
+
+Access (CONTRACT section 19): with ``STATUS_API_TOKEN`` set, every data endpoint needs
+``Authorization: Bearer <token>`` (401 otherwise). With no token the API is off (404 on every
+``/api/`` path) unless ``STATUS_API_OPEN=true`` opens it to anyone who reaches the port. Lists
+serve at most ``MAX_LIMIT`` rows a page and no page reaching past the first ``MAX_DEPTH`` rows
+(OFFSET pagination reads and sorts every row it skips): deeper pages get a 400 ``page_too_deep``
+that says so; a ``status`` filter narrows what there is to page through.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import math
@@ -35,7 +43,11 @@ LEDGER_STATES = {
     public: tuple(state for state, mapped in PUBLIC_STATUS.items() if mapped == public)
     for public in ("delivered", "pending", "failed")
 }
-DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE = 20, 100, 1_000_000
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+# A list page may reach at most this many rows deep (page * limit): OFFSET makes Postgres read
+# and sort every row a page skips, so deeper pages would cost a scan and sort each.
+MAX_DEPTH = 10_000
+MAX_PAGE = 9_999_999  # what parses as a page number at all; MAX_DEPTH refuses far less
 _NUMBER = re.compile(r"^[0-9]{1,7}$")
 _COLUMNS = (
     "request_id, notification_id, correlation_id, status, attempts, template_code, "
@@ -142,12 +154,25 @@ def _status_filter(params: dict[str, list[str]]) -> str | None:
     return values[0]
 
 
-class StatusApi:
-    """``api(target, authorization)`` answers one GET under ``/api/v1``. Never raises."""
+def _digest(token: str) -> bytes:
+    # Compare fixed-length digests: compare_digest on the raw strings returns early on a
+    # length mismatch, which tells a prober the token's length.
+    return hashlib.sha256(token.encode()).digest()
 
-    def __init__(self, reader: StatusReader, *, token: str | None) -> None:
+
+class StatusApi:
+    """``api(target, authorization)`` answers one GET under ``/api/v1``. Never raises.
+    ``token`` (when set) is required as a bearer token; without one the API answers only when
+    ``open_access`` is true, else 404 to everything (it is off)."""
+
+    def __init__(
+        self, reader: StatusReader, *, token: str | None, open_access: bool = False
+    ) -> None:
         self._reader = reader
-        self._token = token.encode() if token else None
+        self._token = _digest(token) if token else None
+        self._off = self._token is None and not open_access
+        if self._token is None and open_access:
+            log.warning("the status API is open: anyone who reaches HTTP_PORT may read it")
 
     def __call__(self, target: str, authorization: str | None) -> Answer:
         try:
@@ -162,12 +187,13 @@ class StatusApi:
             return _fail(ApiError(500, "internal_error", "unexpected error"))
 
     def _authorize(self, authorization: str | None) -> None:
+        if self._off:
+            raise ApiError(404, "not_found", "the status API is off: no token is configured")
         if self._token is None:
             return
         scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self._token
-        ):
+        matches = hmac.compare_digest(_digest(given.strip()), self._token)
+        if scheme.lower() != "bearer" or not matches:
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
 
     def _route(self, target: SplitResult) -> Answer:
@@ -196,6 +222,13 @@ class StatusApi:
         status = _status_filter(params)
         limit = _number(params, "limit", DEFAULT_LIMIT, MAX_LIMIT)
         page = _number(params, "page", 1, MAX_PAGE)
+        if page * limit > MAX_DEPTH:
+            raise ApiError(
+                400,
+                "page_too_deep",
+                f"pages reaching past row {MAX_DEPTH} are not served (page * limit must be at"
+                f" most {MAX_DEPTH}): filter by status or fetch notifications by request_id",
+            )
         total, rows = self._reader.page(status, limit, page)
         pages = math.ceil(total / limit)
         meta = {

@@ -21,15 +21,17 @@ from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.config import Settings
 from email_worker.db import Database
+from email_worker.publisher import Publisher
+from email_worker.topology import connection_parameters
 from schemas.failures import DeferredFailure
 
 log = logging.getLogger(__name__)
 
-DELIVER = "email_worker.deliver_callback"
 DELIVER_MANY = "email_worker.deliver_callbacks"
 REDRIVE = "email_worker.redrive_callbacks"
 EXPIRE = "email_worker.expire_leases"
 PRUNE = "email_worker.prune"
+REDRIVE_RETRIES = "email_worker.redrive_retries"
 REDRIVE_BATCH = 500
 HANDOVER_BATCH = 100
 # Hand-over publishes fail fast when the broker is down: beat re-drives the row later.
@@ -42,8 +44,10 @@ class _Runtime:
     db: Database
     http: CallbackHttp
     dispatcher: CallbackDispatcher
+    publisher: Publisher  # re-drives overdue retries to the email queue (connects on first use)
 
     def close(self) -> None:
+        self.publisher.close()
         self.http.close()
         self.db.close()
 
@@ -83,15 +87,12 @@ def runtime() -> _Runtime:
 def _build(settings: Settings) -> _Runtime:
     db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
     http = CallbackHttp(settings.callback_timeout)
-    secret = settings.callback_secret.get_secret_value() if settings.callback_secret else None
-    dispatcher = CallbackDispatcher(
-        db,
-        http,
-        secret=secret,
-        lease_seconds=settings.callback_lease_seconds,
-        max_age_hours=settings.callback_max_age_hours,
+    dispatcher = CallbackDispatcher.from_settings(db, http, settings)
+    amqp = settings.amqp_url.get_secret_value()
+    publisher = Publisher(
+        connection_parameters(amqp, settings.heartbeat_seconds, "email-worker beat")
     )
-    return _Runtime(settings, db, http, dispatcher)
+    return _Runtime(settings, db, http, dispatcher, publisher)
 
 
 def make_celery(broker_url: str, callback_queue: str, *, beat_interval: float = 10.0) -> Celery:
@@ -125,6 +126,12 @@ def _schedule(beat_interval: float) -> dict[str, dict[str, object]]:
             "schedule": beat_interval,
             "options": {"expires": beat_interval},
         },
+        # A cheap read of a small partial index: which scheduled retries are overdue.
+        "redrive-retries": {
+            "task": REDRIVE_RETRIES,
+            "schedule": beat_interval,
+            "options": {"expires": beat_interval},
+        },
         "expire-leases": {"task": EXPIRE, "schedule": 60.0, "options": {"expires": 60.0}},
         "prune": {"task": PRUNE, "schedule": 3600.0, "options": {"expires": 3600.0}},
     }
@@ -137,16 +144,6 @@ _LOCAL: dict[str, Any] = {"shared": False}
 
 
 def _register(app: Celery, queue: str) -> None:
-    @app.task(name=DELIVER, **_LOCAL)
-    def deliver_callback(outbox_id: int) -> str:
-        try:
-            return runtime().dispatcher.deliver(outbox_id)
-        except DeferredFailure as failure:  # the row stays pending; beat re-drives it
-            log.warning(
-                "callback deferred", extra={"outbox_id": outbox_id, "reason": failure.reason.value}
-            )
-            return "deferred"
-
     @app.task(name=DELIVER_MANY, **_LOCAL)
     def deliver_callbacks(outbox_ids: list[int]) -> int:
         try:
@@ -163,6 +160,14 @@ def _register(app: Celery, queue: str) -> None:
         for start in range(0, len(ids), HANDOVER_BATCH):
             app.send_task(DELIVER_MANY, args=[ids[start : start + HANDOVER_BATCH]], queue=queue)
         return len(ids)
+
+    @app.task(name=REDRIVE_RETRIES, **_LOCAL)
+    def redrive_retries() -> int:
+        rt = runtime()
+        settings = rt.settings
+        return maintenance.redrive_retries(
+            rt.db, rt.publisher, settings.email_queue, settings.retry_overdue_seconds
+        )
 
     @app.task(name=EXPIRE, **_LOCAL)
     def expire_leases() -> int:

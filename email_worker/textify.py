@@ -28,14 +28,16 @@ _PARA = "\x01"  # stands for a blank line
 
 # A comment, a declaration or processing instruction, or a start/end tag (quoted attribute
 # values may hold '>'). Anything else, '<' included, is text.
-# No part of a tag may cross a '<', so every scan ends at the next '<': linear time whatever
-# the input (a hostile "<a<a<a..." cannot make it quadratic).
+# Linear time whatever the input (RELIABILITY rule 19): no part of a tag may cross a '<', so
+# every attempt ends at the next '<'; and the quantifiers are possessive (``*+``), so an
+# attempt that fails is not retried with the name and the attributes split differently
+# ("<a" and 16 KB of letters cost 10 s of backtracking with greedy ones).
 _TOKEN = re.compile(
-    r"<!--.*?(?:-->|\Z)|<[!?][^<>]*>?"
-    r"|<(/?)([a-zA-Z][^\t\n\r\f />\x00<]*)((?:[^<>\"']|\"[^<\"]*\"|'[^<']*')*)>",
+    r"<!--.*?(?:-->|\Z)|<[!?][^<>]*+>?"
+    r"|<(/?)([a-zA-Z][^\t\n\r\f />\x00<]*+)((?:[^<>\"']|\"[^<\"]*+\"|'[^<']*+')*+)>",
     re.S,
 )
-_ATTRIBUTE = re.compile(r"""([^\s/=>]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]*))?""")
+_ATTRIBUTE = re.compile(r"""([^\s/=>]++)(?:\s*+=\s*+("[^"]*+"|'[^']*+'|[^\s>]*+))?""")
 _RAW_TEXT = frozenset({"script", "style"})  # their content is never markup
 
 
@@ -43,7 +45,7 @@ class _TextParser:
     def __init__(self) -> None:
         self.pieces: list[str] = []
         self._skipping = 0
-        self._links: list[tuple[str, int]] = []  # (href, index of the first piece inside)
+        self._link: tuple[str, int] | None = None  # (href, index of the first piece inside)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIP:
@@ -59,7 +61,10 @@ class _TextParser:
         elif tag in _CELL:
             self.pieces.append(" ")
         elif tag == "a":
-            self._links.append((dict(attrs).get("href") or "", len(self.pieces)))
+            # Links do not nest (HTML closes an open <a> at the next one): each piece is
+            # joined into at most one label, so nested <a> cannot make this quadratic.
+            self.handle_endtag("a")
+            self._link = (dict(attrs).get("href") or "", len(self.pieces))
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in _SKIP:  # <br/>, <hr/>: a void element never opens a skipped region
@@ -72,8 +77,9 @@ class _TextParser:
             self.pieces.append(_PARA)
         elif tag in _LINE:
             self.pieces.append(_BREAK)
-        elif tag == "a" and self._links:
-            href, start = self._links.pop()
+        elif tag == "a" and self._link is not None:
+            href, start = self._link
+            self._link = None
             label = "".join(self.pieces[start:]).strip()
             if href and not href.startswith("#") and href != label:
                 self.pieces.append(f" ({href})" if label else href)
@@ -127,8 +133,19 @@ def html_to_text(html: str) -> str:
     """Readable plain text for ``html``: at most one blank line in a row, no trailing spaces."""
     parser = _TextParser()
     parser.feed(html)
-    text = re.sub(r"\s+", " ", "".join(parser.pieces))  # source whitespace means nothing
-    # A run of marks is one break: a blank line if any of them was a paragraph mark.
-    text = re.sub(f"[ {_BREAK}{_PARA}]*{_PARA}[ {_BREAK}{_PARA}]*", "\n\n", text)
-    text = re.sub(f"[ {_BREAK}]*{_BREAK}[ {_BREAK}]*", "\n", text)
-    return text.strip()
+    text = _SPACES.sub(" ", "".join(parser.pieces))  # source whitespace means nothing
+    return _MARKS.sub(_one_break, text).strip()
+
+
+_SPACES = re.compile(r"\s+")
+# A run of marks and spaces, matched once from its start (one character class, no
+# backtracking): "[ B P]*P[ B P]*" was quadratic on a long run of B.
+_MARKS = re.compile(f"[ {_BREAK}{_PARA}]+")
+
+
+def _one_break(run: re.Match[str]) -> str:
+    """A run of marks is one break: a blank line if any of them was a paragraph mark."""
+    marks = run.group()
+    if _PARA in marks:
+        return "\n\n"
+    return "\n" if _BREAK in marks else marks

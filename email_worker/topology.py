@@ -1,27 +1,43 @@
-"""The broker topology (CONTRACT section 2), declared idempotently at start-up or checked
-passively when an operator manages it elsewhere.
+"""What the worker wants on the broker (CONTRACT section 2): the exchange, ``email.queue``,
+``failed.queue`` and one retry queue per delay, each with the declaration the worker would make.
 
-A ``406 PRECONDITION_FAILED`` (the queue exists with other arguments) becomes a
-``TopologyError`` that names the queue, the conflict and the passive-mode setting, so a
-misconfigured replica fails once, loudly, instead of crash-looping in silence.
+Wanting is not insisting: a queue that exists is adopted as it is (``topology_survey``), so
+nothing here may assume its arguments. The guarantees rest on what the worker controls itself:
+retry and dead-letter copies travel by queue name through the default exchange (no binding can
+drop them), every publish is mandatory and confirmed, and retry queues dead-letter back to the
+email queue through the default exchange as well, at least once when they are quorum queues.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pika
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import ChannelClosedByBroker
 
 from email_worker.config import Settings
 
-PASSIVE_SETTING = "EMAIL_WORKER_PASSIVE_TOPOLOGY=true"
+DEFAULT_EXCHANGE = ""  # routes by queue name; it has a binding for every queue, always
 
 
 class TopologyError(RuntimeError):
-    """The broker's topology does not match what the worker needs; the message says how to fix."""
+    """The broker's topology does not let the worker run; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One queue as the worker would declare it (always durable, never auto-delete)."""
+
+    name: str
+    role: str  # "email", "failed" or "retry"
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    routing_keys: tuple[str, ...] = ()  # bindings on the worker's exchange
+    delay: float | None = None  # retry queues: the fixed delay in seconds
+
+    @property
+    def queue_type(self) -> str:
+        return str(self.arguments.get("x-queue-type", "classic"))
 
 
 @dataclass(frozen=True)
@@ -32,8 +48,10 @@ class Topology:
     failed_routing_key: str
     routing_keys: tuple[str, ...]
     retry_queues: tuple[tuple[str, float], ...]  # (name, delay seconds), one queue per delay
-    queue_type: str
-    delivery_limit: int
+    queue_type: str = "quorum"
+    delivery_limit: int = 10
+    queue_arguments: Mapping[str, Any] | None = None  # QUEUE_ARGUMENTS; None: the defaults
+    retry_queue_type: str = "quorum"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
@@ -47,6 +65,8 @@ class Topology:
             retry_queues=tuple((settings.retry_queue_name(d), d) for d in delays),
             queue_type=settings.queue_type,
             delivery_limit=settings.delivery_limit,
+            queue_arguments=settings.queue_arguments,
+            retry_queue_type=settings.retry_queue_type,
         )
 
     def retry_queue_for(self, delay: float) -> str:
@@ -56,16 +76,18 @@ class Topology:
         raise KeyError(f"no retry queue with a delay of {delay} s")
 
     def email_queue_arguments(self) -> dict[str, Any]:
-        # The delivery limit only catches crash loops (a limit of N gives N+1 deliveries on
-        # 3.10); retries go through the delay queues. Expired deliveries dead-letter to
-        # failed.queue through the exchange, at-least-once so a broker failover loses nothing.
+        """``QUEUE_ARGUMENTS`` exactly (plus ``x-queue-type`` for quorum) when set; else the
+        defaults: crash-loop dead letters to ``failed.queue`` (a delivery limit of N gives N+1
+        deliveries on 3.10), at least once on a quorum queue."""
+        quorum = {"x-queue-type": "quorum"} if self.queue_type == "quorum" else {}
+        if self.queue_arguments is not None:
+            return {**self.queue_arguments, **quorum}
         args: dict[str, Any] = {
             "x-dead-letter-exchange": self.exchange,
             "x-dead-letter-routing-key": self.failed_routing_key,
         }
-        if self.queue_type == "quorum":
-            args |= {
-                "x-queue-type": "quorum",
+        if quorum:
+            args |= quorum | {
                 "x-delivery-limit": self.delivery_limit,
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
@@ -73,70 +95,35 @@ class Topology:
         return args
 
     def retry_queue_arguments(self, delay: float) -> dict[str, Any]:
-        # A fixed TTL per queue: mixed TTLs in one queue would block the head of the line.
-        return {
+        """A fixed TTL per queue (mixed TTLs in one queue would block the head of the line),
+        expiring back to the email queue BY NAME through the default exchange. A quorum queue
+        dead-letters at least once (a copy expiring while the broker restarts is kept); that
+        strategy needs ``x-overflow: reject-publish``. Quorum queues honour the jittered
+        per-message expiration below the queue TTL on 3.10 (checked by the integration tests).
+        """
+        args: dict[str, Any] = {
             "x-message-ttl": int(delay * 1000),
-            "x-dead-letter-exchange": self.exchange,
-            "x-dead-letter-routing-key": self.routing_keys[0],
+            "x-dead-letter-exchange": DEFAULT_EXCHANGE,
+            "x-dead-letter-routing-key": self.email_queue,
         }
+        if self.retry_queue_type == "quorum":
+            args |= {
+                "x-queue-type": "quorum",
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            }
+        return args
 
-
-def declare(connection: BlockingConnection, topology: Topology, *, passive: bool) -> None:
-    """Declare (or, when ``passive``, check) the exchange, queues and bindings.
-
-    Raises ``TopologyError`` on a 406 (arguments differ) or a 404 in passive mode.
-    """
-    queues: list[tuple[str, dict[str, Any]]] = [
-        (topology.email_queue, topology.email_queue_arguments()),
-        (topology.failed_queue, {}),
-        *((name, topology.retry_queue_arguments(delay)) for name, delay in topology.retry_queues),
-    ]
-    channel = connection.channel()
-    try:
-        _exchange(channel, topology.exchange, passive)
-        for name, arguments in queues:
-            channel = _queue(connection, channel, name, arguments, passive)
-        if not passive:
-            for key in topology.routing_keys:
-                channel.queue_bind(topology.email_queue, topology.exchange, routing_key=key)
-            channel.queue_bind(
-                topology.failed_queue, topology.exchange, routing_key=topology.failed_routing_key
-            )
-    finally:
-        if channel.is_open:
-            channel.close()
-
-
-def _exchange(channel: BlockingChannel, name: str, passive: bool) -> None:
-    try:
-        channel.exchange_declare(name, "direct", durable=True, passive=passive)
-    except ChannelClosedByBroker as exc:
-        raise TopologyError(f"exchange {name!r}: {exc.reply_text}") from exc
-
-
-def _queue(
-    connection: BlockingConnection,
-    channel: BlockingChannel,
-    name: str,
-    arguments: dict[str, Any],
-    passive: bool,
-) -> BlockingChannel:
-    try:
-        channel.queue_declare(name, durable=True, passive=passive, arguments=arguments)
-        return channel
-    except ChannelClosedByBroker as exc:
-        if exc.reply_code == 406:
-            raise TopologyError(
-                f"queue {name!r} already exists with other arguments: {exc.reply_text}. "
-                f"The worker declares it with {arguments}. Delete or migrate the queue, or set "
-                f"{PASSIVE_SETTING} to use the existing topology as it is."
-            ) from exc
-        if exc.reply_code == 404 and passive:
-            raise TopologyError(
-                f"queue {name!r} does not exist and passive mode is on ({PASSIVE_SETTING}): "
-                "declare it, or switch passive mode off."
-            ) from exc
-        raise TopologyError(f"queue {name!r}: {exc.reply_text}") from exc
+    def queues(self) -> tuple[QueueSpec, ...]:
+        """Every queue the worker consumes from or publishes to, the email queue first."""
+        return (
+            QueueSpec(self.email_queue, "email", self.email_queue_arguments(), self.routing_keys),
+            QueueSpec(self.failed_queue, "failed", {}, (self.failed_routing_key,)),
+            *(
+                QueueSpec(name, "retry", self.retry_queue_arguments(delay), (), delay)
+                for name, delay in self.retry_queues
+            ),
+        )
 
 
 def connection_parameters(url: str, heartbeat: int, name: str) -> pika.URLParameters:

@@ -70,8 +70,9 @@ def _schemas() -> dict[str, Any]:
             "webhook-signature": {
                 "type": "string",
                 "pattern": "^v1,[A-Za-z0-9+/=]+$",
-                "description": "Present when EMAIL_WORKER_CALLBACK_SECRET is set: 'v1,' + base64 "
-                "HMAC-SHA256 over '{webhook-id}.{webhook-timestamp}.{body}' (Standard Webhooks).",
+                "description": "Present when EMAIL_WORKER_CALLBACK_SECRET (whsec_ + base64 of "
+                "24-64 bytes, the key) is set: 'v1,' + base64 HMAC-SHA256 over "
+                "'{webhook-id}.{webhook-timestamp}.{body as sent}' (Standard Webhooks).",
             },
             "Content-Type": {"type": "string", "const": "application/json"},
         },
@@ -135,8 +136,13 @@ def _channels() -> dict[str, Any]:
             "address": "/api/v1/email/status/",
             "title": "Status callback",
             "description": "EMAIL_WORKER_CALLBACK_URL (default path shown, trailing slash "
-            "kept). Delivered at least once from an outbox with backoff for hours; a status "
-            "never moves backwards. No recipient address and no email content.",
+            "kept; placeholders {notification_id}, {request_id}, {correlation_id} and {status} "
+            "in its path or query are filled, URL-encoded, when a callback is sent). The body "
+            "shown is the default: EMAIL_WORKER_CALLBACK_FIELD_NAMES renames or drops fields "
+            "(and adds the opt-in attempts) and EMAIL_WORKER_CALLBACK_EXTRA_FIELDS merges "
+            "constant fields in. Delivered at least once from an outbox with backoff for hours; "
+            "pending once per counted attempt; a status never moves backwards. No recipient "
+            "address and no email content.",
             "servers": [{"$ref": "#/servers/gateway"}],
             "messages": {"statusCallback": _ref("statusCallback", "messages")},
         },
@@ -241,8 +247,9 @@ def _operations() -> dict[str, Any]:
         "sendStatusCallback": {
             "action": "send",
             "title": "The worker POSTs a status callback",
-            "description": "A 2xx answer settles the callback and 410 Gone abandons it; "
-            "anything else is retried with backoff (Retry-After honoured on 429) until "
+            "description": "A 2xx answer settles the callback; any other 4xx but 408, 425 and "
+            "429 is final after that one try (the callback is rejected); anything else, and no "
+            "answer, is retried with backoff (Retry-After honoured on 429) until "
             "EMAIL_WORKER_CALLBACK_MAX_AGE_HOURS.",
             "channel": {"$ref": "#/channels/statusCallback"},
             "messages": [{"$ref": "#/channels/statusCallback/messages/statusCallback"}],

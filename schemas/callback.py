@@ -1,4 +1,9 @@
-"""The status callback POSTed to the gateway (CONTRACT section 7)."""
+"""The status callback POSTed to the gateway (CONTRACT section 7).
+
+``StatusCallback`` is the default body. An operator reshapes it for one gateway with
+``CALLBACK_FIELD_NAMES`` (rename or drop fields, add the opt-in ``attempts``) and
+``CALLBACK_EXTRA_FIELDS`` (constant fields merged in); the exported JSON Schema describes the
+default shape."""
 
 from __future__ import annotations
 
@@ -17,7 +22,9 @@ class CallbackStatus(StrEnum):
 
 
 class StatusCallback(BaseModel):
-    """The callback body. Carries no recipient address and no email content."""
+    """The callback body. Carries no recipient address and no email content. ``attempts`` is
+    absent from the default body: naming it in CALLBACK_FIELD_NAMES (``attempts:attempts``)
+    adds it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -27,5 +34,18 @@ class StatusCallback(BaseModel):
     error: str | None = Field(
         default=None, description="null when delivered; else '<reason_code>: <short detail>'"
     )
-    request_id: str = Field(description="extension: the idempotency key")
+    request_id: str = Field(
+        description=(
+            "extension: the idempotency key; for a message refused as invalid that has none,"
+            " the id the callback is for (its notification_id, correlation_id or message_id)"
+        )
+    )
     correlation_id: str = Field(description="extension: the correlation id, else request_id")
+    attempts: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "opt-in (CALLBACK_FIELD_NAMES): the request's attempts as the ledger counted them"
+            " when the status was recorded; absent from the default body"
+        ),
+    )

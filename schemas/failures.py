@@ -32,12 +32,15 @@ class Reason(StrEnum):
     OPTED_OUT = "opted_out"
     TEMPLATE_NOT_FOUND = "template_not_found"
     TEMPLATE_ERROR = "template_error"
+    TEMPLATE_INVALID = "template_invalid"  # a 2xx answer of the template service is no template
     UNSAFE_CONTENT = "unsafe_content"
     RECIPIENT_REJECTED = "recipient_rejected"
     MESSAGE_REJECTED = "message_rejected"
     RETRIES_EXHAUSTED = "retries_exhausted"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
-    DELIVERY_LIMIT = "delivery_limit"
+    DELIVERY_LIMIT = "delivery_limit"  # the broker's x-delivery-limit dead-lettered it
+    # The worker's own crash-loop guard (MAX_DELIVERIES, counted in the ledger): any queue type.
+    REDELIVERY_LIMIT = "redelivery_limit"
     # Transient: carried in "pending" callbacks and in the detail of retries_exhausted.
     SMTP_UNAVAILABLE = "smtp_unavailable"
     SMTP_TRANSIENT = "smtp_transient"
@@ -46,6 +49,9 @@ class Reason(StrEnum):
     SMTP_TLS_FAILED = "smtp_tls_failed"
     TEMPLATE_SERVICE_UNAVAILABLE = "template_service_unavailable"
     USER_SERVICE_UNAVAILABLE = "user_service_unavailable"
+    # Systemic: the service refuses our credentials (401/403); consumption pauses.
+    TEMPLATE_SERVICE_UNAUTHORIZED = "template_service_unauthorized"
+    USER_SERVICE_UNAUTHORIZED = "user_service_unauthorized"
     DATABASE_UNAVAILABLE = "database_unavailable"
     LEASE_BUSY = "lease_busy"
     LEASE_LOST = "lease_lost"
@@ -81,4 +87,5 @@ class DeferredFailure(TransientFailure):
 
 
 class SystemicFailure(DeferredFailure):
-    """Our configuration is wrong (SMTP 535, bad certificate): defer and pause consuming."""
+    """Our configuration is wrong (SMTP 535, bad certificate, a service refusing our token with
+    401/403): defer and pause consuming."""

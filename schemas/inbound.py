@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import (
@@ -33,11 +34,20 @@ from schemas.strict_json import loads_strict
 
 MAX_BYTES = 262144  # 256 KiB, the contract's default
 MAX_ENVELOPES = 2
-_PEEK_LIMIT = 1 << 20  # peek_request_id gives up on bodies larger than 1 MiB
+_PEEK_LIMIT = 1 << 20  # peek_ids reads at most the first 1 MiB of a body
 _ENVELOPE_MARKERS = ("pattern", "success")
 _ID_KEYS = ("request_id", "requestId")
 _TYPE_KEYS = ("notification_type", "notificationType")
-_PEEK_RE = re.compile(r'"(?:request_id|requestId)"\s*:\s*"((?:[^"\\\x00-\x1f]|\\.){1,256})"')
+_PEEK_KEYS = {  # each id's spellings, snake_case first (it wins, as in parse_message)
+    "request_id": ("request_id", "requestId"),
+    "notification_id": ("notification_id", "notificationId"),
+    "correlation_id": ("correlation_id", "correlationId"),
+}
+_PEEK_NAMES = {key: name for name, keys in _PEEK_KEYS.items() for key in keys}
+# Linear: one alternation of literals, then at most 256 characters in a string.
+_PEEK_RE = re.compile(
+    r'"(' + "|".join(_PEEK_NAMES) + r')"\s*:\s*"((?:[^"\\\x00-\x1f]|\\.){1,256})"'
+)
 MAX_ID = 128
 TEMPLATE_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 PRIORITY_PATTERN = r"^\s*(?:10|[0-9])\s*$"
@@ -298,25 +308,93 @@ def parse_message(
     return _normalise(message, amqp_correlation_id)
 
 
+@dataclass(frozen=True)
+class PeekedIds:
+    """The ids a message that may be invalid still carries; each one a valid id (1-128
+    printable characters) or None."""
+
+    request_id: str | None = None
+    notification_id: str | None = None
+    correlation_id: str | None = None  # the body's
+    message_id: str | None = None  # the AMQP message_id property
+    amqp_correlation_id: str | None = None  # the AMQP correlation_id property
+
+    @property
+    def callback_id(self) -> str | None:
+        """Whom a status callback is about: the notification_id, else the request_id, the
+        correlation_id, the AMQP message_id, the AMQP correlation_id."""
+        return (
+            self.notification_id
+            or self.request_id
+            or self.correlation_id
+            or self.message_id
+            or self.amqp_correlation_id
+        )
+
+    @property
+    def correlation(self) -> str | None:
+        """The correlation id to carry: the body's, else the AMQP property."""
+        return self.correlation_id or self.amqp_correlation_id
+
+
+def peek_ids(body: bytes, *, message_id: object = None, correlation_id: object = None) -> PeekedIds:
+    """Best effort: the ids of a body that may be invalid (flat or camelCase names, inside
+    NestJS ``{pattern, data}`` or gateway ``{success, data}`` envelopes, or found by key in
+    truncated JSON), with the AMQP ``message_id`` / ``correlation_id`` properties.
+
+    Total: never raises, reads at most the first 1 MiB of ``body`` (a linear parse and a
+    linear key search), and returns only ids that ``is_valid_id`` accepts."""
+    try:
+        found = _peek(body)
+    except Exception:  # best effort by contract: any failure means "unknown"
+        found = {}
+    return PeekedIds(
+        request_id=_valid_id(found.get("request_id")),
+        notification_id=_valid_id(found.get("notification_id")),
+        correlation_id=_valid_id(found.get("correlation_id")),
+        message_id=_valid_id(message_id),
+        amqp_correlation_id=_valid_id(correlation_id),
+    )
+
+
 def peek_request_id(body: bytes) -> str | None:
     """Best effort: the request id of a body that may be invalid, for dead-letter headers.
 
     Never raises. Returns only a printable string of 1-128 characters, else None.
     """
-    try:
-        found = _peek(body)
-    except Exception:  # best effort by contract: any failure means "unknown"
-        return None
-    return found if isinstance(found, str) and is_valid_id(found) else None
+    return peek_ids(body).request_id
 
 
-def _peek(body: bytes) -> object:
-    if len(body) > _PEEK_LIMIT:
-        return None
-    text = bytes(body).decode("utf-8-sig", errors="replace")
-    try:
-        fields = _unwrap(json.loads(text))
-    except (ValueError, RecursionError, PermanentFailure):
-        match = _PEEK_RE.search(text)  # truncated or odd JSON: look for the key itself
-        return json.loads(f'"{match.group(1)}"') if match else None
-    return next((fields[key] for key in _ID_KEYS if key in fields), None)
+def _valid_id(value: object) -> str | None:
+    return value if isinstance(value, str) and is_valid_id(value) else None
+
+
+def _peek(body: bytes) -> dict[str, object]:
+    text = bytes(body[:_PEEK_LIMIT]).decode("utf-8-sig", errors="replace")
+    if len(body) <= _PEEK_LIMIT:
+        try:
+            return _ids_in(json.loads(text))
+        except (ValueError, RecursionError):
+            pass
+    found: dict[str, object] = {}  # truncated or odd JSON: look for the keys themselves
+    for match in _PEEK_RE.finditer(text):
+        name = _PEEK_NAMES[match.group(1)]
+        if name not in found and _valid_id(value := json.loads(f'"{match.group(2)}"')):
+            found[name] = value
+            if len(found) == len(_PEEK_KEYS):
+                break
+    return found
+
+
+def _ids_in(value: object) -> dict[str, object]:
+    """Each id from the outermost level that has a valid one, peeling ``data`` envelopes."""
+    found: dict[str, object] = {}
+    for _ in range(MAX_ENVELOPES + 1):
+        if not isinstance(value, dict):
+            break
+        for name, keys in _PEEK_KEYS.items():
+            valid = next((value[key] for key in keys if _valid_id(value.get(key))), None)
+            if valid is not None:
+                found.setdefault(name, valid)
+        value = value.get("data")
+    return found

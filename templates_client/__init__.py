@@ -1,2 +1,3 @@
-"""Client of the template service (CONTRACT section 5): httpx, a circuit breaker, a short cache
-and a last-known-good copy served while the service is down."""
+"""Clients of the services the worker reads from (CONTRACT sections 5 and 6): the template
+service client with its circuit breaker, cache and last-known-good copy; the classified GET and
+the field reading (envelopes, dotted paths) that the user service client shares."""

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pybreaker
 
-from schemas.failures import PermanentFailure
+from schemas.failures import PermanentFailure, SystemicFailure
 
 T = TypeVar("T")
 
@@ -29,14 +29,16 @@ class BreakerOpen(Exception):
 class Breaker:
     """Counts consecutive failures of a dependency; after ``fail_max`` of them refuses calls for
     ``reset_seconds``, then lets calls through as trials (half-open) until one succeeds (closed)
-    or fails (open again). A ``PermanentFailure`` (a 404: the service answered) is not a
-    dependency failure: it never counts and resets the count like a success."""
+    or fails (open again). A ``PermanentFailure`` (a 404: the service answered) or a
+    ``SystemicFailure`` (a 401/403: the service answered, our credentials are wrong, and the
+    consumer pauses for it) is not a dependency failure: it never counts and resets the count
+    like a success."""
 
     def __init__(self, name: str, *, fail_max: int, reset_seconds: float) -> None:
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_seconds,
-            exclude=[PermanentFailure],
+            exclude=[PermanentFailure, SystemicFailure],
             name=name,
         )
 

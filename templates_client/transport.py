@@ -1,32 +1,19 @@
-"""Outbound HTTP for the worker (RELIABILITY rules 15 and 17): the hardened ``httpx.Client``,
-size-capped JSON reading, the gateway envelope, one GET that classifies every failure into our
-own errors, and the SSRF allow-list check for URLs that arrive inside messages.
-
-Every failure of the network layer is mapped exactly once, in ``get_object``:
-
-    404                                  PermanentFailure(not_found)   not a dependency failure
-    other status, timeout, refused,      TransientFailure(reason)      counts against a breaker
-    oversized or malformed answer
+"""Outbound HTTP for the worker (RELIABILITY rules 15 and 17): the hardened ``httpx.Client``
+and the SSRF allow-list check for URLs that arrive inside messages. Calling a service and
+classifying its answer is ``templates_client.fetch``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import httpx
 
-from schemas.failures import PermanentFailure, Reason, TransientFailure
-
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Keys a gateway puts around its payload; a dict made only of these and a dict "data" is an
-# envelope, anything else is the bare object.
-ENVELOPE_KEYS = frozenset({"success", "data", "message", "error", "meta", "status", "statusCode"})
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: always internal
 # The last label of a host that a resolver would read as a number (WHATWG "ends in a number").
@@ -34,16 +21,13 @@ NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9a-fA-F]*)$")
 UNSAFE_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 
 
-class ResponseTooLarge(ValueError):
-    """The answer is larger than the caller's cap; it was not read to the end."""
-
-
 def make_http_client(timeout: float, *, max_connections: int = 20) -> httpx.Client:
     """A thread-safe keep-alive client that never follows redirects, ignores proxy and
     certificate settings from the environment (``trust_env=False``) and verifies TLS.
 
     ``timeout`` bounds connecting, each read, each write and waiting for a pooled connection;
-    httpx has no total deadline, so callers also cap the body size (``read_json``)."""
+    httpx has no total deadline, so callers also cap the body size
+    (``templates_client.fetch.read_capped``)."""
     return httpx.Client(
         timeout=httpx.Timeout(timeout),
         limits=httpx.Limits(
@@ -55,90 +39,6 @@ def make_http_client(timeout: float, *, max_connections: int = 20) -> httpx.Clie
         trust_env=False,
         headers={"User-Agent": "email-worker", "Accept": "application/json"},
     )
-
-
-def read_json(response: httpx.Response, max_bytes: int) -> object:
-    """Decode the JSON body, reading at most ``max_bytes`` of it (a streamed response is read
-    chunk by chunk and abandoned once over the cap). Raises ``ResponseTooLarge`` or, for a body
-    that is not JSON, ``ValueError``."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise ResponseTooLarge(f"declared {declared} bytes, cap {max_bytes}")
-    try:
-        body = response.content  # already read: a non-streaming request
-    except httpx.ResponseNotRead:
-        body = _read_capped(response, max_bytes)
-    if len(body) > max_bytes:
-        raise ResponseTooLarge(f"over {max_bytes} bytes")
-    return json.loads(body)  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-
-
-def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ResponseTooLarge(f"over {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def unwrap_envelope(obj: object) -> dict[str, Any]:
-    """The payload object: ``data`` of a gateway envelope (``{"success": true, "data": {...}}``)
-    or the bare object itself. Raises ``ValueError`` for a non-object or an envelope that
-    reports ``"success": false``."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    data = obj.get("data")
-    if isinstance(data, dict) and obj.keys() <= ENVELOPE_KEYS:
-        if obj.get("success") is False:
-            raise ValueError("envelope reports success=false")
-        return data
-    if obj.get("success") is False:
-        raise ValueError("envelope reports success=false")
-    return obj
-
-
-def get_object(
-    http: httpx.Client,
-    url: str,
-    *,
-    reason: Reason,
-    not_found: Reason,
-    max_bytes: int,
-    params: Mapping[str, str] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """GET ``url`` and return the unwrapped JSON object of a 2xx answer.
-
-    Raises ``PermanentFailure(not_found)`` on 404, else ``TransientFailure(reason)`` for every
-    other status, a timeout, a connection failure, an oversized or a malformed body. Details
-    name the cause only: never the URL (it may carry ids) nor any content."""
-    try:
-        with http.stream("GET", url, params=params, headers=headers) as response:
-            status = response.status_code
-            if status == 404:
-                raise PermanentFailure(not_found, "404 from the service")
-            if not 200 <= status < 300:
-                raise TransientFailure(reason, _status_detail(status))
-            return unwrap_envelope(read_json(response, max_bytes))
-    except httpx.TimeoutException as exc:
-        raise TransientFailure(reason, f"timeout ({type(exc).__name__})") from exc
-    except httpx.HTTPError as exc:
-        raise TransientFailure(reason, f"connection failed ({type(exc).__name__})") from exc
-    except ResponseTooLarge as exc:
-        raise TransientFailure(reason, f"answer too large: {exc}") from exc
-    except ValueError as exc:
-        raise TransientFailure(reason, f"malformed answer ({type(exc).__name__})") from exc
-
-
-def _status_detail(status: int) -> str:
-    if 300 <= status < 400:
-        return f"HTTP {status}: redirects are not followed (check the service URL)"
-    if status in (401, 403, 405, 407):
-        return f"HTTP {status}: likely a configuration problem (URL or credentials)"
-    return f"HTTP {status}"
 
 
 def host_allowed(url: str, allowed_hosts: Sequence[str]) -> bool:

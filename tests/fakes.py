@@ -54,6 +54,8 @@ class FakeLedger:
         self.rejections: list[tuple[str, Reason]] = []
         self.outbox: list[tuple[str, str]] = []  # (request_id, callback status)
         self.fail_finish: WorkerFailure | None = None
+        # What the ledger classifies at the claim (a redelivery limit): carried by the Claim.
+        self.claim_failure: WorkerFailure | None = None
         self._ids = itertools.count(1)
 
     def claim(self, request: EmailRequest) -> Claim | AlreadySent:
@@ -69,7 +71,7 @@ class FakeLedger:
             raise DeferredFailure(Reason.LEASE_BUSY, "held by another worker")
         row.status, row.lease = LedgerStatus.SENDING, uuid.uuid4().hex
         row.attempts += 1
-        return Claim(request.request_id, row.lease, row.attempts)
+        return Claim(request.request_id, row.lease, row.attempts, failure=self.claim_failure)
 
     def finish(self, claim: Claim, request: EmailRequest, record: Record) -> int | None:
         if self.fail_finish is not None:

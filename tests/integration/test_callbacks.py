@@ -3,6 +3,7 @@ wiring against the real RabbitMQ."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import subprocess
@@ -14,13 +15,17 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from kombu import Queue
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 from email_worker import ledger, tasks
 from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
+from email_worker.config import Settings
 from email_worker.db import Database
 from email_worker.ledger import PgLedger
 from email_worker.ports import Claim, LedgerStatus, Record
@@ -182,14 +187,94 @@ def test_too_many_requests_honours_retry_after(
     assert timedelta(seconds=115) < wait <= timedelta(seconds=120)
 
 
-def test_gone_is_dead_at_once(
+def rejected_total() -> float:
+    value = REGISTRY.get_sample_value("email_worker_callbacks_total", {"result": "rejected"})
+    return value or 0.0
+
+
+@pytest.mark.parametrize("code", [400, 401, 404, 410, 422])
+def test_a_final_4xx_is_rejected_after_exactly_one_post(
+    db: Database,
+    client: CallbackHttp,
+    http_server: FakeHttpServer,
+    caplog: pytest.LogCaptureFixture,
+    code: int,
+) -> None:
+    http_server.route("POST", PATH, Reply(code))
+    outbox_id = outbox_row(db, http_server.url + PATH)
+    before = rejected_total()
+    sender = dispatcher(db, client)
+    with caplog.at_level(logging.INFO, logger="email_worker.callbacks"):
+        assert sender.deliver(outbox_id) == "rejected"
+    stored = row(db, outbox_id)
+    assert (stored["state"], stored["last_error"], stored["attempts"]) == (
+        "rejected",
+        f"HTTP {code}",
+        1,
+    )
+    assert rejected_total() == before + 1
+    (logged,) = [r for r in caplog.records if r.getMessage() == "callback rejected"]
+    assert logged.levelno == logging.WARNING and logged.__dict__["http_status"] == code
+    assert "ada@example.com" not in str(logged.__dict__)
+    make_due(db, outbox_id)  # never retried, not even when beat looks for due rows
+    assert sender.due(10) == [] and sender.deliver(outbox_id) == "skipped"
+    assert len(http_server.seen("POST", PATH)) == 1
+
+
+@pytest.mark.parametrize("code", [408, 425, 429, 500, 502, 503])
+def test_not_now_answers_are_retried(
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer, code: int
+) -> None:
+    http_server.route("POST", PATH, Reply(code), Reply(200))
+    outbox_id = outbox_row(db, http_server.url + PATH)
+    sender = dispatcher(db, client)
+    assert sender.deliver(outbox_id) == "retry"
+    assert row(db, outbox_id)["state"] == "pending"
+    make_due(db, outbox_id)
+    assert sender.deliver(outbox_id) == "delivered"
+
+
+def test_url_placeholders_are_filled_from_the_row_when_sent(
     db: Database, client: CallbackHttp, http_server: FakeHttpServer
 ) -> None:
-    http_server.route("POST", PATH, Reply(410))
+    http_server.route("POST", "/status", Reply(200))
+    request = email_request()
+    template = http_server.url + "/status?notification_id={notification_id}&s={status}"
+    outbox_id = outbox_row(db, template, request)
+    assert row(db, outbox_id)["callback_url"] == template  # stored as configured
+    assert dispatcher(db, client).deliver(outbox_id) == "delivered"
+    [seen] = http_server.seen("POST")
+    expected = quote(request.notification_id, safe="")
+    assert seen.path == f"/status?notification_id={expected}&s=delivered"
+
+
+def test_a_shape_change_reaches_the_backlog_with_the_same_webhook_id(
+    db: Database, client: CallbackHttp, http_server: FakeHttpServer
+) -> None:
+    http_server.route("POST", PATH, Reply(500), Reply(200))
     outbox_id = outbox_row(db, http_server.url + PATH)
-    assert dispatcher(db, client).deliver(outbox_id) == "dead"
-    assert row(db, outbox_id)["state"] == "dead"
-    assert dispatcher(db, client).due(10) == []
+    assert dispatcher(db, client).deliver(outbox_id) == "retry"
+    make_due(db, outbox_id)
+    fitted = Settings(
+        callback_secret=SecretStr(SECRET),
+        callback_field_names="notification_id:notificationId,attempts:attempts",
+        callback_extra_fields='{"channel": "email"}',
+    )
+    restarted = CallbackDispatcher.from_settings(db, client, fitted)  # as after a restart
+    assert restarted.deliver(outbox_id) == "delivered"
+    first, second = http_server.seen("POST", PATH)
+    assert header(first.headers, "webhook-id") == header(second.headers, "webhook-id")
+    assert "notification_id" in first.json() and "notificationId" not in first.json()
+    body = second.json()
+    assert body["channel"] == "email" and body["attempts"] == 1  # the ledger's count
+    assert body["notificationId"].startswith("n-") and "notification_id" not in body
+    verify(  # the signature covers the body as sent
+        SECRET,
+        header(second.headers, "webhook-id") or "",
+        header(second.headers, "webhook-timestamp") or "",
+        second.body,
+        header(second.headers, "webhook-signature") or "",
+    )
 
 
 def test_failures_past_the_max_age_are_dead(
@@ -211,7 +296,7 @@ def test_slow_gateway_times_out_without_holding_a_transaction(
     idle_in_tx: list[int] = []
 
     def watch() -> None:  # while the POST hangs, no session of ours sits in a transaction
-        time.sleep(0.2)
+        assert wait_for(lambda: len(http_server.seen("POST", PATH)) == 1)
         with db.transaction() as cur:
             cur.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -261,7 +346,8 @@ def test_newer_row_waits_for_an_older_one_on_the_wire(
     in_flight = threading.Thread(target=lambda: results.append(sender.deliver(older)))
     in_flight.start()
     try:
-        time.sleep(0.3)  # the older callback is on the wire now
+        # The gateway has the older callback and answers in 0.6 s: it is on the wire now.
+        assert wait_for(lambda: len(http_server.seen("POST", PATH)) == 1)
         newer = outbox_row(db, http_server.url + PATH, request, LedgerStatus.SENT)
         assert row(db, older)["state"] == "pending"  # in flight: not superseded under its feet
         assert sender.deliver(newer) == "blocked"
@@ -444,7 +530,7 @@ def test_beat_schedule_is_in_memory_and_covers_maintenance() -> None:
         tasks.EXPIRE,
         tasks.PRUNE,
     }
-    assert {tasks.DELIVER, tasks.REDRIVE, tasks.EXPIRE, tasks.PRUNE} <= set(app.tasks)
+    assert {tasks.DELIVER_MANY, tasks.REDRIVE, tasks.EXPIRE, tasks.PRUNE} <= set(app.tasks)
     assert app.conf.task_default_queue == "q" and app.conf.task_acks_late is True
 
 

@@ -175,14 +175,14 @@ def test_list_shows_records_in_order_filters_and_never_disturbs_them(
 
     code, out, _ = dlq(capsys, "list")
     assert code == 0
-    assert [line.split("\t")[:3] for line in out.splitlines()] == [
-        [rid, reason, "1"] for rid, reason in SEEDED
+    assert [line.split("\t")[:4] for line in out.splitlines()] == [
+        [str(n), rid, reason, "1"] for n, (rid, reason) in enumerate(SEEDED, 1)
     ]
     code, out, _ = dlq(capsys, "list", "--json", "--reason", "recipient_invalid")
     rows = [json.loads(line) for line in out.splitlines()]
-    assert [(r["request_id"], r["failed_at"]) for r in rows] == [
-        ("b", "2026-11-23T10:00:01Z"),
-        ("d", "2026-11-23T10:00:01Z"),
+    assert [(r["position"], r["request_id"], r["failed_at"]) for r in rows] == [
+        (2, "b", "2026-11-23T10:00:01Z"),  # positions in the queue, whatever the filter hides
+        (4, "d", "2026-11-23T10:00:01Z"),
     ]
     assert dlq(capsys, "list", "--limit", "2")[1].count("\n") == 2
     assert broker.dead_ids() == ["a", "b", "c", "d", "e"]  # nothing lost or reordered
@@ -203,8 +203,74 @@ def test_show_prints_headers_and_the_original_body(
 
     code, out, err = dlq(capsys, "show", "nope")
     assert code == 1 and out == ""
-    assert "no record with request_id 'nope'" in err
+    assert "no record with id 'nope'" in err
     assert broker.dead_ids() == ["a", "b"]
+
+
+def _publish_raw(broker: Broker, payload: bytes, headers: dict[str, Any], **props: Any) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+    try:
+        properties = pika.BasicProperties(delivery_mode=2, headers=headers, **props)
+        connection.channel().basic_publish("", broker.settings.failed_queue, payload, properties)
+    finally:
+        connection.close()
+
+
+INVALID_HEADERS = {
+    "failure_reason": "invalid_message",
+    "failure_detail": "template_code: missing",
+    "attempts": 1,
+    "first_attempt_at": "2026-11-23T10:00:00Z",
+    "failed_at": "2026-11-23T10:00:01Z",
+}
+
+
+def test_show_finds_records_by_notification_id_message_id_or_position(
+    broker: Broker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broker.seed(("a", "template_not_found"))
+    # A NestJS-shaped invalid message: no request_id at all, a camelCase notificationId.
+    nestjs = b'{"pattern": "email", "data": {"notificationId": "notif-9", "to": "x@example.com"}}'
+    _publish_raw(broker, nestjs, INVALID_HEADERS, message_id="amqp-9")
+    _publish_raw(broker, b"\xff not json", INVALID_HEADERS | {"failure_reason": "invalid_json"})
+    broker.seed(("b", "recipient_invalid"))
+
+    code, out, _ = dlq(capsys, "list")
+    assert [line.split("\t")[:3] for line in out.splitlines()] == [
+        ["1", "a", "template_not_found"],
+        ["2", "-", "invalid_message"],
+        ["3", "-", "invalid_json"],
+        ["4", "b", "recipient_invalid"],
+    ]
+    for key, matched in (("notif-9", ["notification_id"]), ("amqp-9", ["message_id"])):
+        code, out, _ = dlq(capsys, "show", key)
+        document = json.loads(out)
+        assert code == 0
+        assert document["body"].encode() == nestjs
+        assert (document["position"], document["matched_by"]) == (2, matched)
+        assert document["properties"]["message_id"] == "amqp-9"
+    code, out, _ = dlq(capsys, "show", "--position", "3")
+    document = json.loads(out)
+    assert (code, document["body_base64"], document["position"]) == (0, "/yBub3QganNvbg==", 3)
+    assert "matched_by" not in document
+    code, out, _ = dlq(capsys, "show", "b")
+    assert json.loads(out)["matched_by"] == ["request_id"]
+
+    code, out, err = dlq(capsys, "show", "--position", "5")
+    assert (code, out) == (1, "") and "no record at position 5" in err
+    assert broker.dead_ids() == ["a", None, None, "b"]  # nothing lost or reordered
+
+
+@pytest.mark.parametrize("args", [(), ("a", "--position", "1")])
+def test_show_needs_exactly_one_way_to_find_a_record(
+    broker: Broker, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    code, _, err = dlq(capsys, "show", *args)
+    assert code == 2
+    assert "give one ID (request_id, notification_id or message_id) or --position N" in err
+    with pytest.raises(SystemExit) as refused:  # argparse: positions start at 1
+        dlq(capsys, "show", "--position", "0")
+    assert refused.value.code == 2
 
 
 def test_replay_by_reason_republishes_originals_and_leaves_the_rest_in_order(
@@ -244,7 +310,7 @@ def test_replay_dry_run_changes_nothing_and_a_selector_is_required(
 
     code, out, _ = dlq(capsys, "replay", "--reason", "recipient_invalid", "--dry-run")
     assert code == 0 and "would replay 2 record(s)" in out
-    assert [line.split("\t")[0] for line in out.splitlines()[:2]] == ["b", "d"]
+    assert [line.split("\t")[:2] for line in out.splitlines()[:2]] == [["2", "b"], ["4", "d"]]
     code, _, err = dlq(capsys, "replay")
     assert code == 2 and "--reason CODE, --request-id ID or --all" in err
     assert dlq(capsys, "replay", "--all", "--reason", "x")[0] == 2
@@ -394,3 +460,25 @@ def test_missing_template_then_replay_sends_exactly_once(stack: Stack, tmp_path:
     assert len(stack.emails_to("late@example.com")) == 1
     assert stack.status(request_id) == "sent"
     assert stack.dead_letters() == []
+
+
+def test_a_dead_letter_without_request_id_is_found_by_its_notification_id(
+    stack: Stack, tmp_path: Path
+) -> None:
+    notification_id = f"notif-{uuid.uuid4().hex[:12]}"
+    stack.start_worker()
+    # NestJS-style, camelCase, and no request_id at all: refused as invalid_message.
+    body = {"pattern": "email", "data": {"notificationId": notification_id, "to": "n@example.com"}}
+    stack.publish(body, message_id=f"amqp-{notification_id}")
+    record = stack.dead_letter(None)
+    assert record.headers.failure_reason == "invalid_message"
+
+    for key in (notification_id, f"amqp-{notification_id}"):
+        shown = run_cli(stack, tmp_path, "show", key)
+        assert shown.returncode == 0, shown.stderr
+        document = json.loads(shown.stdout)
+        assert json.loads(document["body"]) == body
+        assert document["headers"]["failure_reason"] == "invalid_message"
+    listed = run_cli(stack, tmp_path, "list").stdout.splitlines()
+    assert [line.split("\t")[:3] for line in listed] == [["1", "-", "invalid_message"]]
+    assert json.loads(run_cli(stack, tmp_path, "show", "--position", "1").stdout)["body"]

@@ -1,8 +1,9 @@
 """The gateway's callback endpoint down for a while (connections refused), then answering 500,
 429 with ``Retry-After``, 410, slowly, and finally 200. Emails go out regardless; every request
-ends with its final status at the gateway except the one answered 410 Gone (its row is dead);
-no status ever moves backwards. Callbacks run on the ``InlineNotifier`` path with a dispatcher
-whose backoff draws its minimum (1 s) and a re-drive loop doing what ``email-worker beat`` does."""
+ends with its final status at the gateway except the one answered 410 Gone (a final 4xx: its
+row is rejected after that one try); no status ever moves backwards. Callbacks run on the
+``InlineNotifier`` path with a dispatcher whose backoff draws its minimum (1 s) and a re-drive
+loop doing what ``email-worker beat`` does."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.support.ledger_check import callbacks_from, copies_from
 from tests.support.stack import CALLBACK_PATH, Stack, wait_for
 
 pytestmark = pytest.mark.integration
+SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGhlLWZhdWx0LXRlc3Q="  # Standard Webhooks form
 
 
 class MinimalBackoff(random.Random):
@@ -36,7 +38,7 @@ def dispatcher(stack: Stack) -> Iterator[CallbackDispatcher]:
     db = Database(stack.database_url, pool_size=4)
     http = CallbackHttp(timeout=1.0)
     yield CallbackDispatcher(
-        db, http, secret="s3cret", lease_seconds=2, max_age_hours=1, rng=MinimalBackoff()
+        db, http, secret=SECRET, lease_seconds=2, max_age_hours=1, rng=MinimalBackoff()
     )
     http.close()
     db.close()
@@ -92,14 +94,14 @@ def test_callback_endpoint_faults_then_back(
     )
     gateway.start()
     try:
-        wait_for(lambda: settled(stack), 30, "every row delivered or dead")
+        wait_for(lambda: settled(stack), 30, "every row delivered or rejected")
         states = sorted(r["state"] for r in outbox(stack))
-        assert states == ["dead", "delivered", "delivered", "delivered"]
-        gone = next(r["request_id"] for r in outbox(stack) if r["state"] == "dead")
+        assert states == ["delivered", "delivered", "delivered", "rejected"]
+        gone = next(r["request_id"] for r in outbox(stack) if r["state"] == "rejected")
         seen = callbacks_from(gateway.seen("POST", CALLBACK_PATH))
         report = check.check(copies_from(stack.smtp.messages), seen)
         assert report.ok, report.summary()
-        assert {s for k, s in seen if k == gone} == {"delivered"}  # 410: posted, then given up
+        assert {s for k, s in seen if k == gone} == {"delivered"}  # 410: posted once, final
         assert all("webhook-signature" in s.headers for s in gateway.seen())
     finally:
         gateway.stop()
@@ -110,4 +112,4 @@ def outbox(stack: Stack) -> list[dict[str, Any]]:
 
 
 def settled(stack: Stack) -> bool:
-    return all(r["state"] in ("delivered", "dead") for r in outbox(stack))
+    return all(r["state"] in ("delivered", "rejected") for r in outbox(stack))

@@ -14,7 +14,7 @@ import pytest
 from email_worker import ledger, ledger_sql, maintenance
 from email_worker.db import Database
 from email_worker.ledger import PgLedger
-from email_worker.migrations import get_or_create_secret, migrate
+from email_worker.migrations import available, get_or_create_secret, migrate
 from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record, RenderedEmail
 from schemas.callback import CallbackStatus
 from schemas.failures import DeferredFailure, PermanentFailure, Reason
@@ -24,6 +24,7 @@ from tests.fakes import email_request
 pytestmark = pytest.mark.integration
 
 URL = "http://gateway.test/api/v1/email/status/"
+SHIPPED = [version for version, _ in available()]
 EMAIL = RenderedEmail(
     subject="Welcome",
     html="<p>Hi Ada</p>",
@@ -72,7 +73,8 @@ def must_claim(result: Claim | AlreadySent) -> Claim:
 def test_migrate_is_idempotent_and_creates_a_stable_secret(db: Database) -> None:
     assert migrate(db) == []
     versions = query(db, "SELECT version FROM schema_migrations ORDER BY version")
-    assert versions == [("001_init",), ("002_batched_ledger",)]
+    assert [version for (version,) in versions] == SHIPPED
+    assert SHIPPED[:3] == ["001_init", "002_batched_ledger", "003_redeliveries_and_retry_copies"]
     secret = get_or_create_secret(db, "message_id_secret")
     assert len(secret) == 32
     assert get_or_create_secret(db, "message_id_secret") == secret
@@ -99,7 +101,7 @@ def test_migrate_concurrently_applies_once(database_url: str) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(results) == [[], ["001_init", "002_batched_ledger"]]
+    assert sorted(results) == [[], SHIPPED]
 
 
 def test_exactly_one_of_eight_concurrent_claims_wins(db: Database) -> None:
@@ -459,7 +461,7 @@ def test_prepared_statements_survive_a_transaction_pooler(
         # else: PREPARE lands on the other one, and the EXECUTE after it back here: missing
         request = email_request()
         pooler = _TransactionPooler(cursors)
-        batch = ledger._claim_batch([request], ["lease-x"])
+        batch = ledger_sql.claim_rows([request], ["lease-x"])
         params = {"batch": batch, "lease_seconds": 30, "lock_timeout": None}
         statement.execute(pooler, params)  # type: ignore[arg-type]
         # EXECUTE, PREPARE (refused, or accepted then EXECUTE missing again), plain statement

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 import pytest
 
 from email_worker.ports import Recipient
-from email_worker.recipients import RecipientDirectory, UserServiceClient
-from schemas.failures import DeferredFailure, PermanentFailure, Reason, TransientFailure
+from email_worker.recipients import USER_FIELD_NAMES, RecipientDirectory, UserServiceClient
+from schemas.failures import (
+    DeferredFailure,
+    PermanentFailure,
+    Reason,
+    SystemicFailure,
+    TransientFailure,
+)
 from schemas.request import EmailRequest
+from templates_client.fields import parse_field_paths
 from templates_client.transport import make_http_client
-from tests.support.http import FakeHttpServer, Reply
+from tests.support.http import FakeHttpServer, Reply, Seen
 
 pytestmark = pytest.mark.integration
 
@@ -97,10 +104,10 @@ def test_opted_out_user_is_permanent(
 @pytest.mark.parametrize(
     ("record", "reason"),
     [
-        ({"name": "No Mail"}, Reason.RECIPIENT_MISSING),
-        ({"email": None}, Reason.RECIPIENT_MISSING),
-        ({"email": ""}, Reason.RECIPIENT_MISSING),
-        ({"email": "   "}, Reason.RECIPIENT_MISSING),
+        ({"name": "No Mail"}, Reason.RECIPIENT_UNKNOWN),
+        ({"email": None}, Reason.RECIPIENT_UNKNOWN),
+        ({"email": ""}, Reason.RECIPIENT_UNKNOWN),
+        ({"email": "   "}, Reason.RECIPIENT_UNKNOWN),
         ({"email": "not-an-address"}, Reason.RECIPIENT_INVALID),
         ({"email": "a@example.com\r\nBcc: b@example.com"}, Reason.RECIPIENT_INVALID),
         ({"email": "a@example.com, b@example.com"}, Reason.RECIPIENT_INVALID),
@@ -155,11 +162,102 @@ def test_5xx_is_transient_then_the_breaker_defers(
     assert len(http_server.seen("GET", PATH)) == 2
 
 
-@pytest.mark.parametrize(
-    "reply", [Reply(200, {"email": "a@example.com"}, delay=0.6), Reply(200, "garbage{")]
-)
-def test_timeouts_and_garbage_are_transient(http_server: FakeHttpServer, reply: Reply) -> None:
-    http_server.route("GET", PATH, reply)
+def test_a_timeout_is_transient(http_server: FakeHttpServer) -> None:
+    http_server.route("GET", PATH, Reply(200, {"email": "a@example.com"}, delay=0.6))
     with make_http_client(0.2) as http, pytest.raises(TransientFailure) as caught:
         _directory(http_server, http).resolve(_request())
     assert caught.value.reason is Reason.USER_SERVICE_UNAVAILABLE
+    assert "timeout" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("reply", "detail"),
+    [
+        (Reply(200, "garbage{"), "not usable JSON"),
+        (Reply(200, '{"data": ' * 200 + "{}" + "}" * 200), "nesting is deeper than 32"),
+        (Reply(200, '{"email": "\\ud800@example.com"}'), "lone surrogate"),
+        (Reply(200, ["a@example.com"]), "no record"),
+        (Reply(200, {"success": False, "data": {"email": "a@example.com"}}), "no record"),
+        (Reply(200, {"success": True, "data": {"name": "Ada"}}), "has no address (email)"),
+        (Reply(400, {"error": "bad id"}), "HTTP 400"),
+        (Reply(410, {"error": "gone"}), "HTTP 410"),
+    ],
+)
+def test_answers_that_are_no_user_record_are_permanent_and_keep_the_breaker_closed(
+    http_server: FakeHttpServer, http: httpx.Client, reply: Reply, detail: str
+) -> None:
+    http_server.route("GET", PATH, reply)
+    users = UserServiceClient(http_server.url, http, TOKEN, fail_max=2, reset_seconds=30)
+    for _ in range(3):
+        with pytest.raises(PermanentFailure) as caught:
+            RecipientDirectory(users).resolve(_request())
+        assert caught.value.reason is Reason.RECIPIENT_UNKNOWN
+        assert detail in caught.value.detail
+        assert "example.com" not in caught.value.detail
+    assert users.breaker_state == "closed"
+
+
+def _guarded(header: str, expected: str, record: Mapping[str, object]) -> Callable[[Seen], Reply]:
+    """A user service that checks its credentials strictly, as a real one does."""
+
+    def answer(request: Seen) -> Reply:
+        if request.headers.get(header) != expected:
+            return Reply(403, {"success": False, "error": "forbidden"})
+        return Reply(200, dict(record))
+
+    return answer
+
+
+USER_FIELDS = "email=data.contact.email,name=data.full_name,email_enabled=data.settings.email"
+MAPPED = {"data": {"contact": {"email": "ada@example.com"}, "full_name": "Ada L."}}
+
+
+def test_user_fields_path_and_a_custom_auth_header(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    path = f"/users?id={USER}"
+    http_server.route("GET", "/users", _guarded("X-Api-Key", TOKEN, MAPPED))
+    users = UserServiceClient(
+        http_server.url,
+        http,
+        TOKEN,
+        path="/users?id={user_id}",
+        auth_header="X-Api-Key",
+        fields=parse_field_paths(USER_FIELDS, USER_FIELD_NAMES),
+    )
+    recipient = RecipientDirectory(users).resolve(_request())
+    assert recipient == Recipient(address="ada@example.com", name="Ada L.")
+    [seen] = http_server.seen("GET")
+    assert seen.path == path
+    assert "Authorization" not in seen.headers
+
+
+def test_user_fields_read_the_email_preference(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    record = {"data": {"contact": {"email": "ada@example.com"}, "settings": {"email": False}}}
+    http_server.route("GET", PATH, Reply(200, record))
+    users = UserServiceClient(
+        http_server.url, http, TOKEN, fields=parse_field_paths(USER_FIELDS, USER_FIELD_NAMES)
+    )
+    with pytest.raises(PermanentFailure) as caught:
+        RecipientDirectory(users).resolve(_request())
+    assert caught.value.reason is Reason.OPTED_OUT
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_pause_and_keep_the_breaker_closed(
+    http_server: FakeHttpServer, http: httpx.Client, status: int
+) -> None:
+    http_server.route("GET", PATH, Reply(status, {"error": "refused"}))
+    users = UserServiceClient(http_server.url, http, "wrong", fail_max=2, reset_seconds=30)
+    for _ in range(4):
+        with pytest.raises(SystemicFailure) as caught:
+            RecipientDirectory(users).resolve(_request())
+        assert caught.value.reason is Reason.USER_SERVICE_UNAUTHORIZED
+    assert users.breaker_state == "closed"
+    assert [r.headers["Authorization"] for r in http_server.seen()] == ["Bearer wrong"] * 4
+    record = {"email": "ada@example.com"}
+    http_server.route("GET", PATH, _guarded("Authorization", f"Bearer {TOKEN}", record))
+    fixed = UserServiceClient(http_server.url, http, TOKEN)
+    assert RecipientDirectory(fixed).resolve(_request()).address == "ada@example.com"

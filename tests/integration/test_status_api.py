@@ -1,4 +1,5 @@
-"""The read-only status API on the health port, after real traffic through the worker."""
+"""The read-only status API on the health port, after real traffic through the worker: the
+token, the API being off without one (unless opened), page size and depth bounds."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from email_worker.db import Database
-from email_worker.status_api import StatusApi, StatusReader
+from email_worker.status_api import MAX_DEPTH, StatusApi, StatusReader
 from tests.support.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -35,6 +36,11 @@ def get(port: int, path: str, token: str | None = TOKEN) -> tuple[int, dict[str,
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def probe(port: int, path: str) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return int(response.status)
 
 
 def message(request_id: str, batch: str, **extra: Any) -> dict[str, Any]:
@@ -93,8 +99,36 @@ def test_the_token_is_required_on_the_api_only(
         code, body = get(port, path, token)
         assert code == 401 and body["error"] == "unauthorized" and body["data"] is None
     assert get(port, path)[0] == 200
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-        assert response.status == 200  # probes and scrapes stay open
+    assert get(port, path, "Bearer")[0] == 401  # "Bearer Bearer": a word is not the token
+    for open_path in ("/health", "/metrics"):  # probes and scrapes stay open
+        assert probe(port, open_path) == 200
+    wait_for(lambda: probe(port, "/readyz") == 200, 20, "readiness without a token")
+
+
+def test_without_a_token_the_api_is_off_unless_opened_explicitly(
+    traffic: tuple[Stack, int, list[str], str, str],
+) -> None:
+    stack, _, delivered, _, batch = traffic
+    off, opened, both = free_port(), free_port(), free_port()
+    stack.start_worker(http_port=off)
+    stack.start_worker(http_port=opened, status_api_open=True)
+    stack.start_worker(http_port=both, status_api_open=True, status_api_token=TOKEN)
+    paths = [
+        f"/api/v1/notifications/{delivered[0]}",
+        "/api/v1/notifications",
+        f"/api/v1/batches/{batch}",
+    ]
+    for path in paths:
+        for token in (None, TOKEN):
+            code, body = get(off, path, token)
+            assert code == 404 and body["success"] is False, path
+            assert "off" in body["message"]
+        assert get(opened, path, None)[0] == 200, path
+        assert get(both, path, None)[0] == 401, path  # a configured token always applies
+        assert get(both, path, TOKEN)[0] == 200, path
+    for open_path in ("/health", "/metrics"):
+        assert probe(off, open_path) == 200
+    wait_for(lambda: probe(off, "/readyz") == 200, 20, "readiness with the API off")
 
 
 def test_list_paginates_filters_and_validates(
@@ -125,6 +159,25 @@ def test_list_paginates_filters_and_validates(
         assert code == 400 and body["error"] == "invalid_parameter", query
 
 
+def test_pages_deeper_than_the_bound_are_refused_saying_so(
+    traffic: tuple[Stack, int, list[str], str, str],
+) -> None:
+    _, port, _, _, _ = traffic
+    deepest = MAX_DEPTH // 100  # the last page of 100 within the bound is served
+    code, body = get(port, f"/api/v1/notifications?limit=100&page={deepest}")
+    assert code == 200 and body["data"] == [] and body["meta"]["page"] == deepest
+    assert get(port, f"/api/v1/notifications?page={MAX_DEPTH // 20}")[0] == 200  # limit 20
+    for query in (
+        f"limit=100&page={MAX_DEPTH // 100 + 1}",
+        f"page={MAX_DEPTH // 20 + 1}",
+        "limit=1&page=1000000",
+        "page=9999999",
+    ):
+        code, body = get(port, f"/api/v1/notifications?{query}")
+        assert code == 400 and body["error"] == "page_too_deep", query
+        assert str(MAX_DEPTH) in body["message"] and body["data"] is None
+
+
 def test_batch_progress(traffic: tuple[Stack, int, list[str], str, str]) -> None:
     _, port, _, _, batch = traffic
     code, body = get(port, f"/api/v1/batches/{batch}")
@@ -147,8 +200,8 @@ def test_content_only_when_the_operator_allows_it(
     stack, _, delivered, _, _ = traffic
     db = Database(stack.database_url, pool_size=1)
     try:
-        hidden = StatusApi(StatusReader(db, expose_content=False), token=None)
-        shown = StatusApi(StatusReader(db, expose_content=True), token=None)
+        hidden = StatusApi(StatusReader(db, expose_content=False), token=None, open_access=True)
+        shown = StatusApi(StatusReader(db, expose_content=True), token=None, open_access=True)
         path = f"/api/v1/notifications/{delivered[1]}"
         assert "user1@example.com" not in json.dumps(hidden(path, None)[1])
         data = shown(path, None)[1]["data"]

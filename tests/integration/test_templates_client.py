@@ -11,10 +11,18 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from schemas.failures import DeferredFailure, PermanentFailure, Reason, TransientFailure
+from schemas.failures import (
+    DeferredFailure,
+    PermanentFailure,
+    Reason,
+    SystemicFailure,
+    TransientFailure,
+)
 from templates_client.client import TemplateClient
+from templates_client.fields import parse_field_paths
+from templates_client.template import TEMPLATE_FIELD_NAMES
 from templates_client.transport import make_http_client
-from tests.support.http import FakeHttpServer, Reply
+from tests.support.http import FakeHttpServer, Reply, Seen
 
 pytestmark = pytest.mark.integration
 
@@ -221,25 +229,135 @@ def test_refused_connection_is_transient(http: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("reply", "detail"),
     [
-        (Reply(200, "<html>oops</html>"), "malformed"),
+        (Reply(200, "<html>oops</html>"), "not usable JSON"),
         (Reply(200, {"success": True, "data": {"html": "<p>x</p>"}}), "no subject"),
-        (Reply(200, {"subject": "S", "text": "only text"}), "no html body"),
+        (Reply(200, {"subject": "S", "html_body": 7}), "no body"),
         (Reply(200, {"subject": "S", "html": "x" * 5000}), "too large"),
-        (Reply(401, {"error": "unauthorized"}), "configuration"),
-        (Reply(302, headers={"Location": "/api/v1/templates/elsewhere"}), "redirect"),
+        (Reply(200, "[" * 400 + "]" * 400), "nesting is deeper than 32"),
+        (Reply(200, '{"subject": "\\udc00", "html": "x"}'), "lone surrogate"),
+        (Reply(200, {"success": False, "data": {"subject": "S", "html": "x"}}), "success=false"),
     ],
 )
-def test_bad_answers_are_transient_and_count(
+def test_answers_that_are_no_template_are_permanent_and_leave_the_breaker_closed(
     http_server: FakeHttpServer, http: httpx.Client, reply: Reply, detail: str
 ) -> None:
+    http_server.route("GET", PATH, Reply(200, GOOD), reply)
+    client = _client(http_server, http, fail_max=2, max_bytes=1024, cache_seconds=0)
+    client.get("welcome", None)
+    for _ in range(4):
+        with pytest.raises(PermanentFailure) as caught:
+            client.get("welcome", None)  # no last-known-good copy served: it is dropped
+        assert caught.value.reason is Reason.TEMPLATE_INVALID
+        assert detail in caught.value.detail
+    assert client.breaker_state == "closed"
+    assert len(http_server.seen("GET", PATH)) == 5
+
+
+@pytest.mark.parametrize("status", [400, 405, 410, 422])
+def test_other_4xx_are_permanent_template_errors(
+    http_server: FakeHttpServer, http: httpx.Client, status: int
+) -> None:
+    http_server.route("GET", PATH, Reply(status, {"error": "no"}))
+    client = _client(http_server, http, fail_max=2)
+    for _ in range(3):
+        with pytest.raises(PermanentFailure) as caught:
+            client.get("welcome", None)
+        assert caught.value.reason is Reason.TEMPLATE_ERROR
+        assert f"HTTP {status}" in caught.value.detail
+    assert client.breaker_state == "closed"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(408),
+        Reply(425),
+        Reply(429, headers={"Retry-After": "1"}),
+        Reply(302, headers={"Location": "/api/v1/templates/elsewhere"}),
+    ],
+)
+def test_transient_statuses_count_against_the_breaker(
+    http_server: FakeHttpServer, http: httpx.Client, reply: Reply
+) -> None:
     http_server.route("GET", PATH, reply)
-    client = _client(http_server, http, fail_max=2, max_bytes=1024)
+    client = _client(http_server, http, fail_max=2)
     for _ in range(2):
         with pytest.raises(TransientFailure) as caught:
             client.get("welcome", None)
-        assert detail in caught.value.detail
+        assert not isinstance(caught.value, DeferredFailure)
     assert client.breaker_state == "open"
     assert [r.path for r in http_server.seen()] == [PATH, PATH]  # redirects not followed
+
+
+TOKEN = "tmpl-t0ken"
+
+
+def _guarded(good: Reply, refused: int = 401) -> Callable[[Seen], Reply]:
+    """A template service that checks the bearer token strictly, as a real one does."""
+
+    def answer(request: Seen) -> Reply:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return Reply(refused, {"success": False, "error": "unauthorized"})
+        return good
+
+    return answer
+
+
+CONTRACT_SHAPE = {"data": {"name": "Welcome to {{name}}", "content": "<h1>Hi</h1>", "version": 1}}
+CONTRACT_FIELDS = "subject=data.name,html=data.content,text=data.plain,version=data.version"
+
+
+def test_contract_shape_with_template_fields_path_and_token(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    path = "/templates/pt-BR/a%2Fb"
+    http_server.route("GET", path, _guarded(Reply(200, CONTRACT_SHAPE)))
+    client = TemplateClient(
+        http_server.url,
+        http,
+        path="/templates/{language}/{template_code}",
+        token=TOKEN,
+        fields=parse_field_paths(CONTRACT_FIELDS, TEMPLATE_FIELD_NAMES),
+    )
+    template = client.get("a/b", "pt-BR")
+    assert (template.subject, template.html, template.text, template.version) == (
+        "Welcome to {{name}}",
+        "<h1>Hi</h1>",
+        None,
+        "1",
+    )
+    assert [r.path for r in http_server.seen()] == [path]  # no ?language= when the path has it
+
+
+def test_language_query_joins_a_path_that_has_a_query(
+    http_server: FakeHttpServer, http: httpx.Client
+) -> None:
+    http_server.route("GET", "/t", Reply(200, GOOD))
+    client = TemplateClient(http_server.url, http, path="/t?code={template_code}")
+    client.get("welcome", "fr")
+    client.get("welcome", None)
+    assert [r.path for r in http_server.seen()] == [
+        "/t?code=welcome&language=fr",
+        "/t?code=welcome",
+    ]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_token_pauses_without_opening_the_breaker_or_serving_old_copies(
+    http_server: FakeHttpServer, http: httpx.Client, status: int
+) -> None:
+    http_server.route("GET", PATH, Reply(200, GOOD), _guarded(Reply(200, GOOD), refused=status))
+    wrong = TemplateClient(http_server.url, http, token="wrong", fail_max=2, cache_seconds=0)
+    wrong.get("welcome", None)  # the first answer ignores the token: a good copy is cached
+    for _ in range(4):
+        with pytest.raises(SystemicFailure) as caught:
+            wrong.get("welcome", None)
+        assert caught.value.reason is Reason.TEMPLATE_SERVICE_UNAUTHORIZED
+        assert f"HTTP {status}" in caught.value.detail
+    assert wrong.breaker_state == "closed"
+    assert [r.headers["Authorization"] for r in http_server.seen()] == ["Bearer wrong"] * 5
+    right = TemplateClient(http_server.url, http, token=TOKEN)
+    assert right.get("welcome", None).subject == GOOD["subject"]
 
 
 def test_slow_calls_run_in_parallel(http_server: FakeHttpServer, http: httpx.Client) -> None:

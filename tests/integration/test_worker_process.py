@@ -1,16 +1,15 @@
 """The ``email-worker`` processes under stress: SIGKILL mid-pipeline, SIGTERM with a full
-prefetch buffer, a broker restart, a topology conflict, the health endpoint."""
+prefetch buffer, a broker restart (on a private node: the shared broker serves other tests), a
+topology conflict, the health endpoint."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -21,6 +20,11 @@ import psycopg2
 import pytest
 
 from tests.support.http import Reply
+from tests.support.private_rabbit import (  # noqa: F401 (fixtures)
+    PrivateRabbit,
+    private_rabbit_fixture,
+    private_stack_fixture,
+)
 from tests.support.smtp import Behaviour
 from tests.support.stack import TEMPLATE, Stack, wait_for
 
@@ -88,21 +92,28 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(stack: Stack) -> None:
     assert len(stack.smtp.messages) == 20
 
 
-@pytest.mark.skipif(
-    shutil.which("rabbitmqctl") is None, reason="needs a local broker it can restart"
-)
-def test_broker_restart_mid_run_loses_and_duplicates_nothing(stack: Stack) -> None:
+def consumers(stack: Stack, queue: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.consumer_count)
+    finally:
+        connection.close()
+
+
+def test_broker_restart_mid_run_loses_and_duplicates_nothing(
+    private_rabbit: PrivateRabbit, private_stack: Stack
+) -> None:
+    stack = private_stack
     before = [f"b-{n}-{uuid.uuid4().hex[:6]}" for n in range(10)]
     after = [f"a-{n}-{uuid.uuid4().hex[:6]}" for n in range(10)]
     worker = stack.start_worker()
     for n, request_id in enumerate(before):
         stack.publish(message(request_id, f"b{n}@example.com"))
-    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True)
+    private_rabbit.stop_app()
     try:
-        time.sleep(1)
+        wait_for(lambda: not worker.consumer.consuming, 10, "the worker to notice")
     finally:
-        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
-        subprocess.run(["rabbitmqctl", "await_startup"], check=False, capture_output=True)
+        private_rabbit.start_app()
     wait_for(lambda: worker.consumer.consuming, 60, "the worker to reconnect")
     for n, request_id in enumerate(after):
         stack.publish(message(request_id, f"a{n}@example.com"))
@@ -131,8 +142,9 @@ def test_topology_conflict_fails_start_up_naming_queue_and_setting(
         with stack.spawn(
             "run", email_queue=queue, passive_topology=True, http_port=free_port()
         ) as passive:
-            time.sleep(3)
+            wait_for(lambda: consumers(stack, queue) == 1 or passive.poll() is not None, 30)
             assert passive.poll() is None  # passive mode accepts the existing queue
+            assert consumers(stack, queue) == 1  # ... and consumes from it
     finally:
         connection = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
         connection.channel().queue_delete(queue)

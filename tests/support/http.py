@@ -1,7 +1,8 @@
 """A real, programmable HTTP server for tests: template service, user service, gateway callbacks.
 
-Each route answers from a queue of scripted responses (the last one repeats), and every request
-is recorded. Runs a ``ThreadingHTTPServer`` on a free loopback port in a daemon thread.
+Each route answers from a queue of scripted responses (the last one repeats), each a ``Reply``
+or a ``Responder`` (a function of the request), and every request is recorded. Runs a
+``ThreadingHTTPServer`` on a free loopback port in a daemon thread.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,12 +39,17 @@ class Seen:
         return json.loads(self.body)
 
 
+# A route may answer from the request itself (a gateway's status endpoint that validates what
+# it receives): a function of the ``Seen`` request that returns the ``Reply``.
+Responder = Callable[[Seen], Reply]
+
+
 class FakeHttpServer:
     """``route(method, path, *replies)`` scripts a route; unknown routes answer 404. ``port``
     0 picks a free one; a fixed port lets a test bring an endpoint "back" where it was."""
 
     def __init__(self, port: int = 0) -> None:
-        self.routes: dict[tuple[str, str], list[Reply]] = {}
+        self.routes: dict[tuple[str, str], list[Reply | Responder]] = {}
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
@@ -57,7 +63,7 @@ class FakeHttpServer:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def route(self, method: str, path: str, *replies: Reply) -> None:
+    def route(self, method: str, path: str, *replies: Reply | Responder) -> None:
         with self._lock:
             self.routes[(method.upper(), path)] = list(replies) or [Reply()]
 
@@ -77,7 +83,7 @@ class FakeHttpServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def _next_reply(self, method: str, path: str) -> Reply:
+    def _next_reply(self, method: str, path: str) -> Reply | Responder:
         with self._lock:
             replies = self.routes.get((method, path.split("?", 1)[0]))
             if replies is None:
@@ -93,11 +99,12 @@ class FakeHttpServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                seen = Seen(self.command, self.path, dict(self.headers.items()), body)
                 with owner._lock:
-                    owner.requests.append(
-                        Seen(self.command, self.path, dict(self.headers.items()), body)
-                    )
+                    owner.requests.append(seen)
                 reply = owner._next_reply(self.command, self.path)
+                if not isinstance(reply, Reply):
+                    reply = reply(seen)
                 if reply.delay:
                     time.sleep(reply.delay)
                 payload = reply.body

@@ -3,16 +3,21 @@
 Resolution order for each service: the ``DATABASE_URL`` / ``AMQP_URL`` environment variable when
 set, else the service on loopback when it answers, else a testcontainers container (a laptop
 with Docker), else skip. Under ``CI=true`` an unreachable service fails the run, never skips.
+
+The same rule for command-line tools a test needs (``require_tool``) and anything else a test
+would skip for (``skip_or_fail``): a laptop without the tool skips, CI (``CI=true``) fails,
+because CI installs everything the suite uses and a silent skip there hides a lost test.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import suppress
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg2
 import pytest
@@ -31,11 +36,39 @@ def _answers(port: int) -> bool:
     return False
 
 
-def _unavailable(what: str) -> None:
-    message = f"{what} is not reachable (no env URL, nothing on loopback, no Docker)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def on_ci() -> bool:
+    """True under ``CI=true`` (GitHub Actions and ``.ci/run`` set it)."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(message: str) -> NoReturn:
+    """Skip the test on a developer's machine; fail it under ``CI=true``."""
+    if on_ci():
+        pytest.fail(f"{message} (CI=true: CI must provide it, so this fails instead of skipping)")
     pytest.skip(message)
+
+
+def require_tool(name: str, *candidates: str) -> str:
+    """The path of the command ``name`` (the first of ``candidates`` that is executable, else
+    the one on PATH); skips without it, or fails under ``CI=true``."""
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(name)
+    if found is None:
+        skip_or_fail(f"{name} is not installed")
+    return found
+
+
+def _unavailable(what: str) -> None:
+    skip_or_fail(f"{what} is not reachable (no env URL, nothing on loopback, no Docker)")
 
 
 def _container(kind: str) -> tuple[str, Any] | None:

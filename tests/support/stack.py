@@ -275,13 +275,22 @@ class Stack:
 
 
 @pytest.fixture
-def stack(
+def stack(bare_stack: Stack) -> Stack:
+    """A ``Stack`` whose topology the worker declared, as ``email-worker run`` would."""
+    declare_topology(bare_stack.settings())
+    return bare_stack
+
+
+@pytest.fixture
+def bare_stack(
     database_url: str,
     amqp_url: str,
     unique_prefix: str,
     smtp_server: SmtpTestServer,
     http_server: FakeHttpServer,
 ) -> Iterator[Stack]:
+    """A ``Stack`` whose broker holds nothing of it yet: the test decides who declares first
+    (a gateway, ``email-worker run`` or ``email-worker topology apply``)."""
     from email_worker.db import Database
     from email_worker.migrations import migrate
 
@@ -289,7 +298,7 @@ def stack(
     migrate(db)
     db.close()
     built = Stack(database_url, amqp_url, unique_prefix, smtp_server, http_server)
-    declare_topology(built.settings())
+    built.settings()  # registers the queue names for the clean-up
     try:
         yield built
     finally:

@@ -1,4 +1,5 @@
-"""Callback retry timing: full-jitter backoff and Retry-After parsing (pure functions)."""
+"""Callback retry policy: which answers are final, full-jitter backoff and Retry-After parsing
+(pure functions)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,37 @@ from datetime import UTC, datetime
 
 import pytest
 
-from email_worker.callback_backoff import BACKOFF_CAP, MIN_DELAY, backoff, retry_after_seconds
+from email_worker.callback_backoff import (
+    BACKOFF_CAP,
+    MIN_DELAY,
+    backoff,
+    is_final,
+    retry_after_seconds,
+)
 from schemas.deadletter import rfc3339
+
+
+@pytest.mark.parametrize(
+    ("status", "final"),
+    [
+        (400, True),
+        (401, True),
+        (404, True),
+        (410, True),
+        (422, True),
+        (499, True),
+        (408, False),
+        (425, False),
+        (429, False),
+        (None, False),  # no answer: timeout, refused, reset
+        (302, False),
+        (500, False),
+        (503, False),
+        (200, False),
+    ],
+)
+def test_a_4xx_is_final_but_408_425_429(status: int | None, final: bool) -> None:
+    assert is_final(status) is final
 
 
 @pytest.mark.parametrize(

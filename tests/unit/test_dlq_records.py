@@ -18,8 +18,8 @@ from email_worker.dlq import (
     jsonable,
     parse_export_line,
     queue_key,
-    show_document,
 )
+from email_worker.dlq_show import record_ids, show_document
 from schemas.deadletter import DeadLetterHeaders
 
 HEADERS = {
@@ -33,12 +33,18 @@ HEADERS = {
 }
 
 
-def record(body: bytes = b'{"request_id": "req-1"}', **headers: object) -> DeadLetterRecord:
-    merged = {**HEADERS, **headers}
+def record(
+    body: bytes = b'{"request_id": "req-1"}', message_id: str | None = None, **headers: object
+) -> DeadLetterRecord:
+    merged = {key: value for key, value in {**HEADERS, **headers}.items() if value is not None}
     properties = pika.BasicProperties(
-        content_type="application/json", correlation_id="c-1", delivery_mode=2, headers=merged
+        content_type="application/json",
+        correlation_id="c-1",
+        message_id=message_id,
+        delivery_mode=2,
+        headers=merged,
     )
-    return DeadLetterRecord(DeadLetterHeaders.from_amqp(merged), body, properties)
+    return DeadLetterRecord(DeadLetterHeaders.from_amqp(merged), body, properties, 3)
 
 
 @pytest.mark.parametrize(
@@ -80,17 +86,48 @@ def test_digest_is_stable_and_tells_records_apart() -> None:
 
 
 def test_show_prints_a_text_body_as_text_and_binary_as_base64() -> None:
-    shown = json.loads(show_document(record()))
+    shown = json.loads(show_document(record(), ("request_id",)))
     assert shown["body"] == '{"request_id": "req-1"}' and "body_base64" not in shown
     assert shown["headers"]["failure_reason"] == "template_not_found"
-    assert json.loads(show_document(record(body=b"\xff")))["body_base64"] == "/w=="
+    assert (shown["position"], shown["matched_by"]) == (3, ["request_id"])
+    binary = json.loads(show_document(record(body=b"\xff")))
+    assert binary["body_base64"] == "/w==" and "matched_by" not in binary
 
 
 def test_list_line_formats() -> None:
     assert format_line(record(), as_json=False) == (
-        "req-1\ttemplate_not_found\t1\t2026-11-23T10:00:01Z"
+        "3\treq-1\ttemplate_not_found\t1\t2026-11-23T10:00:01Z"
     )
-    assert json.loads(format_line(record(), as_json=True))["attempts"] == 1
+    assert format_line(record(b"{}", request_id=None), as_json=False).startswith("3\t-\t")
+    line = json.loads(format_line(record(), as_json=True))
+    assert (line["attempts"], line["position"]) == (1, 3)
+
+
+NESTJS = b'{"pattern": "email", "data": {"notificationId": "n-7", "requestId": "r-7"}}'
+
+
+@pytest.mark.parametrize(
+    ("body", "message_id", "headers", "expected"),
+    [
+        (b'{"request_id": "r-1"}', None, {}, {"request_id": {"req-1", "r-1"}}),
+        (NESTJS, "m-7", {"request_id": None}, {"request_id": {"r-7"}, "notification_id": {"n-7"}}),
+        (
+            b'{"notification_id": "n-1", "template_code": 7',  # truncated, invalid
+            "m-1",
+            {"request_id": None},
+            {"notification_id": {"n-1"}},
+        ),
+        (b"\xff\xfe", "m-2", {"request_id": None}, {}),
+    ],
+)
+def test_record_ids_come_from_headers_body_and_properties(
+    body: bytes, message_id: str | None, headers: dict[str, object], expected: dict[str, set[str]]
+) -> None:
+    ids = record_ids(record(body, message_id, **headers))
+    message_ids = {message_id} if message_id else set()
+    assert ids == {"request_id": set(), "notification_id": set()} | expected | {
+        "message_id": message_ids
+    }
 
 
 def test_export_state_keeps_the_last_export_per_queue(tmp_path: Path) -> None:

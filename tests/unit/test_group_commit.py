@@ -1,6 +1,7 @@
 """Group commit: batches form from concurrent submits, every thread gets its own result or
 error, and a batch that fails is run again item by item, each in its own thread, so one item's
-error or wait is its own."""
+error or wait is its own. No wait is unbounded: a hung leader or a failing observer strands
+no one."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import pytest
 
 from email_worker.group_commit import GroupCommit
+from schemas.failures import DeferredFailure, Reason
 
 
 class Recorder:
@@ -36,7 +38,10 @@ class Submitters:
 
     def __init__(self, group: GroupCommit[int, int], items: list[int]) -> None:
         self.results: dict[int, int | BaseException] = {}
-        self.threads = [threading.Thread(target=self._submit, args=(group, i)) for i in items]
+        self.finished = threading.Semaphore(0)  # released once per returned submit
+        self.threads = [
+            threading.Thread(target=self._submit, args=(group, i), daemon=True) for i in items
+        ]  # daemon: a stranded submitter must not keep the test run alive
         for thread in self.threads:
             thread.start()
 
@@ -45,6 +50,7 @@ class Submitters:
             self.results[item] = group.submit(item)
         except BaseException as exc:
             self.results[item] = exc
+        self.finished.release()
 
     def joined(self) -> dict[int, int | BaseException]:
         for thread in self.threads:
@@ -229,3 +235,85 @@ def test_many_threads_each_get_their_own_result() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         GroupCommit(Recorder(), max_batch=0)
+    with pytest.raises(ValueError, match="wait_seconds"):
+        GroupCommit(Recorder(), max_batch=1, wait_seconds=0)
+
+
+@pytest.mark.timeout(30)
+def test_an_observer_that_raises_strands_no_one() -> None:
+    def observe(size: int) -> None:
+        if size > 1:
+            raise RuntimeError("the metrics backend broke")
+
+    runner = Recorder()
+    runner.hold.clear()
+    group = GroupCommit(runner, max_batch=8, observe=observe)
+    first = Submitters(group, [1])
+    assert runner.entered.wait(5)
+    others = Submitters(group, [2, 3, 4])
+    wait_until_waiting(group, 3)
+    runner.hold.set()
+    assert first.joined() == {1: 2}
+    # Before the fix the batch's leader raised the observer's error and its followers hung.
+    assert others.joined() == {2: 4, 3: 6, 4: 8}
+    assert sorted(runner.batches[1]) == [2, 3, 4]  # the batch ran, once, as a batch
+
+
+class Hung:
+    """A batch runner that hangs on the batches holding ``culprit`` until released."""
+
+    def __init__(self, culprit: int) -> None:
+        self.culprit = culprit
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, items: Sequence[int]) -> list[int | BaseException]:
+        if self.culprit in items:
+            self.entered.set()
+            assert self.release.wait(20)
+        return [item * 2 for item in items]
+
+
+def unavailable(error: int | BaseException) -> bool:
+    return isinstance(error, DeferredFailure) and error.reason == Reason.DATABASE_UNAVAILABLE
+
+
+@pytest.mark.timeout(30)
+def test_followers_queued_behind_a_hung_leader_give_up_with_a_classified_failure() -> None:
+    runner = Hung(culprit=1)
+    group = GroupCommit(runner, max_batch=8, wait_seconds=0.2)
+    leader = Submitters(group, [1])
+    assert runner.entered.wait(5)
+    followers = Submitters(group, [2, 3])
+    results = followers.joined()  # each returns within its bound while the leader still hangs
+    assert unavailable(results[2]) and unavailable(results[3])
+    assert len(group._waiting) == 0  # the abandoned items will not run later
+    runner.release.set()
+    assert leader.joined() == {1: 2}
+    assert group.submit(5) == 10  # the lead was given up: the next submit runs at once
+
+
+@pytest.mark.timeout(30)
+def test_a_follower_inside_a_hung_batch_gives_up_and_the_leader_still_finishes() -> None:
+    runner = Recorder()
+    runner.hold.clear()
+    hung = Hung(culprit=2)
+
+    def run(items: Sequence[int]) -> list[int | BaseException]:
+        return runner(items) if items == [1] else hung(items)
+
+    group = GroupCommit(run, max_batch=8, wait_seconds=2.0)  # room to queue both
+    first = Submitters(group, [1])
+    assert runner.entered.wait(5)
+    batch = Submitters(group, [2, 3])
+    wait_until_waiting(group, 2)
+    runner.hold.set()
+    assert first.joined() == {1: 2}
+    assert hung.entered.wait(5)  # the batch [2, 3] runs and hangs
+    assert batch.finished.acquire(timeout=5)  # one of them gives up while the other leads it
+    (gave_up, error), = batch.results.items()
+    assert unavailable(error)
+    hung.release.set()
+    results = batch.joined()
+    leader = ({2, 3} - {gave_up}).pop()
+    assert results[leader] == leader * 2

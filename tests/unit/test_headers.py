@@ -7,8 +7,10 @@ import email.policy
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from email_worker.headers import check_header_value
+from email_worker.headers import check_header_value, unsafe_reason
 from email_worker.message_ids import address_fingerprint, message_id_for
 from email_worker.mime import build_message, is_bare_address, serialize
 from email_worker.ports import OutgoingEmail, RenderedEmail
@@ -177,3 +179,86 @@ def test_a_to_header_that_is_not_one_bare_address_is_refused() -> None:
     with pytest.raises(PermanentFailure) as refused:
         build_message(group)
     assert refused.value.reason == Reason.UNSAFE_CONTENT
+
+
+# Folding: every header line within RFC 5322's 998 octets, on the ASCII and the SMTPUTF8 path.
+
+_TEXT = st.characters(
+    blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="\x7f\x85"
+)
+_WORD = st.one_of(
+    st.text(_TEXT, min_size=1, max_size=12),
+    st.text(_TEXT, min_size=60, max_size=1000),  # longer than a line: folding cannot split it
+    st.text(st.sampled_from("ab"), min_size=900, max_size=1000),
+)
+_SUBJECTS = (
+    st.lists(st.one_of(_WORD, st.sampled_from([" ", "  "])), max_size=40)
+    .map(lambda parts: "".join(parts)[:998].strip())
+    .filter(lambda value: unsafe_reason(value) is None)
+)
+_URL = st.text(st.sampled_from("abcXYZ019-._~/?=&%"), max_size=990).map(
+    lambda path: f"<https://u.test/{path}>"
+)
+_UNSUBSCRIBE = (
+    st.lists(_URL, min_size=1, max_size=3)
+    .map(lambda urls: ", ".join(urls)[:998])
+    .filter(lambda value: unsafe_reason(value) is None)
+)
+_RECIPIENTS = st.sampled_from(["ann@example.test", "änn@exämple.test"])
+
+
+def _parsed(wire: bytes) -> email.message.EmailMessage:
+    text = wire.decode("utf-8")  # RFC 6532 headers; ASCII ones decode the same
+    return email.message_from_string(text, policy=email.policy.default)  # type: ignore[return-value]
+
+
+@settings(max_examples=300, deadline=None)
+@given(subject=_SUBJECTS, unsubscribe=st.none() | _UNSUBSCRIBE, recipient=_RECIPIENTS)
+def test_every_line_fits_and_every_header_reads_back_as_given(
+    subject: str, unsubscribe: str | None, recipient: str
+) -> None:
+    base = _outgoing(subject=subject, unsubscribe=unsubscribe)
+    outgoing = OutgoingEmail(base.sender, recipient, base.message_id, base.content)
+    try:
+        wire = serialize(build_message(outgoing), utf8=not recipient.isascii())
+    except PermanentFailure as refused:  # only a URL longer than a line may be refused
+        assert refused.reason is Reason.UNSAFE_CONTENT
+        assert refused.detail.startswith("header List-Unsubscribe: a word too long")
+        assert unsubscribe is not None and len(max(unsubscribe.split(), key=len)) > 900
+        return
+
+    assert max(len(line) for line in wire.split(b"\r\n")) <= 998
+    parsed = _parsed(wire)
+    assert parsed["Subject"] == subject
+    assert parsed.get("List-Unsubscribe") == unsubscribe
+    assert parsed["To"] == recipient
+
+
+def test_a_998_character_subject_without_spaces_fits_in_998_octets() -> None:
+    subject = "x" * 998
+
+    wire = serialize(build_message(_outgoing(subject=subject)), utf8=False)
+
+    assert max(len(line) for line in wire.split(b"\r\n")) <= 78
+    assert _parsed(wire)["Subject"] == subject
+
+
+def test_long_subjects_and_unsubscribe_lists_are_folded_at_spaces() -> None:
+    subject = " ".join(["word"] * 100)
+    urls = ", ".join(f"<https://u.test/{'p' * 40}{n}>" for n in range(3))
+
+    wire = serialize(build_message(_outgoing(subject=subject, unsubscribe=urls)), utf8=False)
+
+    head = wire.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    assert "=?" not in head  # plain words, no encoded words
+    assert max(len(line) for line in head.split("\r\n")) <= 78
+    assert _parsed(wire)["List-Unsubscribe"] == urls
+
+
+def test_an_unsubscribe_url_too_long_for_any_line_is_refused() -> None:
+    with pytest.raises(PermanentFailure) as refused:
+        # 998 characters: within the value cap, but not with "List-Unsubscribe: " before it.
+        build_message(_outgoing(unsubscribe=f"<https://u.test/{'p' * 980}>"))
+
+    assert refused.value.reason is Reason.UNSAFE_CONTENT
+    assert refused.value.detail == "header List-Unsubscribe: a word too long to fold into 998 octets"

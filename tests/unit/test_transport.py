@@ -1,23 +1,16 @@
-"""Unit tests of templates_client.transport: SSRF allow-list, internal addresses, capped JSON
-reading, envelopes and failure classification (httpx.MockTransport, no network)."""
+"""Unit tests of templates_client.transport: SSRF allow-list, internal addresses and the hardened
+client (capped reading, envelopes and answer classification: tests/unit/test_service_fetch.py)."""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from schemas.failures import PermanentFailure, Reason, TransientFailure
 from templates_client.transport import (
-    ResponseTooLarge,
-    get_object,
     host_allowed,
     is_internal_ip,
     make_http_client,
-    read_json,
-    unwrap_envelope,
     unwrap_ip,
 )
 
@@ -146,119 +139,9 @@ def test_unwrap_ip_extracts_the_ipv4_inside() -> None:
     assert unwrap_ip(ipaddress.ip_address("::1")) == ipaddress.ip_address("::1")
 
 
-def _streamed(chunks: list[bytes], headers: dict[str, str] | None = None) -> httpx.Response:
-    def body() -> Iterator[bytes]:
-        yield from chunks
-
-    return httpx.Response(200, headers=headers, content=body())
-
-
-def test_read_json_reads_bodies_within_the_cap() -> None:
-    assert read_json(httpx.Response(200, content=b'{"a": 1}'), 8) == {"a": 1}
-    assert read_json(_streamed([b'{"a"', b": [1, 2]}"]), 100) == {"a": [1, 2]}
-
-
-def test_read_json_refuses_bodies_over_the_cap() -> None:
-    with pytest.raises(ResponseTooLarge):
-        read_json(httpx.Response(200, content=b'{"a": 12}'), 8)
-    with pytest.raises(ResponseTooLarge):
-        read_json(_streamed([b"[1,", b"2,", b"3]"]), 4)
-
-
-def test_read_json_trusts_a_declared_length_over_the_cap_without_reading() -> None:
-    def never() -> Iterator[bytes]:
-        raise AssertionError("the body must not be read")
-        yield b""
-
-    response = httpx.Response(200, headers={"Content-Length": "5000"}, content=never())
-    with pytest.raises(ResponseTooLarge):
-        read_json(response, 100)
-
-
-@pytest.mark.parametrize("body", [b"", b"not json", b"{", b"\xff\xfe\x00garbage"])
-def test_read_json_refuses_malformed_bodies(body: bytes) -> None:
-    with pytest.raises(ValueError):
-        read_json(httpx.Response(200, content=body), 1000)
-
-
-@pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        ({"success": True, "data": {"subject": "Hi"}}, {"subject": "Hi"}),
-        ({"success": True, "data": {"x": 1}, "message": "ok", "meta": {}}, {"x": 1}),
-        ({"data": {"x": 1}}, {"x": 1}),
-        ({"subject": "Hi", "html": "<p>x</p>"}, {"subject": "Hi", "html": "<p>x</p>"}),
-        # A bare object that happens to have a "data" field stays whole.
-        ({"subject": "Hi", "data": {"x": 1}}, {"subject": "Hi", "data": {"x": 1}}),
-    ],
-)
-def test_unwrap_envelope(obj: object, expected: dict[str, object]) -> None:
-    assert unwrap_envelope(obj) == expected
-
-
-@pytest.mark.parametrize(
-    "obj", [[1, 2], "text", None, 3, {"success": False, "data": {"x": 1}}, {"success": False}]
-)
-def test_unwrap_envelope_refuses(obj: object) -> None:
-    with pytest.raises(ValueError):
-        unwrap_envelope(obj)
-
-
 def test_make_http_client_is_hardened() -> None:
     with make_http_client(2.5, max_connections=3) as client:
         assert client.follow_redirects is False
         assert client.trust_env is False
         timeout = client.timeout
         assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (2.5,) * 4
-
-
-def _client(reply: httpx.Response | Exception) -> httpx.Client:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-    return httpx.Client(transport=httpx.MockTransport(handler))
-
-
-def _get(client: httpx.Client) -> dict[str, object]:
-    return get_object(
-        client,
-        "http://svc.test/x",
-        reason=Reason.TEMPLATE_SERVICE_UNAVAILABLE,
-        not_found=Reason.TEMPLATE_NOT_FOUND,
-        max_bytes=64,
-    )
-
-
-def test_get_object_unwraps_a_2xx_answer() -> None:
-    assert _get(_client(httpx.Response(200, json={"success": True, "data": {"a": 1}}))) == {"a": 1}
-
-
-def test_get_object_404_is_permanent() -> None:
-    with pytest.raises(PermanentFailure) as caught:
-        _get(_client(httpx.Response(404, json={"error": "nope"})))
-    assert caught.value.reason is Reason.TEMPLATE_NOT_FOUND
-
-
-@pytest.mark.parametrize(
-    ("reply", "detail"),
-    [
-        (httpx.Response(500), "HTTP 500"),
-        (httpx.Response(503), "HTTP 503"),
-        (httpx.Response(429), "HTTP 429"),
-        (httpx.Response(401), "configuration"),
-        (httpx.Response(302, headers={"Location": "http://169.254.169.254/"}), "redirect"),
-        (httpx.Response(200, content=b"<html>"), "malformed"),
-        (httpx.Response(200, content=b"[1]"), "malformed"),
-        (httpx.Response(200, content=b"[" + b"1," * 100 + b"1]"), "too large"),
-        (httpx.ConnectError("refused"), "connection failed"),
-        (httpx.ReadTimeout("slow"), "timeout"),
-    ],
-)
-def test_get_object_transient_failures(reply: httpx.Response | Exception, detail: str) -> None:
-    with pytest.raises(TransientFailure) as caught:
-        _get(_client(reply))
-    assert caught.value.reason is Reason.TEMPLATE_SERVICE_UNAVAILABLE
-    assert detail in caught.value.detail
-    assert "svc.test" not in caught.value.detail

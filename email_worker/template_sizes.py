@@ -1,0 +1,218 @@
+"""What a template operation would build, estimated before it runs.
+
+``email_worker.sandbox`` measures every value after it is built (``template_budget.measure``);
+that is too late for the operations whose result can be far larger than their operands: one C
+call builds it whole (``'a' * 10**9``, ``'%1000000000s' % x``, ``x|center(10**9)``,
+``range(10**5)|join(big)``). For those, the functions here give the weight of the result from
+the operands alone, and the sandbox refuses the call when it passes the limit. Every other
+operation builds at most a small multiple of its operands, which are themselves bounded.
+
+Every function here is linear in its input (RELIABILITY rule 19): format strings are scanned
+once, left to right, the way Python's own formatting reads them.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Callable
+from string import Formatter
+from typing import Any
+
+from email_worker.template_budget import UNBOUNDED, measure
+
+MAX_INT_BITS = 4096  # no template needs larger numbers; squaring a big one doubles its size
+_SLOT = 8
+_OBJECT = 64
+# After a "%" (and its "(key)"): flags, width, precision. Anchored with .match(): no search.
+_PERCENT_TAIL = re.compile(r"[#0\- +]*+(\*|\d++)?(?:\.(\*|\d*+))?")
+_PARENS = re.compile(r"[()]")
+_DIGITS = re.compile(r"\d++")
+
+
+def _number(digits: str) -> int:
+    return int(digits) if len(digits) <= 12 else UNBOUNDED  # no int() of a huge literal
+
+
+def percent_width(fmt: str) -> int:
+    """The widest width or precision in a ``%``-format string (``*`` is unbounded)."""
+    widest = 0
+    position = fmt.find("%")
+    while position != -1:
+        position += 1
+        if fmt.startswith("(", position):
+            position = _key_end(fmt, position)
+            if position < 0:
+                return 0  # "incomplete format key": the format fails before building
+        tail = _PERCENT_TAIL.match(fmt, position)
+        assert tail is not None  # every part of the pattern is optional
+        for group in tail.groups():
+            if group == "*":
+                return UNBOUNDED
+            if group:
+                widest = max(widest, _number(group))
+        position = fmt.find("%", tail.end() + 1)  # past the conversion character (or "%%")
+    return widest
+
+
+def _key_end(fmt: str, start: int) -> int:
+    """The index after the ")" that closes the "(" at ``start`` (nested pairs counted, as
+    Python does), or -1."""
+    depth = 0
+    for paren in _PARENS.finditer(fmt, start):
+        depth += 1 if paren.group() == "(" else -1
+        if depth == 0:
+            return paren.end()
+    return -1
+
+
+def brace_width(fmt: str) -> int:
+    """The largest number in a ``str.format`` spec; a spec with a nested field is unbounded."""
+    widest = 0
+    try:
+        fields = list(Formatter().parse(fmt))
+    except ValueError:
+        return 0  # malformed: the format fails before building
+    for _, _, spec, _ in fields:
+        if spec and "{" in spec:
+            return UNBOUNDED
+        for digits in _DIGITS.findall(spec or ""):
+            widest = max(widest, _number(digits))
+    return widest
+
+
+def binop_size(operator: str, left: Any, right: Any) -> int:
+    """Weight of ``left <operator> right`` for ``*``, ``+``, ``%`` and ``**``."""
+    if operator == "*":
+        if isinstance(right, int) and not isinstance(left, int):
+            return _repeat_size(left, right)
+        if isinstance(left, int) and not isinstance(right, int):
+            return _repeat_size(right, left)
+        if isinstance(left, int) and isinstance(right, int):
+            return _int_size(left.bit_length() + right.bit_length())
+    elif operator == "+" and isinstance(left, str | list | tuple):
+        if isinstance(right, str | list | tuple):
+            return _repeat_size(left, 1) + _repeat_size(right, 1)
+    elif operator == "%" and isinstance(left, str):
+        return len(left) + percent_width(left)
+    elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+        return _int_size(right * abs(left).bit_length() if abs(left) > 1 else 0)
+    return 0
+
+
+def _repeat_size(sequence: object, times: int) -> int:
+    if isinstance(sequence, str):
+        return len(sequence) * times
+    if isinstance(sequence, list | tuple):
+        return _OBJECT + _SLOT * len(sequence) * times
+    return 0
+
+
+def _int_size(bits: int) -> int:
+    return UNBOUNDED if bits > MAX_INT_BITS else 0
+
+
+def method_size(method: object, args: list[Any], limit: int) -> int:
+    """Weight of calling a ``str`` method (or ``dict.fromkeys``) with ``args``; may replace
+    ``args[0]`` by a list of its items (measured once, then handed to the real call)."""
+    target = getattr(method, "__self__", None)
+    if not isinstance(method, types.BuiltinMethodType) or not args:
+        return 0
+    name = method.__name__
+    if name == "fromkeys":
+        args[0] = list(args[0])
+        return _OBJECT + 32 * len(args[0])
+    if not isinstance(target, str):
+        return 0
+    if name in ("center", "ljust", "rjust", "zfill"):
+        return int(args[0])
+    if name == "expandtabs":
+        return len(target) + target.count("\t") * int(args[0])
+    if name == "replace" and len(args) >= 2:
+        return replace_size(target, args[0], args[1], args[2] if len(args) > 2 else None)
+    if name == "join":
+        args[0] = list(args[0])
+        return joined_size(args[0], target, limit)
+    return 0
+
+
+def replace_size(s: str, old: str, new: str, count: int | None) -> int:
+    hits = s.count(old) if old else len(s) + 1
+    if count is not None and count >= 0:
+        hits = min(hits, count)
+    return len(s) + hits * max(0, len(new) - len(old))
+
+
+def joined_size(items: list[Any], separator: str, limit: int) -> int:
+    total = len(separator) * max(len(items) - 1, 0)
+    for item in items:
+        if total > limit:
+            break
+        total += measure(item, limit)
+    return total
+
+
+def layout_size(value: Any, indent: int, limit: int) -> int:
+    """Upper bound of ``value`` printed one item per line, each line indented ``indent`` per
+    level of nesting (``pprint``, ``tojson(indent=...)``)."""
+    weight = measure(value, limit)
+    if weight > limit:
+        return weight
+    return weight + (weight // _SLOT + 1) * (indent + 1) * _depth(value)
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def _join_filter(a: dict[str, Any], limit: int) -> int:
+    a["value"] = list(a["value"])  # materialized once, then handed to the real join
+    return joined_size(a["value"], str(a["d"]), limit)
+
+
+def _urlize(a: dict[str, Any], _: int) -> int:
+    text = str(a["value"])
+    extra = len(str(a["target"] or "")) + len(str(a["rel"] or "")) + 64
+    return 3 * len(text) + (len(text) // 4 + 1) * extra  # a link takes 4 characters at least
+
+
+def _tojson(a: dict[str, Any], limit: int) -> int:
+    indent = a["indent"]
+    if not indent:
+        return 0  # escaping at most sextuples the measured weight
+    return layout_size(a["value"], len(indent) if isinstance(indent, str) else indent, limit)
+
+
+Estimate = Callable[[dict[str, Any], int], int]
+FILTER_SIZES: dict[str, Estimate] = {
+    "join": _join_filter,
+    "replace": lambda a, _: replace_size(str(a["s"]), str(a["old"]), str(a["new"]), a["count"]),
+    "indent": lambda a, _: len(str(a["s"])) + (str(a["s"]).count("\n") + 1) * _pad(a["width"]),
+    "center": lambda a, _: int(a["width"]),
+    "wordwrap": lambda a, _: _wrapped_size(str(a["s"]), int(a["width"]), a["wrapstring"]),
+    "format": lambda a, _: len(str(a["value"])) + percent_width(str(a["value"])),
+    "urlize": _urlize,
+    "tojson": _tojson,
+    "pprint": lambda a, limit: layout_size(a["value"], 1, limit),
+    "batch": lambda a, _: _SLOT * int(a["linecount"]),
+    "slice": lambda a, _: _OBJECT * int(a["slices"]),
+    "sum": lambda a, _: 0 if isinstance(a["start"], int | float) else UNBOUNDED,
+}
+
+
+def _wrapped_size(s: str, width: int, wrapstring: str | None) -> int:
+    # Two consecutive lines hold more than ``width`` characters, or a line break was there.
+    breaks = 2 * len(s) // max(width, 1) + s.count("\n") + 1
+    return len(s) + breaks * len(wrapstring or "\n")
+
+
+def _pad(width: int | str) -> int:
+    return len(width) if isinstance(width, str) else int(width)
