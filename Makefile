@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services lint typecheck test unit integration demo lowest schemas bench clean
+.PHONY: install services lint typecheck test unit integration demo lowest schemas bench bench-micro clean
 
 $(BIN)/email-worker: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,10 @@ lowest: services
 ## The throughput benchmark (issue 4): see benchmarks/README.md (fast sink: apt-get install postfix).
 bench: install services
 	$(BIN)/python -m benchmarks --messages 20000 --rounds 3 --write-results
+
+## Each hand-written hot-path part against its library (issue 14): benchmarks/micro/RESULTS.md.
+bench-micro: install services
+	$(BIN)/python -m benchmarks.micro --rounds 5 --write-results
 
 schemas: install
 	$(BIN)/python -m schemas

@@ -157,7 +157,10 @@ class Worker:
             ),
             RecipientDirectory(self.users),
             self.templates,
-            TemplateRenderer(max_rendered_bytes=settings.max_rendered_bytes),
+            TemplateRenderer(
+                max_rendered_bytes=settings.max_rendered_bytes,
+                max_render_seconds=settings.max_render_seconds,
+            ),
             MeteredMailer(self.mailer, self.metrics.send_duration),
             self.notifier,
         )

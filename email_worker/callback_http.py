@@ -9,7 +9,12 @@ and ~0.1 ms through ``http.client``; this module adds only what the rules need o
 - a timeout on connecting and on every read;
 - at most ``max_answer_bytes`` of an answer read: past that the connection is dropped, so a
   huge answer costs nothing;
-- Nagle off, so a body written after its headers is not held for the peer's delayed ACK.
+- Nagle off, so a body written after its headers is not held for the peer's delayed ACK;
+- no SSRF (RELIABILITY rule 15): the URL is read by ``url_policy.parse_url``, the parser that
+  checked it, and with a ``UrlPolicy`` a URL that is not on the operator's own callback origin
+  is sent only to an allow-listed name and only to addresses the policy checked (every address
+  the name resolves to; the connection never resolves it again). Refused: ``NoAnswer`` named
+  ``HostNotAllowed``, ``NameNotResolved`` or ``AddressNotAllowed``.
 
 Thread-safe: each thread keeps its own connection per origin. A kept-alive connection that the
 server closed while idle fails at once; that POST is retried once on a new connection (the
@@ -24,7 +29,9 @@ import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from email_worker.config import Settings
+from email_worker.url_policy import IPAddress, Refused, UrlPolicy, parse_url, resolve
 
 _Origin = tuple[str, str, int]
 
@@ -53,13 +60,23 @@ class CallbackHttp:
         *,
         max_answer_bytes: int = 64 * 1024,
         tls: ssl.SSLContext | None = None,
+        policy: UrlPolicy | None = None,
     ) -> None:
+        """``policy`` None trusts every URL (tools and tests); the worker passes one."""
+        self._policy = policy
         self._timeout = timeout
         self._limit = max_answer_bytes
         self._tls = tls or ssl.create_default_context()
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pools: list[dict[_Origin, http.client.HTTPConnection]] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CallbackHttp:
+        """The worker's sender: ``CALLBACK_TIMEOUT``, and a policy that trusts the origin of
+        ``CALLBACK_URL`` and holds every other URL to ``CALLBACK_ALLOWED_HOSTS``."""
+        policy = UrlPolicy(settings.callback_allowed_hosts, [settings.callback_url])
+        return cls(settings.callback_timeout, policy=policy)
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         origin, target = _split(url)
@@ -100,21 +117,28 @@ class CallbackHttp:
 
     def _connect(self, origin: _Origin) -> http.client.HTTPConnection:
         scheme, host, port = origin
-        conn: http.client.HTTPConnection
-        if scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._tls)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
+        try:
+            addresses = self._addresses(origin)
+        except Refused as exc:
+            raise NoAnswer(str(exc)) from exc
+        except OSError as exc:  # the name does not resolve
+            raise NoAnswer("ConnectError") from exc
+        tls = self._tls if scheme == "https" else None
+        conn = _PinnedConnection(host, port, self._timeout, addresses, tls)
         try:
             conn.connect()
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except TimeoutError as exc:
             conn.close()
             raise NoAnswer("ConnectTimeout") from exc
-        except OSError as exc:  # refused, unreachable, DNS, TLS verification
+        except OSError as exc:  # refused, unreachable, TLS verification
             conn.close()
             raise NoAnswer("ConnectError") from exc
         return conn
+
+    def _addresses(self, origin: _Origin) -> list[IPAddress]:
+        if self._policy is None:
+            return resolve(origin[1], origin[2])
+        return self._policy.addresses(origin)  # checked: every address the name resolves to
 
     def _exchange(
         self, conn: http.client.HTTPConnection, target: str, body: bytes, headers: Mapping[str, str]
@@ -144,13 +168,48 @@ def _failure_name(exc: Exception) -> str:
 
 
 def _split(url: str) -> tuple[_Origin, str]:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise NoAnswer("InvalidURL") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parsed = parse_url(url)  # the parser ``host_allowed`` checked the URL with
+    if parsed is None:
         raise NoAnswer("InvalidURL")
-    default = 443 if parts.scheme == "https" else 80
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return (parts.scheme, parts.hostname, port or default), target
+    return parsed.origin, parsed.target
+
+
+class _PinnedConnection(http.client.HTTPConnection):
+    """Connects to ``addresses`` only (never resolving ``host`` itself), Nagle off; with
+    ``tls``, verifies the certificate for ``host``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        addresses: list[IPAddress],
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._addresses = addresses
+        self._tls = tls
+        if tls is not None:
+            self.default_port = 443  # so the Host header leaves out ":443"
+
+    def connect(self) -> None:
+        sock = _open(self._addresses, self.port, self.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _open(addresses: list[IPAddress], port: int, timeout: float | None) -> socket.socket:
+    """A TCP connection to the first of ``addresses`` that accepts one."""
+    failure: OSError = ConnectionRefusedError("no address")
+    for address in addresses:
+        try:
+            return socket.create_connection((str(address), port), timeout)
+        except OSError as exc:
+            failure = exc
+    raise failure

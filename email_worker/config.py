@@ -192,6 +192,8 @@ class Settings(BaseSettings):
     breaker_fail_max: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
     max_rendered_bytes: int = Field(default=1_048_576, ge=1024)
+    # CPU seconds one email's templates may render for (RELIABILITY rule 13).
+    max_render_seconds: float = Field(default=0.5, gt=0, le=60)
 
     # Status callbacks (CONTRACT section 7).
     callback_url: str | None = None

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -28,12 +27,27 @@ from pika.exceptions import AMQPError
 from pika.spec import Basic
 
 from email_worker.acks import Settlement, coalesce_acks
+from email_worker.delivery import (
+    ATTEMPTS_HEADER,
+    DEFERRALS_HEADER,
+    FIRST_ATTEMPT_HEADER,
+    Delivery,
+    delivery_from,
+)
+
+# Delivery and its headers moved to email_worker.delivery; importers of this module keep working.
+__all__ = [
+    "ATTEMPTS_HEADER",
+    "DEFERRALS_HEADER",
+    "FIRST_ATTEMPT_HEADER",
+    "PAUSE_EXPLANATIONS",
+    "Consumer",
+    "Delivery",
+    "delivery_from",
+    "pause_explanation",
+]
 
 log = logging.getLogger(__name__)
-
-ATTEMPTS_HEADER = "email_worker_attempts"
-DEFERRALS_HEADER = "email_worker_deferrals"
-FIRST_ATTEMPT_HEADER = "email_worker_first_attempt_at"
 
 # Why consumption pauses, by cause code (the reason a SystemicFailure carries, or a publisher
 # cause); the log line, /readyz and the paused gauge name the code.
@@ -49,49 +63,6 @@ PAUSE_EXPLANATIONS = {
 
 def pause_explanation(cause: str) -> str:
     return PAUSE_EXPLANATIONS.get(cause, "our own configuration or credentials are refused")
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message as received, with the retry counts carried in our own headers."""
-
-    body: bytes
-    properties: pika.BasicProperties
-    delivery_tag: int
-    generation: int
-    redelivered: bool
-    attempts: int
-    deferrals: int
-    first_attempt_at: str | None
-
-
-def _int_header(headers: dict[str, object], name: str) -> int:
-    value = headers.get(name)
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    try:
-        return max(0, int(value)) if isinstance(value, int | str) else 0
-    except ValueError:
-        return 0
-
-
-def delivery_from(
-    method: Basic.Deliver, properties: pika.BasicProperties, body: bytes, generation: int
-) -> Delivery:
-    headers = dict(properties.headers or {})
-    first = headers.get(FIRST_ATTEMPT_HEADER)
-    if isinstance(first, bytes):
-        first = first.decode("ascii", "replace")
-    return Delivery(
-        body=body,
-        properties=properties,
-        delivery_tag=method.delivery_tag or 0,
-        generation=generation,
-        redelivered=bool(method.redelivered),
-        attempts=_int_header(headers, ATTEMPTS_HEADER),
-        deferrals=_int_header(headers, DEFERRALS_HEADER),
-        first_attempt_at=first if isinstance(first, str) else None,
-    )
 
 
 class Consumer:
@@ -122,6 +93,7 @@ class Consumer:
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self._tag: str | None = None
+        self._paused_since: str | None = None  # the cause that cancelled us (I/O thread only)
         self._paused_until = 0.0
         self._pause_cause = ""
         # Settlements wait here for the I/O thread, which takes them all in one wake-up.
@@ -215,6 +187,9 @@ class Consumer:
             if cause is not None and self._tag is not None:
                 self._pause_now(channel, cause)
             elif cause is None and self._tag is None:
+                if self._paused_since is not None:
+                    log.info("consumption resumed", extra={"cause": self._paused_since})
+                    self._paused_since = None
                 self._tag = channel.basic_consume(self._queue, self._on_message)
                 self.consuming = True
             connection.process_data_events(time_limit=0.25)
@@ -224,6 +199,7 @@ class Consumer:
             f"consumption paused ({cause}): {pause_explanation(cause)}",
             extra={"cause": cause, "queue": self._queue},
         )
+        self._paused_since = cause
         self._cancel(channel)
 
     def _cancel(self, channel: BlockingChannel) -> None:

@@ -31,7 +31,7 @@ class InlineNotifier:
     @classmethod
     def from_settings(cls, settings: Settings) -> InlineNotifier:
         db = Database(settings.database_url.get_secret_value(), pool_size=2)
-        http = CallbackHttp(settings.callback_timeout)
+        http = CallbackHttp.from_settings(settings)
         notifier = cls(CallbackDispatcher.from_settings(db, http, settings))
         notifier._owned = (db, http)
         return notifier

@@ -72,11 +72,9 @@ class ContextFilter(logging.Filter):
     """Stamps the request context on a record and scrubs every field of it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = vars(record)
-        fields.setdefault("request_id", None)
-        fields.setdefault("correlation_id", None)
-        record.request_id = record.request_id or _request_id.get()
-        record.correlation_id = record.correlation_id or _correlation_id.get()
+        fields = vars(record)  # the ids may have come as ``extra`` fields
+        fields["request_id"] = fields.get("request_id") or _request_id.get()
+        fields["correlation_id"] = fields.get("correlation_id") or _correlation_id.get()
         record.msg = scrub(record.getMessage())
         record.args = None
         if record.exc_info and record.exc_info[1] is not None:

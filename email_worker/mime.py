@@ -10,17 +10,20 @@ a non-ASCII address (SMTPUTF8) get UTF-8 headers (RFC 6532), the others ASCII he
 Headers: ``From`` (the configured sender), ``To`` (the one validated recipient),
 ``Subject``, ``Message-ID``, ``Date`` (UTC), ``MIME-Version`` and, when the template gives one,
 ``List-Unsubscribe``. Every value is checked by ``email_worker.headers`` (CVE-2024-6923) and
-folded within RFC 5322's line limits on every path (``header_line``). ``List-Unsubscribe-Post`` (RFC 8058 one-click) is deliberately
-not added: it promises that a bare POST to the URL unsubscribes, which only the template's owner
-can know.
+folded within RFC 5322's line limits on every path (``header_line``).
+``List-Unsubscribe-Post`` (RFC 8058 one-click) is deliberately not added: it promises that a
+bare POST to the URL unsubscribes, which only the template's owner can know.
 """
 
 from __future__ import annotations
 
 import binascii
+import email.errors
+import email.policy
 import re
 import secrets
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from email.utils import format_datetime
 
 from email_worker.headers import check_header_value, header_line
@@ -99,8 +102,16 @@ def _part(boundary: str, subtype: str, text: str) -> bytes:
     return head.encode("ascii") + body + b"\r\n"
 
 
-def serialize(message: bytes, *, utf8: bool) -> bytes:
-    """The wire bytes of a built message (CRLF-terminated lines). Whether the headers are UTF-8
-    was decided when it was built, from the same addresses that decide ``utf8`` here."""
-    del utf8  # kept so the mailer states which SMTP mode it sends in
-    return message
+def serialize(message: bytes | EmailMessage, *, utf8: bool) -> bytes:
+    """Wire bytes, CRLF-terminated lines. ``build_message`` gives them already (whether its
+    headers are UTF-8 was decided from the same addresses that decide ``utf8``); an
+    ``EmailMessage`` built elsewhere is generated with ``utf8`` (RFC 6531)."""
+    if isinstance(message, bytes):
+        return message
+    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    try:
+        return message.as_bytes(policy=policy)
+    except (ValueError, email.errors.MessageError) as exc:
+        raise PermanentFailure(
+            Reason.UNSAFE_CONTENT, f"cannot encode message: {type(exc).__name__}"
+        ) from None

@@ -31,6 +31,7 @@ from email_worker.ports import (
     Renderer,
     TemplateSource,
 )
+from email_worker.url_policy import host_allowed
 from schemas.callback import CallbackStatus
 from schemas.failures import (
     AmbiguousDelivery,
@@ -42,7 +43,6 @@ from schemas.failures import (
 )
 from schemas.inbound import PeekedIds, parse_message, peek_ids
 from schemas.request import EmailRequest
-from templates_client.transport import host_allowed
 
 log = logging.getLogger("email_worker.outcome")
 

@@ -11,8 +11,8 @@ passes every operation a template can build something with through the render's 
   (``{% set %}...{% endset %}``, macros, ``{% filter %}``), and every value printed
   (``finalize``). Operations whose result can dwarf their operands are estimated first and
   refused before they run (``email_worker.template_sizes``);
-- every loop iteration and every iterator a filter returns ticks the budget, so nested loops
-  with no output stop at the time budget;
+- every loop iteration (recursive ``loop(...)`` calls included) and every iterator a filter
+  returns ticks the budget, so nested loops with no output stop at the time budget;
 - compiling is bounded too: a source of more than ``MAX_TEMPLATE_TOKENS`` tokens is refused
   after lexing that many (compiling 100,000 placeholders cost 6 s and 900 MB).
 
@@ -24,10 +24,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import StrictUndefined, nodes
 from jinja2.compiler import CodeGenerator, Frame
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -49,11 +50,12 @@ class TemplateTooComplex(BudgetExceeded):
     detail = f"template too large to compile (more than {MAX_TEMPLATE_TOKENS} tokens)"
 
 
-def _guard(kind: str, node: nodes.Expr) -> nodes.Call:
+def _guard(kind: str, node: nodes.Node) -> nodes.Call:
     """``environment.guard_<kind>(node)``: an environment attribute, so no template can name it
     (the code generator below writes it as a direct call)."""
+    argument = cast(nodes.Expr, node)
     return nodes.Call(
-        nodes.EnvironmentAttribute(f"guard_{kind}"), [node], [], None, None, lineno=node.lineno
+        nodes.EnvironmentAttribute(f"guard_{kind}"), [argument], [], None, None, lineno=node.lineno
     )
 
 
@@ -82,13 +84,15 @@ class _GuardedCodeGenerator(CodeGenerator):
     ) -> None:
         super().visit_Template(_InsertGuards().visit(node), frame)
 
-    def visit_Call(self, node: nodes.Call, frame: Frame, **kwargs: Any) -> None:  # noqa: N802
+    def visit_Call(  # noqa: N802
+        self, node: nodes.Call, frame: Frame, forward_caller: bool = False
+    ) -> None:
         if isinstance(node.node, nodes.EnvironmentAttribute):  # only ever one of our guards
             self.write(f"environment.{node.node.name}(")
             self.visit(node.args[0], frame)
             self.write(")")
             return
-        super().visit_Call(node, frame, **kwargs)
+        super().visit_Call(node, frame, forward_caller=forward_caller)
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802
         """``a ~ b``: the parts are measured by ``environment.guard_parts`` before joining."""
@@ -134,8 +138,9 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
 
     def keep(self, value: Any) -> Any:
         """``value``, after refusing it if it weighs more than the limit and charging it."""
-        weight = measure(value, self.limit)
-        require(weight, self.limit)
+        weight = len(value) if isinstance(value, str) else measure(value, self.limit)
+        if weight > self.limit:
+            raise OutputTooLarge(OutputTooLarge.detail)
         budget = active()
         if budget is not None:
             budget.charge(weight)
@@ -169,6 +174,8 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         arguments = list(args)
+        if isinstance(__obj, LoopContext) and arguments:  # loop(children): a recursive loop
+            arguments[0] = __self.guard_iter(arguments[0])
         require(method_size(__obj, arguments, __self.limit), __self.limit)
         result = super().call(__context, __obj, *arguments, **kwargs)
         return __self._kept_result(result)
@@ -197,18 +204,35 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
                 return self._kept_result(func(*args, **kwargs))
 
             return kept
-        signature = inspect.signature(func)
+        names, defaults = _parameters(func)
         # An async-variant filter reports its sync twin's signature, without the context
         # argument it is nevertheless passed first.
         passed = getattr(func, "jinja_pass_arg", None) is not None
-        skip = int(passed and next(iter(signature.parameters), "") not in _CONTEXT_NAMES)
+        skip = int(passed and (names[:1] or [""])[0] not in _CONTEXT_NAMES)
+        data = int(passed)  # where the filtered value is in the arguments
         limit = self.limit
 
         @functools.wraps(func)
         def estimated(*args: Any, **kwargs: Any) -> Any:
-            bound = signature.bind(*args[skip:], **kwargs)
-            bound.apply_defaults()
-            require(estimate(bound.arguments, limit), limit)  # may materialize an argument
-            return self._kept_result(func(*args[:skip], *bound.args, **bound.kwargs))
+            if len(args) > data and isinstance(args[data], Iterator):  # read it once only
+                args = (*args[:data], list(args[data]), *args[data + 1 :])
+            values = defaults | dict(zip(names, args[skip:], strict=False)) | kwargs
+            require(estimate(values, limit), limit)
+            return self._kept_result(func(*args, **kwargs))
 
         return estimated
+
+
+def _parameters(func: Callable[..., Any]) -> tuple[list[str], dict[str, Any]]:
+    """The names of ``func``'s leading positional parameters, and every default (binding by
+    hand: ``inspect.Signature.bind`` cost more than most filters)."""
+    names: list[str] = []
+    defaults: dict[str, Any] = {}
+    for parameter in inspect.signature(func).parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.kind is not parameter.KEYWORD_ONLY:
+            names.append(parameter.name)
+        if parameter.default is not parameter.empty:
+            defaults[parameter.name] = parameter.default
+    return names, defaults

@@ -171,7 +171,9 @@ class StatusApi:
         self._reader = reader
         self._token = _digest(token) if token else None
         self._off = self._token is None and not open_access
-        if self._token is None and open_access:
+        if self._off:
+            log.info("the status API is off: no STATUS_API_TOKEN (or STATUS_API_OPEN=true)")
+        elif self._token is None:
             log.warning("the status API is open: anyone who reaches HTTP_PORT may read it")
 
     def __call__(self, target: str, authorization: str | None) -> Answer:

@@ -86,7 +86,7 @@ def runtime() -> _Runtime:
 
 def _build(settings: Settings) -> _Runtime:
     db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
-    http = CallbackHttp(settings.callback_timeout)
+    http = CallbackHttp.from_settings(settings)
     dispatcher = CallbackDispatcher.from_settings(db, http, settings)
     amqp = settings.amqp_url.get_secret_value()
     publisher = Publisher(

@@ -13,9 +13,10 @@ once, left to right, the way Python's own formatting reads them.
 
 from __future__ import annotations
 
+import math
 import re
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from string import Formatter
 from typing import Any
 
@@ -96,7 +97,7 @@ def binop_size(operator: str, left: Any, right: Any) -> int:
     elif operator == "%" and isinstance(left, str):
         return len(left) + percent_width(left)
     elif operator == "**" and isinstance(left, int) and isinstance(right, int):
-        return _int_size(right * abs(left).bit_length() if abs(left) > 1 else 0)
+        return _int_size(int(right * math.log2(abs(left))) if abs(left) > 1 else 0)
     return 0
 
 
@@ -143,7 +144,7 @@ def replace_size(s: str, old: str, new: str, count: int | None) -> int:
     return len(s) + hits * max(0, len(new) - len(old))
 
 
-def joined_size(items: list[Any], separator: str, limit: int) -> int:
+def joined_size(items: Collection[Any], separator: str, limit: int) -> int:
     total = len(separator) * max(len(items) - 1, 0)
     for item in items:
         if total > limit:
@@ -173,11 +174,6 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _join_filter(a: dict[str, Any], limit: int) -> int:
-    a["value"] = list(a["value"])  # materialized once, then handed to the real join
-    return joined_size(a["value"], str(a["d"]), limit)
-
-
 def _urlize(a: dict[str, Any], _: int) -> int:
     text = str(a["value"])
     extra = len(str(a["target"] or "")) + len(str(a["rel"] or "")) + 64
@@ -193,7 +189,7 @@ def _tojson(a: dict[str, Any], limit: int) -> int:
 
 Estimate = Callable[[dict[str, Any], int], int]
 FILTER_SIZES: dict[str, Estimate] = {
-    "join": _join_filter,
+    "join": lambda a, limit: joined_size(a["value"], str(a["d"]), limit),
     "replace": lambda a, _: replace_size(str(a["s"]), str(a["old"]), str(a["new"]), a["count"]),
     "indent": lambda a, _: len(str(a["s"])) + (str(a["s"]).count("\n") + 1) * _pad(a["width"]),
     "center": lambda a, _: int(a["width"]),

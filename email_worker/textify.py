@@ -138,14 +138,12 @@ def html_to_text(html: str) -> str:
 
 
 _SPACES = re.compile(r"\s+")
-# A run of marks and spaces, matched once from its start (one character class, no
-# backtracking): "[ B P]*P[ B P]*" was quadratic on a long run of B.
-_MARKS = re.compile(f"[ {_BREAK}{_PARA}]+")
+# A run of marks and the spaces among them, matched once from its start: at most one space
+# before the first mark (runs of spaces are single by now), then a possessive class. Linear;
+# "[ B P]*P[ B P]*" was quadratic on a long run of B.
+_MARKS = re.compile(f" ?[{_BREAK}{_PARA}][ {_BREAK}{_PARA}]*+")
 
 
 def _one_break(run: re.Match[str]) -> str:
     """A run of marks is one break: a blank line if any of them was a paragraph mark."""
-    marks = run.group()
-    if _PARA in marks:
-        return "\n\n"
-    return "\n" if _BREAK in marks else marks
+    return "\n\n" if _PARA in run.group() else "\n"

@@ -60,7 +60,7 @@ def survey(channels: Channels, topology: Topology, *, learn_exchange: bool) -> l
     findings = [_exchange_finding(exchange)]
     for spec in topology.queues():
         found = queue_found(channels, spec.name)
-        findings.append(_queue_finding(spec, found, topology))
+        findings.append(queue_finding(spec, found, topology))
         findings += _binding_findings(spec, topology.exchange, exchange.exists and found.exists)
     return findings
 
@@ -111,8 +111,10 @@ def _exchange_finding(found: ExchangeFound) -> Finding:
     name = found.name
     if not found.exists:
         return Finding("exchange", name, Status.MISSING, wanted)
+    if found.type is None and found.note:  # the broker refused our declaration: say why
+        return Finding("exchange", name, Status.ADOPTED, wanted, {"type": None}, (found.note,))
     if found.type is None:
-        note = found.note or "type not read: AMQP reads it only by declaring the exchange"
+        note = "type not read: AMQP reads it only by declaring the exchange"
         return Finding("exchange", name, Status.OK, wanted, {"type": None}, note=note)
     if found.type != EXCHANGE_TYPE:
         differs = (f"type: found {found.type}, wanted {EXCHANGE_TYPE}",)
@@ -120,7 +122,7 @@ def _exchange_finding(found: ExchangeFound) -> Finding:
     return Finding("exchange", name, Status.OK, wanted, {"type": found.type})
 
 
-def _queue_finding(spec: QueueSpec, found: QueueFound, topology: Topology) -> Finding:
+def queue_finding(spec: QueueSpec, found: QueueFound, topology: Topology) -> Finding:
     wanted = queue_declaration(spec)
     if not found.exists:
         return Finding("queue", spec.name, Status.MISSING, wanted)
@@ -243,7 +245,7 @@ def _create_queue(
     if refusal.code == 406:  # created meanwhile by someone else (a gateway)? Then adopt it.
         found = queue_found(channels, spec.name)
         if found.exists:
-            return _queue_finding(spec, found, topology)
+            return queue_finding(spec, found, topology)
     raise TopologyError(f"queue {spec.name!r}: {refusal.text}")
 
 

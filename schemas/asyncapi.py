@@ -101,8 +101,11 @@ def _channels() -> dict[str, Any]:
             "description": f"Bound to {EXCHANGE} with routing keys "
             + " and ".join(f"'{key}'" for key in ROUTING_KEYS)
             + " (configurable); publishing straight to the queue through the default exchange "
-            "works too. Quorum queue by default, with a delivery limit and fixed-delay retry "
-            "queues whose expired messages flow back here.",
+            "works too. An existing queue is adopted as it is, whatever its type and arguments; "
+            "one the worker creates follows EMAIL_WORKER_QUEUE_TYPE (quorum by default) and "
+            "EMAIL_WORKER_QUEUE_ARGUMENTS. Fixed-delay retry queues (email.retry.<ms>ms) "
+            "dead-letter their expired copies back here by name through the default exchange "
+            "(no binding involved), at least once when they are quorum queues.",
             "servers": [{"$ref": "#/servers/rabbitmq"}],
             "messages": {"inboundMessage": _ref("inboundMessage", "messages")},
             "bindings": {"amqp": _amqp_queue("email.queue")},
@@ -110,8 +113,9 @@ def _channels() -> dict[str, Any]:
         "notificationsExchange": {
             "address": EXCHANGE,
             "title": EXCHANGE,
-            "description": "Where gateways publish (routing key 'email' or 'email.queue') and "
-            "where the worker dead-letters (routing key 'failed').",
+            "description": "Where gateways publish (routing key 'email' or 'email.queue'). "
+            "failed.queue is bound with routing key 'failed'; the worker itself publishes its "
+            "retry copies and dead letters by queue name through the default exchange.",
             "servers": [{"$ref": "#/servers/rabbitmq"}],
             "messages": {"inboundMessage": _ref("inboundMessage", "messages")},
             "bindings": {
@@ -126,8 +130,10 @@ def _channels() -> dict[str, Any]:
             "address": "failed.queue",
             "title": "failed.queue",
             "description": f"The dead-letter queue, bound to {EXCHANGE} with routing key "
-            "'failed'. Records stay until an SRE lists, replays, exports or purges them "
-            "(email-worker dlq).",
+            "'failed'. The worker publishes dead letters to it by name through the default "
+            "exchange (mandatory, confirmed), so a missing binding cannot drop them; the "
+            "original is acked only once the copy was routed. Records stay until an SRE lists, "
+            "replays, exports or purges them (email-worker dlq).",
             "servers": [{"$ref": "#/servers/rabbitmq"}],
             "messages": {"deadLetterRecord": _ref("deadLetterRecord", "messages")},
             "bindings": {"amqp": _amqp_queue("failed.queue")},

@@ -27,9 +27,7 @@ def floor_pin(requirement: str) -> str:
         raise ValueError(f"cannot read the requirement {requirement!r}")
     name, specifiers = match.group(1), match.group(3)
     floors = [
-        spec.strip()[2:].strip()
-        for spec in specifiers.split(",")
-        if spec.strip().startswith(">=")
+        spec.strip()[2:].strip() for spec in specifiers.split(",") if spec.strip().startswith(">=")
     ]
     if len(floors) != 1:
         raise ValueError(f"{name}: needs exactly one '>=' floor, has {specifiers.strip()!r}")

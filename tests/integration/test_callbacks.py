@@ -527,9 +527,11 @@ def test_beat_schedule_is_in_memory_and_covers_maintenance() -> None:
     assert schedule["redrive-callbacks"]["schedule"] == 7
     assert {entry["task"] for entry in schedule.values()} == {
         tasks.REDRIVE,
+        tasks.REDRIVE_RETRIES,
         tasks.EXPIRE,
         tasks.PRUNE,
     }
+    assert schedule["redrive-retries"]["schedule"] == 7
     assert {tasks.DELIVER_MANY, tasks.REDRIVE, tasks.EXPIRE, tasks.PRUNE} <= set(app.tasks)
     assert app.conf.task_default_queue == "q" and app.conf.task_acks_late is True
 

@@ -1,6 +1,7 @@
 """Template and user services misbehaving (500s, timeouts, 404s, garbage, huge bodies) and the
-breaker opening and recovering, under the ledger checker: transient faults end delivered once,
-404s end in ``failed.queue`` with their reason, nothing is lost."""
+breaker opening and recovering, under the ledger checker: transient faults end delivered once;
+404s and 2xx answers that are no template / no user record (garbage, not an object, too large:
+CONTRACT sections 5 and 6) end in ``failed.queue`` with their reason; nothing is lost."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ HUGE = Reply(200, b'{"subject": "' + b"x" * 3_000_000 + b'"}')
 TEMPLATES: dict[str, tuple[tuple[Reply, ...], str]] = {
     "t500": ((Reply(500, "boom"), OK), DELIVERED),
     "tslow": ((Reply(200, {"data": TEMPLATE}, delay=1.5), OK), DELIVERED),
-    "tgarbage": ((Reply(200, b"{not json"), OK), DELIVERED),
-    "tnotobject": ((Reply(200, [1, 2]), OK), DELIVERED),
-    "thuge": ((HUGE, OK), DELIVERED),
+    "tgarbage": ((Reply(200, b"{not json"), OK), "template_invalid"),
+    "tnotobject": ((Reply(200, [1, 2]), OK), "template_invalid"),
+    "thuge": ((HUGE, OK), "template_invalid"),
     "tmissing": ((Reply(404, {"success": False}),), "template_not_found"),
 }
 
@@ -31,7 +32,7 @@ TEMPLATES: dict[str, tuple[tuple[Reply, ...], str]] = {
 USERS: dict[str, tuple[tuple[Reply | None, ...], str]] = {
     "u500": ((Reply(503, "down"), None), DELIVERED),  # None: the record itself
     "uslow": ((Reply(200, {}, delay=1.5), None), DELIVERED),
-    "ugarbage": ((Reply(200, b"<html>"), None), DELIVERED),
+    "ugarbage": ((Reply(200, b"<html>"), None), "recipient_unknown"),
     "u404": ((Reply(404, {"success": False}),), "recipient_unknown"),
 }
 
@@ -58,8 +59,9 @@ def test_dependency_faults_end_in_one_place(stack: Stack) -> None:
     check.publish()
     report = stack.settle_and_check(check, 40, callbacks=True)
     assert report.ok, report.summary()
-    assert report.counts["dead_lettered"] == 2
-    assert report.counts["delivered_once"] == len(TEMPLATES) + len(USERS) - 2
+    dead = [e for _, (_, e) in (*TEMPLATES.items(), *USERS.items()) if e != DELIVERED]
+    assert report.counts["dead_lettered"] == len(dead) == 6
+    assert report.counts["delivered_once"] == len(TEMPLATES) + len(USERS) - len(dead)
 
 
 def test_breaker_opens_defers_and_recovers(stack: Stack) -> None:

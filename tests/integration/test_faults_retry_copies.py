@@ -140,7 +140,6 @@ def test_a_retry_copy_in_flight_while_the_broker_restarts(
         report = stack.settle_and_check(check, overdue + 45, callbacks=True)
     assert report.ok, report.summary()
     assert report.of(key).outcome == "delivered_once"
-    print("DEBUG", retry_queue_type, beat.redriven, events(stack, key))
     if retry_queue_type == "quorum":
         assert beat.redriven == 0, "the quorum delay queue lost the copy: beat had to re-drive"
 

@@ -50,6 +50,19 @@ def ready(port: int) -> tuple[int, dict[str, Any]]:
         return refused.code, json.loads(refused.read())
 
 
+def wait_for_pause(port: int) -> dict[str, Any]:
+    """The first ``/readyz`` body that says 503 (consumption paused), within 20 s."""
+    seen: list[dict[str, Any]] = []
+
+    def paused() -> bool:
+        code, body = ready(port)
+        seen.append(body)
+        return code == 503
+
+    wait_for(paused, 20, "/readyz to report the pause")
+    return seen[-1]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -142,9 +155,8 @@ def test_a_vanished_retry_queue_pauses_and_keeps_the_message(bare_stack: Stack) 
     stack.smtp.script("vanished@example.com", Behaviour(rcpt="451 4.3.0 try again later"))
 
     assert gateway.publish(flaky)
-    wait_for(lambda: ready(port)[0] == 503, 20, "/readyz to report the pause")
-    code, body = ready(port)
-    assert body["paused"]["cause"] == "unroutable" and body["checks"]["consumption"] is False
+    seen = wait_for_pause(port)
+    assert seen["paused"]["cause"] == "unroutable" and seen["checks"]["consumption"] is False
     assert stack.dead_letters() == [] and stack.emails_to("vanished@example.com") == []
     # The original went back to the queue: after the pause it is tried again (the relay takes
     # it this time) and delivered once; `topology apply` puts the retry queue back.
@@ -172,8 +184,7 @@ def test_a_refused_token_pauses_and_readyz_names_the_service(bare_stack: Stack) 
     sent = email("token", "token@example.com")
 
     assert gateway.publish(sent)
-    wait_for(lambda: ready(port)[0] == 503, 20, "/readyz to report the pause")
-    assert ready(port)[1]["paused"]["cause"] == "template_service_unauthorized"
+    assert wait_for_pause(port)["paused"]["cause"] == "template_service_unauthorized"
     assert stack.dead_letters() == [] and gateway.understood(sent.notification_id) == []
     serve_templates(stack.http, path, docs[f"{PREFIX}TEMPLATE_SERVICE_TOKEN"], ["welcome"])
     wait_for(lambda: len(stack.emails_to("token@example.com")) == 1, 30, "delivery on resume")
@@ -203,3 +214,22 @@ def test_a_callback_the_gateway_refuses_is_rejected_once_and_logged(
     rows = stack.query("SELECT state FROM callback_outbox WHERE request_id = %s", sent.request_id)
     assert [r["state"] for r in rows] == ["rejected"]
     assert len(gateway.refusals) == 1  # one try, no retries for hours
+
+
+def test_dlq_show_finds_an_invalid_message_by_the_gateways_own_id(bare_stack: Stack) -> None:
+    stack = bare_stack
+    docs = recipe("aio_pika", "arguments")
+    env = environment(stack, docs)
+    names = stack.settings()
+    gateway = AioPika(stack.amqp_url, names.exchange, names.email_queue, with_arguments=True)
+    gateway.serve_status(stack.http)
+    assert gateway.declare()
+    start_worker(stack, settings_from(env))
+    invalid = email("invalid", "invalid@example.com")
+
+    assert gateway.publish_invalid(invalid)  # no request_id: its id is the AMQP message_id
+    wait_for(lambda: "failed" in [s.status for s in gateway.understood(invalid.notification_id)])
+    for how in ([invalid.notification_id], ["--position", "1"]):
+        shown = cli(env, "dlq", "show", *how)
+        assert shown.returncode == 0, shown.stderr
+        assert "invalid_message" in shown.stdout and invalid.notification_id in shown.stdout

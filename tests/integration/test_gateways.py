@@ -85,6 +85,10 @@ def assert_the_whole_trip(stack: Stack, gateway: Gateway, sent: dict[str, Email]
     assert failed.status == "failed" and (failed.error or "").startswith("invalid_message"), failed
     reasons = [r.headers.failure_reason for r in stack.dead_letters()]
     assert reasons == ["invalid_message"]
+    flaky = sent["flaky"].request_id  # the 451 was met: one spent attempt, then the retry
+    assert stack.query("SELECT attempts FROM email_requests WHERE request_id = %s", flaky) == [
+        {"attempts": 2}
+    ]
 
 
 ORDERS = ["gateway_first", "worker_first"]

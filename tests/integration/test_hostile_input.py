@@ -1,14 +1,18 @@
 """Hostile messages through the real worker process, each with its expected end: a reason code
 in ``failed.queue`` or a delivery that carries the attack inertly. The worker stays up, its JSON
-log names no recipient, every message ends in exactly one place (ledger checker), and no URL a
-message carries is ever contacted: an "attacker" HTTP server on loopback must see nothing."""
+log names no recipient (not even one given as a ``correlation_id``), every message ends in
+exactly one place (ledger checker), and no URL a message carries is ever contacted: an
+"attacker" HTTP server on loopback must see nothing, even through an allow-listed name
+(``localhost``) that resolves to it."""
 
 from __future__ import annotations
 
 import json
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +20,11 @@ import pytest
 
 from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
+from email_worker.config import Settings
 from email_worker.db import Database
 from tests.support.http import FakeHttpServer, Reply
 from tests.support.ledger_check import DELIVERED, LedgerCheck, callbacks_from, copies_from
+from tests.support.ledger_classify import Request
 from tests.support.stack import CALLBACK_PATH, TEMPLATE, Stack
 
 pytestmark = pytest.mark.integration
@@ -128,6 +134,12 @@ TABLE: list[tuple[str, Any, str]] = [
         "invalid_message",
     ),
     ("env-str", lambda k: {"pattern": "email", "data": json.dumps(valid(k))}, "invalid_message"),
+    ("corr-address", lambda k: valid(k, correlation_id=f"{k}@exämple.com"), DELIVERED),
+    (
+        "corr-invalid",
+        lambda k: valid(k, correlation_id=f"{k}@exämple.com", priority="x"),
+        "invalid_message",
+    ),
     (
         "env-mixed",
         lambda k: {"pattern": "email", "data": valid(k), "to": "x@evil.test"},
@@ -137,8 +149,7 @@ TABLE: list[tuple[str, Any, str]] = [
 
 SSRF_HOSTS = [
     "127.0.0.1:{port}",
-    # (``localhost`` is left out: this test allow-lists it, for the redirect case below, and
-    # the allow-list compares hosts, not ports.)
+    "localhost:{port}",  # allow-listed by name, and resolves to the attacker: refused at connect
     "[::1]:{port}",
     "[::ffff:127.0.0.1]:{port}",
     "[::ffff:7f00:1]:{port}",
@@ -156,12 +167,43 @@ SSRF_HOSTS = [
 ]
 
 
+class Redirector(ThreadingHTTPServer):
+    """An allow-listed callback endpoint (listed by its exact address, 127.0.0.2) that answers
+    every POST with a redirect to the attacker: the redirect must not be followed."""
+
+    def __init__(self, target: str) -> None:
+        self.paths: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.paths.append(self.path)
+                self.send_response(302)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.2", 0), Handler)
+        self.daemon_threads = True
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.2:{self.server_address[1]}"
+
+
+ALLOWED = ["localhost", "127.0.0.2"]
+
+
 def test_hostile_messages_each_end_in_their_one_place(
     stack: Stack, attacker: FakeHttpServer, tmp_path: Path
 ) -> None:
     port = attacker.url.rpartition(":")[2]
-    redirector = FakeHttpServer().start()
-    redirector.route("POST", "/hook", Reply(302, b"", {"Location": f"{attacker.url}/"}))
+    redirector = Redirector(f"{attacker.url}/")
     stack.http.route(
         "GET",
         "/api/v1/templates/unsub",
@@ -173,10 +215,14 @@ def test_hostile_messages_each_end_in_their_one_place(
         body = build(key)
         recipient = f"{key}@{DOMAIN}" if expect == DELIVERED else None
         check.add(key, body=body, recipient=recipient, expect=expect)
-    for n, host in enumerate([*SSRF_HOSTS, f"localhost:{redirector.url.rpartition(':')[2]}"]):
-        key = f"ssrf{n}-{uuid.uuid4().hex[:6]}"
-        url = f"http://{host.format(port=port)}/" + ("hook" if n == len(SSRF_HOSTS) else "")
-        check.add(key, body=valid(key, callback_url=url))
+    ssrf: dict[str, Request] = {}
+    for host in SSRF_HOSTS:
+        key = f"ssrf-{uuid.uuid4().hex[:6]}"
+        ssrf[host] = check.add(
+            key, body=valid(key, callback_url=f"http://{host.format(port=port)}/")
+        )
+    key = f"redirect-{uuid.uuid4().hex[:6]}"
+    redirect = check.add(key, body=valid(key, callback_url=f"{redirector.url}/hook"))
     # The user service is a URL too: a user_id cannot steer the request elsewhere.
     key = f"ssrf-user-{uuid.uuid4().hex[:6]}"
     check.add(
@@ -187,35 +233,48 @@ def test_hostile_messages_each_end_in_their_one_place(
     )
     log = tmp_path / "worker.log"
     try:
-        with stack.spawn(log=log, callback_allowed_hosts=["localhost"]) as process:
+        with stack.spawn(log=log, callback_allowed_hosts=ALLOWED) as process:
             check.publish()
             report = stack.settle_and_check(check, 40)
             assert process.poll() is None, "the worker died"
-            deliver_callbacks(stack)
+            deliver_callbacks(stack.settings(callback_allowed_hosts=ALLOWED))
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
         assert report.ok, report.summary()
-        final = check.check(
-            copies_from(stack.smtp.messages),
-            callbacks_from(stack.http.seen("POST", CALLBACK_PATH))
-            + callbacks_from(redirector.seen()),
-        )
+        final = check.check(copies_from(stack.smtp.messages))
         assert final.ok, final.summary()
         assert attacker.seen() == [], "a URL from a message was contacted"
-        assert len(redirector.seen()) == 1  # allow-listed by name; its redirect not followed
+        assert redirector.paths == ["/hook"]  # allow-listed by address; its redirect not followed
+        errors = last_callback_errors(stack)
+        assert errors[ssrf["localhost:{port}"].key] == "AddressNotAllowed"
+        assert errors[redirect.key] == "HTTP 302"
+        gateway = {key for key, _ in callbacks_from(stack.http.seen("POST", CALLBACK_PATH))}
+        assert {r.key for r in ssrf.values() if r.key not in errors} <= gateway
         assert_templates_rendered_literally(stack)
         assert_no_pii(log, check)
     finally:
-        redirector.stop()
+        redirector.shutdown()
+        redirector.server_close()
 
 
-def deliver_callbacks(stack: Stack) -> None:
-    """What ``email-worker callbacks`` does with each outbox row, here in-process."""
-    db = Database(stack.database_url, pool_size=1)
-    http = CallbackHttp(timeout=3)
+def last_callback_errors(stack: Stack) -> dict[str, str]:
+    """The last error of each request's undelivered callback, by request id."""
+    rows = stack.query(
+        "SELECT request_id, last_error FROM callback_outbox WHERE last_error IS NOT NULL"
+    )
+    return {row["request_id"]: row["last_error"] for row in rows}
+
+
+def deliver_callbacks(settings: Settings) -> None:
+    """What ``email-worker callbacks`` does with each outbox row, here in-process: the same
+    sender (``CallbackHttp.from_settings``), so the same checks where it connects."""
+    db = Database(settings.database_url.get_secret_value(), pool_size=1)
+    http = CallbackHttp.from_settings(settings)
     try:
         dispatcher = CallbackDispatcher(db, http, secret=None, lease_seconds=5, max_age_hours=1)
-        ids = [r["id"] for r in stack.query("SELECT id FROM callback_outbox ORDER BY id")]
+        with db.transaction() as cur:
+            cur.execute("SELECT id FROM callback_outbox ORDER BY id")
+            ids = [row[0] for row in cur.fetchall()]
         for outbox_id in ids:
             dispatcher.deliver(outbox_id)
     finally:

@@ -14,7 +14,13 @@ import pytest
 from email_worker import ledger, ledger_sql, maintenance
 from email_worker.db import Database
 from email_worker.ledger import PgLedger
-from email_worker.migrations import available, get_or_create_secret, migrate
+from email_worker.migrations import (
+    SchemaBehind,
+    available,
+    check_applied,
+    get_or_create_secret,
+    migrate,
+)
 from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record, RenderedEmail
 from schemas.callback import CallbackStatus
 from schemas.failures import DeferredFailure, PermanentFailure, Reason
@@ -78,6 +84,15 @@ def test_migrate_is_idempotent_and_creates_a_stable_secret(db: Database) -> None
     secret = get_or_create_secret(db, "message_id_secret")
     assert len(secret) == 32
     assert get_or_create_secret(db, "message_id_secret") == secret
+
+
+def test_a_database_without_the_redelivery_columns_is_behind(db: Database) -> None:
+    # `email-worker run` exits 4 on SchemaBehind: a worker of this version needs 003's
+    # columns and functions for every claim.
+    check_applied(db)
+    query(db, "DELETE FROM schema_migrations WHERE version = '003_redeliveries_and_retry_copies'")
+    with pytest.raises(SchemaBehind, match="003_redeliveries_and_retry_copies"):
+        check_applied(db)
 
 
 def test_migrate_concurrently_applies_once(database_url: str) -> None:

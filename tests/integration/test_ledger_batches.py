@@ -5,7 +5,6 @@ threads share statements without losing or doubling anything."""
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 
 import psycopg2
@@ -21,6 +20,7 @@ from schemas.callback import CallbackStatus
 from schemas.failures import DeferredFailure, PermanentFailure, Reason
 from tests.fakes import email_request
 from tests.integration.test_ledger import EMAIL, must_claim, outbox, outcome, query, sent
+from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,8 @@ def test_a_batch_of_outcomes_is_fenced_row_by_row(db: Database) -> None:
     first, lost, last = (email_request(f"f-{name}") for name in ("c", "a", "b"))
     claims = [must_claim(book.claim(first)), must_claim(short.claim(lost))]
     claims.append(must_claim(book.claim(last)))
-    time.sleep(0.3)
+    expired = "SELECT lease_expires_at < now() FROM email_requests WHERE request_id = 'f-a'"
+    wait_for(lambda: query(db, expired) == [(True,)], 10, "the short lease to expire")
     taker = must_claim(book.claim(lost))  # another worker takes the expired lease over
     failed = outcome(LedgerStatus.FAILED, CallbackStatus.FAILED, Reason.MESSAGE_REJECTED)
 
@@ -94,6 +95,16 @@ def test_a_batch_that_postgres_refuses_writes_nothing(db: Database) -> None:
     assert statuses == [("sending",), ("sending",)]  # each is then run alone (group_commit)
 
 
+def lock_waits(db: Database) -> int:
+    """Sessions of this database that are waiting for a lock right now."""
+    rows = query(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock'",
+    )
+    return int(rows[0][0])
+
+
 def test_a_claim_blocked_by_a_row_lock_holds_up_no_other_claim(
     db: Database, database_url: str
 ) -> None:
@@ -112,7 +123,8 @@ def test_a_claim_blocked_by_a_row_lock_holds_up_no_other_claim(
         blocked: list[object] = []
         waiter = threading.Thread(target=lambda: blocked.append(book.claim(held)))
         waiter.start()
-        time.sleep(0.3)  # the claim of "held" is waiting on the lock now
+        # The claim of "held" is waiting on the holder's row lock (seen by Postgres itself).
+        wait_for(lambda: lock_waits(db) >= 1, 10, "the claim of 'held' to wait on the lock")
         for n in range(1, 4):  # ... and the others are claimed meanwhile, through the group
             must_claim(book.claim(email_request(f"free-{n}")))
         assert waiter.is_alive() and blocked == []

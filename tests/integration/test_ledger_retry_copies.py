@@ -12,6 +12,7 @@ from typing import Any
 import pika
 import pytest
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 from email_worker import maintenance
 from email_worker.consumer import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
@@ -189,3 +190,28 @@ def test_pruning_takes_the_stored_copies_with_their_rows(db: Database) -> None:
     with db.transaction() as cur:
         cur.execute("SELECT count(*) FROM email_requests WHERE retry_body IS NOT NULL")
         assert cur.fetchone() == (0,)
+
+
+def test_beats_task_re_drives_to_the_configured_email_queue(
+    db: Database, database_url: str, amqp_url: str, email_queue: str
+) -> None:
+    from email_worker import tasks
+    from email_worker.config import Settings
+
+    request_id = scheduled(db)
+    make_overdue(db, request_id, 61)
+    settings = Settings(
+        amqp_url=SecretStr(amqp_url),
+        database_url=SecretStr(database_url),
+        email_queue=email_queue,
+        retry_overdue_seconds=60,
+        db_pool_size=1,
+    )
+    app = tasks.make_celery("memory://", "q")
+    tasks.configure(settings)
+    try:
+        assert app.tasks[tasks.REDRIVE_RETRIES]() == 1  # run in this process, as a worker would
+    finally:
+        tasks.configure(Settings())  # closes the runtime built for this test
+    copy = take_one(amqp_url, email_queue)
+    assert copy is not None and copy[1] == BODY

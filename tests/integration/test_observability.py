@@ -147,7 +147,8 @@ def test_readiness_follows_the_smtp_relay(stack: Stack) -> None:
     port = free_port()
     stack.start_worker(http_port=port, smtp_probe_interval_seconds=0.2)
     wait_for(lambda: ready(port)[0] == 200, 10, "ready")
-    assert ready(port)[1]["checks"] == {"broker": True, "database": True, "smtp": True}
+    checks = {"broker": True, "database": True, "smtp": True, "consumption": True}
+    assert ready(port)[1]["checks"] == checks
     stack.smtp.stop()
     try:
         wait_for(lambda: ready(port)[0] == 503, 10, "not ready without SMTP")

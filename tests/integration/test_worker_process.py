@@ -1,6 +1,6 @@
 """The ``email-worker`` processes under stress: SIGKILL mid-pipeline, SIGTERM with a full
-prefetch buffer, a broker restart (on a private node: the shared broker serves other tests), a
-topology conflict, the health endpoint."""
+prefetch buffer, a broker restart (on a private node: the shared broker serves other tests), an
+adopted queue and passive mode's start-up error, the health endpoint."""
 
 from __future__ import annotations
 
@@ -125,20 +125,29 @@ def test_broker_restart_mid_run_loses_and_duplicates_nothing(
     )
 
 
-def test_topology_conflict_fails_start_up_naming_queue_and_setting(
+def test_an_existing_queue_is_adopted_and_passive_mode_names_what_is_missing(
     stack: Stack, tmp_path: Path
 ) -> None:
-    queue = f"{stack.prefix}.conflict.queue"
+    queue = f"{stack.prefix}.gateway.queue"
     connection = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
     connection.channel().queue_declare(queue, durable=True)  # classic, no arguments
     connection.close()
     try:
         log = tmp_path / "worker.log"
-        with stack.spawn(email_queue=queue, log=log) as process:
-            assert process.wait(30) == 3
-        output = log.read_text()
-        assert queue in output and "EMAIL_WORKER_PASSIVE_TOPOLOGY" in output
-        assert "x-queue-type" in output or "x-dead-letter" in output
+        with stack.spawn("run", email_queue=queue, log=log, http_port=free_port()) as process:
+            wait_for(lambda: consumers(stack, queue) == 1 or process.poll() is not None, 30)
+            assert process.poll() is None  # it used to exit 3 on the 406
+        (line,) = [json.loads(x) for x in log.read_text().splitlines() if '"topology"' in x]
+        (found,) = [item for item in line["topology"] if item["name"] == queue]
+        assert found["status"] == "adopted" and found["found"]["type"] == "classic"
+        assert "type: found classic, wanted quorum" in found["differs"]
+        missing = f"{stack.prefix}.missing.queue"
+        log = tmp_path / "passive.log"
+        with stack.spawn(
+            "run", email_queue=missing, passive_topology=True, http_port=free_port(), log=log
+        ) as passive:
+            assert passive.wait(30) == 3
+        assert missing in log.read_text() and "rabbitmqadmin declare queue" in log.read_text()
         with stack.spawn(
             "run", email_queue=queue, passive_topology=True, http_port=free_port()
         ) as passive:

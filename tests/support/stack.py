@@ -109,6 +109,8 @@ class Stack:
             raw = getattr(getattr(settings, name), "get_secret_value", lambda v=value: v)()
             if isinstance(raw, list):
                 raw = ",".join(str(v) for v in raw)
+            elif isinstance(raw, dict):  # QUEUE_ARGUMENTS: a JSON object
+                raw = json.dumps(raw)
             env[f"EMAIL_WORKER_{name.upper()}"] = str(raw)
         return env
 

@@ -282,7 +282,7 @@ def test_grafana_dashboard_queries_known_metrics() -> None:
 def test_workflow_is_valid_and_runs_every_stage_on_real_services() -> None:
     run(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW))
     jobs = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))["jobs"]
-    assert set(jobs) == {"lint", "types", "unit", "integration"}
+    assert set(jobs) == {"lint", "types", "unit", "integration", "lowest"}
     steps = {
         name: " ".join(step.get("run", "") for step in job["steps"]) for name, job in jobs.items()
     }
@@ -290,6 +290,7 @@ def test_workflow_is_valid_and_runs_every_stage_on_real_services() -> None:
     assert "make typecheck" in steps["types"]
     assert "pytest -q tests/unit" in steps["unit"]
     assert "pytest -q -m integration" in steps["integration"]
+    assert "make lowest" in steps["lowest"]  # floors: unit tests and the demo (scripts/lowest.sh)
     services = jobs["integration"]["services"]
     assert services["rabbitmq"]["image"] == "rabbitmq:3.13"
     assert services["postgres"]["image"] == "postgres:15"

@@ -311,7 +311,7 @@ def test_a_follower_inside_a_hung_batch_gives_up_and_the_leader_still_finishes()
     assert first.joined() == {1: 2}
     assert hung.entered.wait(5)  # the batch [2, 3] runs and hangs
     assert batch.finished.acquire(timeout=5)  # one of them gives up while the other leads it
-    (gave_up, error), = batch.results.items()
+    ((gave_up, error),) = batch.results.items()
     assert unavailable(error)
     hung.release.set()
     results = batch.joined()

@@ -147,6 +147,7 @@ def test_cached_loads_once_per_ttl_and_swallows_failures() -> None:
 
 def test_live_gauges_read_their_sources_at_scrape_time() -> None:
     breaker, in_flight = ["closed"], [0]
+    cause: list[str | None] = [None]
     pool = [PoolCounts(busy=0, idle=0, waiting=0)]
     registry = CollectorRegistry()
     registry.register(
@@ -154,7 +155,8 @@ def test_live_gauges_read_their_sources_at_scrape_time() -> None:
             LiveSources(
                 breakers={"template_service": lambda: breaker[0]},
                 in_flight=lambda: in_flight[0],
-                paused=lambda: True,
+                paused=lambda: cause[0] is not None,
+                pause_cause=lambda: cause[0],
                 pending_callbacks=lambda: None,
                 queues=lambda: {"q.email": QueueStats(4, 2), "q.failed": QueueStats(7, 0)},
                 email_queue="q.email",
@@ -171,7 +173,11 @@ def test_live_gauges_read_their_sources_at_scrape_time() -> None:
     assert value(registry, "email_worker_smtp_connections", state="busy") == 8
     assert value(registry, "email_worker_smtp_connections", state="idle") == 0
     assert value(registry, "email_worker_smtp_sends_waiting") == 5
-    assert value(registry, "email_worker_consumer_paused") == 1
+    # Consuming: the bare name reads 0 (dashboards and alerts written before the cause label).
+    assert value(registry, "email_worker_consumer_paused") == 0
+    cause[0] = "unroutable"
+    assert value(registry, "email_worker_consumer_paused", cause="unroutable") == 1
+    assert value(registry, "email_worker_consumer_paused") is None  # one series while paused
     assert value(registry, "email_worker_queue_messages", queue="q.failed") == 7
     assert value(registry, "email_worker_queue_consumers", queue="q.email") == 2
     assert value(registry, "email_worker_queue_consumers", queue="q.failed") is None

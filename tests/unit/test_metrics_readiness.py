@@ -52,3 +52,19 @@ def test_a_readiness_check_that_raises_is_not_ready() -> None:
         assert server.ready_answer()[0] == 503
     finally:
         server.stop()
+
+
+def test_a_paused_consumer_is_not_ready_and_the_body_names_the_cause() -> None:
+    paused = {"cause": "unroutable", "detail": "a retry or dead-letter copy came back"}
+    state = Readiness(
+        {"broker": True, "database": True, "smtp": True, "consumption": False},
+        {"template_service": "closed"},
+        paused=paused,
+    )
+    server = HealthServer("127.0.0.1", 0, lambda: state)
+    try:
+        code, body = server.ready_answer()
+    finally:
+        server.stop()
+    assert code == 503 and body["paused"] == paused
+    assert body["checks"]["consumption"] is False

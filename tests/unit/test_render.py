@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
+from typing import Any
 
 import pytest
+from jinja2 import StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from email_worker.render import TemplateRenderer
+from email_worker.sandbox import MAX_TEMPLATE_TOKENS
 from email_worker.textify import html_to_text
 from schemas.failures import PermanentFailure, Reason
 from templates_client.template import Template
@@ -22,7 +27,7 @@ def _template(
     return Template("welcome", "en", subject, html, text, version, unsubscribe)
 
 
-def _fails(template: Template, variables: dict[str, object], **kwargs: int) -> PermanentFailure:
+def _fails(template: Template, variables: dict[str, object], **kwargs: Any) -> PermanentFailure:
     with pytest.raises(PermanentFailure) as caught:
         TemplateRenderer(**kwargs).render(template, variables)
     return caught.value
@@ -257,3 +262,163 @@ def test_cache_is_bounded() -> None:
 )
 def test_html_to_text(html: str, text: str) -> None:
     assert html_to_text(html) == text
+
+
+# Bounds while rendering (RELIABILITY rule 13): whatever a template does, it ends in
+# TEMPLATE_ERROR within its time budget, having allocated at most a bounded amount.
+
+_BASE = "{% set a = [1] * 1000 %}{% set b = [a] * 1000 %}{% set c = [b] * 1000 %}"
+_TREE = (
+    "{% set a = ['x' * 100] * 100 %}{% set b = [a, a, a, a, a, a, a, a] %}"
+    "{% set c = [b, b, b, b, b, b, b, b] %}{% set d = [c, c, c, c, c, c, c, c] %}"
+    "{% set e = {'k': d, 'l': d} %}"
+)
+_SQUARES = "{% set x = 7 ** 1000 %}" + "".join("{% set x = x * x %}" for _ in range(20))
+HOSTILE = {
+    # A small structure that prints huge: every way of turning it into text.
+    "print": _BASE + "{{ c }}",
+    "string": _BASE + "{{ c|string|length }}",
+    "tojson": _BASE + "{{ c|tojson|length }}",
+    "pprint": _BASE + "{{ c|pprint|length }}",
+    "join": _BASE + "{{ c|join|length }}",
+    "percent": _BASE + "{{ ('%s' % [c])|length }}",
+    "format-filter": _BASE + "{{ '%s'|format(c)|length }}",
+    "str-format": _BASE + "{{ '{}'.format(c)|length }}",
+    "concat": _BASE + "{{ (c ~ '')|length }}",
+    "indent": _BASE + "{{ c|indent(2)|length }}",
+    "escape": _BASE + "{{ c|e|length }}",
+    "literal-tree": _TREE + "{{ e|string|length }}",
+    "namespace": "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}"
+    "{% set ns.x = [ns.x, ns.x] %}{% endfor %}{{ ns }}",
+    # Numbers that double in size at each step.
+    "big-int-squares": _SQUARES + "{{ x > 1 }}",
+    "big-int-power": "{{ (2 ** 4000) ** 2 > 1 }}",
+    # One call that builds a huge result from small arguments.
+    "center-list": "{{ ('a'|center(200000))|list|length }}",
+    "sum-of-lists": "{{ (xs|sum(start=[]))|length }}",
+    "slice": "{{ ([1]|slice(10000000))|list|length }}",
+    "batch": "{{ ([1]|batch(100000000, 0))|list|length }}",
+    "urlize-target": "{{ ('a.co ' * 3000)|urlize(target='t' * 100000)|length }}",
+    "fromkeys": "{{ {}.fromkeys(range(100000), 'x')|length }}",
+    "wordwrap": "{{ ('a ' * 30000)|wordwrap(1, wrapstring='w' * 1000)|length }}",
+    "tojson-indent": "{{ [[[[[[1]]]]]]|tojson(indent=100000)|length }}",
+    # Many small values: each one fits, all of them do not.
+    "captured-copies": "{% set s %}{% for i in range(100000) %}{{ 'x' * 60000 }}{% endfor %}"
+    "{% endset %}{{ s|length }}",
+    "map-center": "{{ range(100000)|map('center', 60000)|list|length }}",
+    # Time with no output at all.
+    "nested-ranges": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
+    "{% endfor %}",
+    "nested-variables": "{% for i in xs %}{% for j in xs %}{% for k in xs %}{% endfor %}"
+    "{% endfor %}{% endfor %}",
+    "recursive-loop": "{% for x in xs recursive %}{% if loop.depth < 4 %}{{ loop(xs) }}{% endif %}"
+    "{% endfor %}",
+}
+BUDGET_DETAILS = (
+    "rendered body too large",
+    "template built more than its memory budget",
+    "template ran longer than its time budget",
+)
+LIMIT = 64 * 1024
+SECONDS = 0.1
+
+
+@pytest.mark.parametrize("html", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_templates_end_within_their_bounds(html: str) -> None:
+    renderer = TemplateRenderer(max_rendered_bytes=LIMIT, max_render_seconds=SECONDS)
+    variables: dict[str, object] = {"xs": [[1]] * 20_000}
+    tracemalloc.start()
+    started = time.thread_time()
+    try:
+        with pytest.raises(PermanentFailure) as caught:
+            renderer.render(_template(html=html), variables)
+        spent = time.thread_time() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert caught.value.reason is Reason.TEMPLATE_ERROR
+    assert caught.value.detail.startswith(BUDGET_DETAILS), caught.value.detail
+    assert spent < SECONDS + 1.0  # the time budget, plus one bounded step and tracing
+    assert peak < 64 * LIMIT  # the memory allowance is 32 * LIMIT
+
+
+def test_a_loop_with_no_output_stops_at_the_time_budget() -> None:
+    html = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+    for seconds in (0.05, 0.2):
+        started = time.thread_time()
+        failure = _fails(_template(html=html), {}, max_render_seconds=seconds)
+        spent = time.thread_time() - started
+
+        assert failure.detail == "template ran longer than its time budget (html)"
+        assert seconds <= spent < seconds + 0.5
+
+
+def test_values_built_count_against_the_memory_budget_even_when_freed() -> None:
+    # Each 60,000-character string is dropped at once; 32 * 64 KiB of them is the allowance.
+    html = "{% for i in range(1000) %}{% set s = 'x' * 60000 %}{% endfor %}done"
+
+    assert _fails(_template(html=html), {}, max_rendered_bytes=LIMIT).detail == (
+        "template built more than its memory budget (html)"
+    )
+    assert (
+        TemplateRenderer(max_rendered_bytes=LIMIT)
+        .render(_template(html=html.replace("1000", "30")), {})
+        .html
+        == "done"
+    )
+
+
+def test_compiling_a_huge_template_is_refused_and_the_refusal_is_cached() -> None:
+    renderer = TemplateRenderer()
+    template = _template(html="{{ a }}" * 100_000)  # 700 KB: 6 s and 900 MB to compile
+
+    for _ in range(2):
+        with pytest.raises(PermanentFailure) as caught:
+            renderer.render(template, {"a": ""})
+        assert caught.value.detail == (
+            f"template too large to compile (more than {MAX_TEMPLATE_TOKENS} tokens) (html)"
+        )
+    assert renderer.cache_info().hits == 2  # the subject, and the cached refusal
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "{{ (2 ** 4000) > 1 }}",
+        "{{ 3 ** 2500 }}",
+        "{{ range(1000)|list|length }}",
+        "{{ [[1, 2], [3]]|tojson(indent=2) }}",
+        "{{ {'a': [1, 2]}|pprint }}",
+        "{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}ok",
+        "{{ ('a b ' * 100)|wordwrap(10) }}",
+        "{{ [1, 2, 3]|slice(2)|list }}",
+        "{{ [1, 2, 3]|batch(2)|map('sum')|list }}",
+        "{{ xs|sum }} {{ xs|join(', ') }} {{ xs|map('string')|join }} {{ xs|select('odd')|list }}",
+        "{{ 'x'|center(100) }}|{{ '%-8s|%5.1f'|format('a', 2.25) }}|{{ '{:>6}'.format('b') }}",
+        "{% macro m(n) %}<{{ n }}>{% endmacro %}{% for i in xs %}{{ m(i) }}{% endfor %}",
+        "{% set ns = namespace(n=0) %}{% for i in xs %}{% set ns.n = ns.n + i %}{% endfor %}"
+        "{{ ns.n }}",
+        "{% for k, v in {'b': 1, 'a': 2}|dictsort %}{{ k }}={{ v }};{% endfor %}{{ (1, 2) }}",
+    ],
+)
+def test_ordinary_templates_render_exactly_as_in_the_plain_sandbox(html: str) -> None:
+    variables: dict[str, object] = {"xs": [1, 2, 3]}
+    plain = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+
+    email = TemplateRenderer().render(_template(html=html), variables)
+
+    assert email.html == plain.from_string(html).render(variables)
+
+
+def test_a_large_ordinary_email_renders() -> None:
+    rows = [{"name": f"Item {i}", "price": i * 1.5} for i in range(5000)]
+    html = (
+        "<table>{% for row in rows %}<tr><td>{{ loop.index }}</td><td>{{ row.name|title }}</td>"
+        "<td>{{ '%.2f'|format(row.price) }}</td></tr>{% endfor %}</table>"
+    )
+
+    email = TemplateRenderer().render(_template(html=html), {"rows": rows})
+
+    assert email.html.count("<tr>") == 5000

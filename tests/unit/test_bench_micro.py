@@ -1,0 +1,166 @@
+"""The micro-benchmarks (``benchmarks/micro``) run once each with tiny sizes, so they cannot rot:
+each finds our part's output and its library's equivalent (the checks fail when they are not),
+and the runner writes a report with a verdict per part. No speed is asserted here."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from benchmarks.micro import (
+    html_text,
+    http_post,
+    ledger_prepare,
+    log_line,
+    mime_build,
+    report,
+    runner,
+    samples,
+)
+from benchmarks.micro.timing import Comparison, Measure, Side, measure_pair
+from email_worker.mime import build_message
+from email_worker.textify import html_to_text
+from tests.support.services import skip_or_fail
+
+
+def _measured(comparisons: list[Comparison]) -> None:
+    for c in comparisons:
+        assert c.ours.cpu_us > 0 and c.library.cpu_us > 0, c
+        assert c.ours.wall_us > 0 and c.library.wall_us > 0, c
+
+
+def test_measure_pair_times_every_call_of_both_sides_in_alternating_slices() -> None:
+    calls: list[str] = []
+    ours = Side("ours", lambda: calls.append("o"), per_call=4)
+    theirs = Side("theirs", lambda: calls.append("t"))
+
+    mine, library = measure_pair(ours, theirs, calls=3, rounds=2)
+
+    assert calls.count("o") == calls.count("t") == 1 + 3 * 2  # a warm-up, then 3 per round
+    assert "".join(calls[2:8]) == "ottoot"  # slices alternate which side goes first
+    assert len(mine.rounds_cpu_us) == len(library.rounds_cpu_us) == 2
+    assert mine.other_cpu_us is None
+    with pytest.raises(ValueError):
+        measure_pair(ours, theirs, calls=0, rounds=1)
+
+
+def test_measure_pair_adds_the_other_process_cpu_per_operation() -> None:
+    clock = itertools.count(step=2)  # each reading: 2 s more of another process's CPU
+    side = Side("db", lambda: None, per_call=2, other_cpu=lambda: float(next(clock)))
+
+    measured, _ = measure_pair(side, Side("x", lambda: None), calls=1, rounds=1)
+
+    assert measured.other_cpu_us == pytest.approx(2 / 2 * 1e6)  # 2 s over 2 operations
+    assert measured.cpu_us >= 1e6
+
+
+def _comparison(part: str, case: str, ours: float, library: float) -> Comparison:
+    def measure(label: str, cpu: float) -> Measure:
+        return Measure(label, cpu, cpu, None, (cpu,))
+
+    return Comparison(part, case, measure("ours", ours), measure("lib", library), "same")
+
+
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [
+        ([(10.0, 100.0), (50.0, 100.0)], "**keep**"),
+        ([(90.0, 100.0), (110.0, 100.0)], "**replace by the library**"),
+        ([(10.0, 100.0), (95.0, 100.0)], "**mixed**"),
+    ],
+)
+def test_verdict_keeps_a_part_only_when_it_saves_a_fifth_in_every_case(
+    figures: list[tuple[float, float]], expected: str
+) -> None:
+    found = [_comparison("mime", f"case {n}", *pair) for n, pair in enumerate(figures)]
+
+    assert report.verdict("mime", found).startswith(expected)
+
+
+def test_verdict_judges_each_case_against_its_cheapest_library() -> None:
+    found = [
+        _comparison("textify", "2 KB", 50.0, 500.0),
+        _comparison("textify", "2 KB", 50.0, 55.0),
+    ]
+
+    assert report.verdict("textify", found).startswith("**replace by the library**")
+
+
+def test_textify_and_both_libraries_give_the_same_text() -> None:
+    for html in html_text.cases(items=2).values():
+        html_text.check(html)
+
+    _measured(html_text.run(rounds=1, scale=0.001, items=2))
+
+
+def test_the_text_check_fails_when_the_words_differ() -> None:
+    html = samples.welcome_html()
+
+    assert html_text.words(html_text.html2text_text(html)) == html_text.words(html_to_text(html))
+    assert html_text.words(html_to_text(samples.welcome_html("Grace"))) != html_text.words(
+        html_to_text(html)
+    )
+
+
+def test_mime_builder_and_email_message_parse_to_the_same_email() -> None:
+    for outgoing in mime_build.cases(items=2).values():
+        assert mime_build.check(outgoing).startswith("parsed back")
+
+    _measured(mime_build.run(rounds=1, scale=0.001, items=2))
+
+
+def test_the_mime_check_sees_a_different_header_or_body() -> None:
+    outgoing = next(iter(mime_build.cases(items=1).values()))
+    other_subject = replace(outgoing, content=replace(outgoing.content, subject="Other"))
+    other_text = replace(outgoing, content=replace(outgoing.content, text="other text"))
+    parsed = mime_build._parsed(build_message(outgoing))
+
+    assert mime_build._parsed(build_message(other_subject))[0] != parsed[0]
+    assert mime_build._parsed(mime_build.library_message(other_text))[1] != parsed[1]
+
+
+def test_callback_client_and_httpx_post_the_same_callbacks() -> None:
+    found = http_post.run(rounds=1, scale=0.003)
+
+    assert len(found) == 1 and "parsed all" in found[0].equivalent
+    _measured(found)
+
+
+def test_log_line_now_and_before_write_the_same_fields() -> None:
+    if log_line.load_version(log_line.BEFORE_REF) is None:
+        skip_or_fail(f"git or commit {log_line.BEFORE_REF} is not available")
+
+    found = log_line.run(rounds=1, scale=0.001)
+
+    assert len(found) == 1
+    _measured(found)
+
+
+@pytest.mark.integration
+def test_prepared_and_plain_statements_write_the_same_ledger(postgres_admin_url: str) -> None:
+    found = ledger_prepare.run(rounds=1, scale=0.03, admin_url=postgres_admin_url)
+
+    assert [c.case for c in found] == ["claim + finish, batch of 1", "claim + finish, batch of 16"]
+    assert all("every request sent" in c.equivalent for c in found)
+    _measured(found)
+
+
+def test_runner_writes_the_report_and_json(tmp_path: Path) -> None:
+    results, figures = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    argv = ["mime", "--rounds", "1", "--scale", "0.001"]
+    argv += ["--write-results", str(results), "--json", str(figures)]
+
+    assert runner.main(argv) == 0
+
+    text = results.read_text()
+    assert "## `mime.py`" in text and "Verdict: **" in text and "cores (nproc)" in text
+    rows = json.loads(figures.read_text())["comparisons"]
+    assert [row["part"] for row in rows] == ["mime", "mime"]
+
+
+def test_runner_refuses_an_unknown_part() -> None:
+    assert runner.main(["nonsense"]) == 2
