@@ -176,7 +176,7 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
         arguments = list(args)
         if isinstance(__obj, LoopContext) and arguments:  # loop(children): a recursive loop
             arguments[0] = __self.guard_iter(arguments[0])
-        require(method_size(__obj, arguments, __self.limit), __self.limit)
+        require(method_size(__obj, arguments, kwargs, __self.limit), __self.limit)
         result = super().call(__context, __obj, *arguments, **kwargs)
         return __self._kept_result(result)
 

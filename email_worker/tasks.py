@@ -104,6 +104,10 @@ def make_celery(broker_url: str, callback_queue: str, *, beat_interval: float = 
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
+        # No remote control: its mailbox is an exclusive queue named after the host
+        # ("celery@<host>.celery.pidbox"), so a second `callbacks` process on the same host (or
+        # two containers sharing a host name) died at start-up with 405 RESOURCE_LOCKED.
+        worker_enable_remote_control=False,
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],

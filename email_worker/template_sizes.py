@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import re
-import types
 from collections.abc import Callable, Collection
 from string import Formatter
 from typing import Any
@@ -91,18 +90,19 @@ def binop_size(operator: str, left: Any, right: Any) -> int:
             return _repeat_size(right, left)
         if isinstance(left, int) and isinstance(right, int):
             return _int_size(left.bit_length() + right.bit_length())
-    elif operator == "+" and isinstance(left, str | list | tuple):
-        if isinstance(right, str | list | tuple):
+    elif operator == "+" and isinstance(left, str | bytes | list | tuple):
+        if isinstance(right, str | bytes | list | tuple):
             return _repeat_size(left, 1) + _repeat_size(right, 1)
-    elif operator == "%" and isinstance(left, str):
-        return len(left) + percent_width(left)
+    elif operator == "%" and isinstance(left, str | bytes):
+        text = left if isinstance(left, str) else left.decode("latin-1")
+        return len(text) + percent_width(text)
     elif operator == "**" and isinstance(left, int) and isinstance(right, int):
         return _int_size(int(right * math.log2(abs(left))) if abs(left) > 1 else 0)
     return 0
 
 
 def _repeat_size(sequence: object, times: int) -> int:
-    if isinstance(sequence, str):
+    if isinstance(sequence, str | bytes):
         return len(sequence) * times
     if isinstance(sequence, list | tuple):
         return _OBJECT + _SLOT * len(sequence) * times
@@ -113,38 +113,55 @@ def _int_size(bits: int) -> int:
     return UNBOUNDED if bits > MAX_INT_BITS else 0
 
 
-def method_size(method: object, args: list[Any], limit: int) -> int:
-    """Weight of calling a ``str`` method (or ``dict.fromkeys``) with ``args``; may replace
-    ``args[0]`` by a list of its items (measured once, then handed to the real call)."""
+def method_size(method: object, args: list[Any], kwargs: dict[str, Any], limit: int) -> int:
+    """Weight of calling a method of text, bytes or a number that can build far more than its
+    receiver (``center``, ``ljust``, ``rjust``, ``zfill``, ``expandtabs``, ``replace``,
+    ``join``, ``translate``, ``int.to_bytes``, ``dict.fromkeys``): builtin or ``Markup``'s own.
+    May replace ``args[0]`` by a list of its items (read once, then handed to the real call)."""
     target = getattr(method, "__self__", None)
-    if not isinstance(method, types.BuiltinMethodType) or not args:
-        return 0
-    name = method.__name__
-    if name == "fromkeys":
+    name = getattr(method, "__name__", "")
+    if name == "fromkeys" and args:
         args[0] = list(args[0])
         return _OBJECT + 32 * len(args[0])
-    if not isinstance(target, str):
+    if name == "to_bytes" and isinstance(target, int):
+        return int(_argument(args, kwargs, 0, "length", 1))
+    if not isinstance(target, str | bytes) or not args:
         return 0
     if name in ("center", "ljust", "rjust", "zfill"):
         return int(args[0])
     if name == "expandtabs":
-        return len(target) + target.count("\t") * int(args[0])
+        tabs = target.count(b"\t") if isinstance(target, bytes) else target.count("\t")
+        return len(target) + tabs * int(args[0])
     if name == "replace" and len(args) >= 2:
         return replace_size(target, args[0], args[1], args[2] if len(args) > 2 else None)
     if name == "join":
         args[0] = list(args[0])
         return joined_size(args[0], target, limit)
+    if name == "translate":
+        return len(target) * _longest_value(args[0])
     return 0
 
 
-def replace_size(s: str, old: str, new: str, count: int | None) -> int:
+def _argument(args: list[Any], kwargs: dict[str, Any], index: int, name: str, default: Any) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _longest_value(table: Any) -> int:
+    """The longest replacement in a ``str.translate`` table (bytes tables map 1:1)."""
+    if isinstance(table, dict):
+        return max((len(v) for v in table.values() if isinstance(v, str)), default=1)
+    return 1
+
+
+def replace_size(s: Any, old: Any, new: Any, count: int | None) -> int:
+    """``str.replace`` and ``bytes.replace``: every occurrence grows by the difference."""
     hits = s.count(old) if old else len(s) + 1
     if count is not None and count >= 0:
         hits = min(hits, count)
     return len(s) + hits * max(0, len(new) - len(old))
 
 
-def joined_size(items: Collection[Any], separator: str, limit: int) -> int:
+def joined_size(items: Collection[Any], separator: str | bytes, limit: int) -> int:
     total = len(separator) * max(len(items) - 1, 0)
     for item in items:
         if total > limit:

@@ -98,7 +98,10 @@ def verdict(part: str, found: Sequence[Comparison]) -> str:
 
 
 def _saving(c: Comparison) -> str:
-    return f"{c.gain:.0%} less CPU" if c.gain >= 0 else f"{-c.gain:.0%} more CPU"
+    per_op = format_us(abs(c.library.cpu_us - c.ours.cpu_us))
+    if c.gain >= 0:
+        return f"{c.gain:.0%} less CPU ({per_op} per operation)"
+    return f"{-c.gain:.0%} more CPU ({per_op} per operation)"
 
 
 def _table(found: Sequence[Comparison]) -> list[str]:

@@ -8,6 +8,7 @@ import contextlib
 import email
 import email.policy
 import json
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -117,7 +118,8 @@ def _check_formats(fmt: str) -> None:
     brace_width(fmt)
 
 
-# Templates: rendered, or refused as the template's fault; never anything else.
+# Templates: rendered, or refused as the template's fault, never anything else; and never more
+# than a bounded amount of memory on the way (the allowance is 32 x 64 KiB here).
 _RENDERER = TemplateRenderer(max_rendered_bytes=64 * 1024, max_render_seconds=0.2)
 _PIECES = (
     """
@@ -125,6 +127,11 @@ _PIECES = (
 {{ '%5s' % x }}|{{ xs|join(x) }}|{{ (xs|list) + xs }}|{% set xs = [xs, xs, xs, xs] %}|{{ x ~ x }}
 {{ 9 ** 99 }}|{{ xs|tojson }}|{{ range(1000)|list }}|{% if x %}|{% endif %}|<a href='{{ x }}'>
 {{ x|e }}|{{ xs|pprint }}|{% for i in range(900) %}|{{ loop.index }}|{{ '{:>9}'.format(x) }}
+{% set x = x ~ x %}|{% set x = x * 3 %}|{{ x.center(99999999) }}|{{ (x|e).ljust(99999999) }}
+{{ x.encode() * 99999 }}|{{ x.translate({97: x * 999}) }}|{{ xs|slice(9999999)|list }}
+{{ xs|batch(9999999, x)|list }}|{% set xs = xs + xs %}|{{ xs|map('center', 9999)|list }}
+{% macro m(a) %}{{ a ~ a }}{% endmacro %}|{{ m(x) }}|{% set ns = namespace(v=xs) %}
+{% set ns.v = [ns.v, ns.v] %}|{{ ns }}|{{ x|indent(999) }}|{{ x|wordwrap(1, wrapstring=x) }}
 """.strip()
     .replace("\n", "|")
     .split("|")
@@ -133,10 +140,15 @@ _PIECES = (
 
 def _check_template(source: str) -> None:
     template = Template("fuzz", None, "s", source, None, "v1")
+    tracemalloc.start()
     try:
         _RENDERER.render(template, {"x": "ab", "xs": [1, "two", [3]]})
     except PermanentFailure as refused:
         assert refused.reason in (Reason.TEMPLATE_ERROR, Reason.UNSAFE_CONTENT), refused
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak >> 20} MiB allocated at the peak"
 
 
 _URL_PARTS = "http:// https:// @ : / [ ] %2e ß # ? \\ 0x7f . xn-- 80 ::1 localhost 10.0.0.1"

@@ -3,7 +3,8 @@
 
 Most end-to-end tests swap Celery out for ``InlineNotifier``; this one runs both commands as the
 CLI runs them, on the real broker and database, and covers the three callback stories: delivered
-at once, pending (a 451) and then delivered, and failed (no such template).
+at once, pending (a 451) and then delivered, and failed (no such template). Two ``callbacks``
+processes run on this one host, as two replicas may: both must stay up and consume.
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ def gate_the_retry(stack: Stack, request_id: str) -> None:
     stack.http.route("POST", CALLBACK_PATH, gateway)
 
 
-@pytest.mark.timeout(180)
 def test_run_hands_callbacks_to_the_celery_worker_which_delivers_them(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -89,17 +89,20 @@ def test_run_hands_callbacks_to_the_celery_worker_which_delivers_them(
     }
     queue = stack.settings().callback_queue
     with (
-        stack.spawn("callbacks", log=tmp_path / "callbacks.log", **settings) as callbacks,
+        stack.spawn("callbacks", log=tmp_path / "callbacks-1.log", **settings) as first,
+        stack.spawn("callbacks", log=tmp_path / "callbacks-2.log", **settings) as second,
         stack.spawn("run", log=tmp_path / "run.log", **settings) as run,
     ):
-        wait_for(lambda: consumers(stack, queue) >= 1, 60, "the Celery worker to consume")
+        # Two Celery workers of one host: neither may take the other's place (or crash on it).
+        wait_for(lambda: consumers(stack, queue) == 2, 60, "both Celery workers to consume")
         stack.publish(message(ok, "ok@example.com"))
         stack.publish(message(flaky, "flaky@example.com", "flaky"))
         stack.publish(message(failed, "x@example.com", "missing"))
         wait_for(lambda: statuses(stack, ok) == ["delivered"], 60, "the delivered callback")
         wait_for(lambda: statuses(stack, failed) == ["failed"], 60, "the failed callback")
         wait_for(lambda: statuses(stack, flaky) == ["pending", "delivered"], 60, "both")
-        assert callbacks.poll() is None and run.poll() is None
+        assert first.poll() is None and second.poll() is None and run.poll() is None
+        assert consumers(stack, queue) == 2
     assert [stack.status(r) for r in (ok, flaky, failed)] == ["sent", "sent", "failed"]
     assert len(stack.emails_to("ok@example.com")) == len(stack.emails_to("flaky@example.com")) == 1
     (pending,) = (c for c in stack.callbacks(flaky) if c["status"] == "pending")

@@ -227,7 +227,7 @@ def test_dlq_show_finds_an_invalid_message_by_the_gateways_own_id(bare_stack: St
     start_worker(stack, settings_from(env))
     invalid = email("invalid", "invalid@example.com")
 
-    assert gateway.publish_invalid(invalid)  # no request_id: its id is the AMQP message_id
+    assert gateway.publish(invalid, invalid=True)  # no request_id: its id is the AMQP message_id
     wait_for(lambda: "failed" in [s.status for s in gateway.understood(invalid.notification_id)])
     for how in ([invalid.notification_id], ["--position", "1"]):
         shown = cli(env, "dlq", "show", *how)

@@ -1,21 +1,21 @@
 """Replays of the API gateways the worker meets in the wild, written from their public
-descriptions (issue 13, CONTRACT sections 1-3 and 7), not from their code. The real-shaped
-template and user services they come with are in ``tests/support/gateway_services.py``.
-
-A ``Gateway`` declares ``email.queue`` its own way at its start-up (a refused declaration, a
-406, lands in ``failures``: the real gateway crashes or answers 500 from then on), publishes
-with its client's wire properties and body shape, and plays its status endpoint on a
-``FakeHttpServer``: what the endpoint understood goes to ``statuses``, what it refused to
-``refusals``, every body it got to ``bodies``. Each subclass's docstring says what it replays.
+descriptions (issue 13, CONTRACT sections 1-3 and 7), not from their code. A ``Gateway``
+declares ``email.queue`` its own way at its start-up (a refused declaration, a 406, lands in
+``failures``: the real gateway crashes or answers 500 from then on), publishes with its
+client's wire properties and body shape, and plays its status endpoint on a ``FakeHttpServer``:
+what it understood goes to ``statuses``, what it refused to ``refusals``, every body it got to
+``bodies``. Each subclass says what it replays; the services are in ``gateway_recipes``.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,6 +43,7 @@ class Email:
     user_id: str | None = None
     template_code: str = "welcome"
     priority: int = 1
+    awaits_reply: bool = False  # NestJS ``send()`` (request-response) rather than ``emit()``
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,10 @@ class Gateway:
         """What the gateway declares at its start-up; False (and a failure) when refused."""
         return self._on_channel(self._declare)
 
-    def publish(self, email: Email) -> bool:
-        return self._on_channel(lambda ch: self._publish(ch, self.body(email), email))
-
-    def publish_invalid(self, email: Email) -> bool:
-        """A message the worker must refuse as invalid, that still carries the gateway's id."""
-        return self._on_channel(lambda ch: self._publish(ch, self.invalid_body(email), email))
+    def publish(self, email: Email, *, invalid: bool = False) -> bool:
+        """``invalid``: a message the worker must refuse that still carries the gateway's id."""
+        body = self.invalid_body(email) if invalid else self.body(email)
+        return self._on_channel(lambda ch: self._publish(ch, body, email))
 
     def _on_channel(self, action: Callable[[BlockingChannel], None]) -> bool:
         connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
@@ -98,20 +97,16 @@ class Gateway:
     def _declare(self, channel: BlockingChannel) -> None:
         channel.queue_declare(self.queue, durable=True, arguments=self.queue_arguments or None)
 
-    def _send(
-        self, channel: BlockingChannel, exchange: str, key: str, body: Any, **kw: Any
-    ) -> None:
+    def _send(self, ch: BlockingChannel, exchange: str, key: str, body: Any, **kw: Any) -> None:
         data = json.dumps(body).encode()
-        channel.basic_publish(exchange, key, data, pika.BasicProperties(**kw), mandatory=True)
+        ch.basic_publish(exchange, key, data, pika.BasicProperties(**kw), mandatory=True)
 
-    # What each style says differently.
-    def _publish(self, channel: BlockingChannel, body: Any, email: Email) -> None: ...
+    def _publish(self, channel: BlockingChannel, body: Any, email: Email) -> None: ...  # by style
     def body(self, email: Email) -> Any: ...
     def invalid_body(self, email: Email) -> Any: ...
     def read_status(self, seen: Seen, body: dict[str, Any]) -> tuple[int, Understood | None]:
         return 500, None
 
-    # The status endpoint. --------------------------------------------------------------------
     def serve_status(self, http: FakeHttpServer) -> None:
         http.route("POST", self.status_path, self._answer)
 
@@ -120,10 +115,9 @@ class Gateway:
             return [s for s in self.statuses if s.notification_id == notification_id]
 
     def _answer(self, seen: Seen) -> Reply:
-        try:
+        body: Any = None
+        with contextlib.suppress(ValueError):
             body = seen.json()
-        except ValueError:
-            body = None
         code, understood = self.read_status(seen, body if isinstance(body, dict) else {})
         with self._lock:
             self.bodies.append(body)
@@ -212,8 +206,9 @@ class AioPika(Gateway):
 
 
 class NestRmq(Gateway):
-    """NestJS ``ClientRMQ.emit``: asserts the queue (durable, no arguments by default), then
-    ``sendToQueue`` of ``{"pattern", "data"}`` with camelCase fields. Its endpoint reads
+    """NestJS ``ClientRMQ``: asserts the queue (durable, no arguments by default), then
+    ``sendToQueue`` of ``{"pattern", "data"}`` (``emit``) or ``{"pattern", "data", "id"}`` with
+    ``reply_to`` and ``correlation_id`` (``send``), camelCase inside. Its endpoint reads
     ``notificationId``, ``status`` and ``channel``, and answers 201 whatever it got."""
 
     style = "nestjs"
@@ -221,7 +216,13 @@ class NestRmq(Gateway):
     arguments: ClassVar[dict[str, Any]] = {"x-queue-type": "quorum"}  # queueOptions.arguments
 
     def _publish(self, channel: BlockingChannel, body: Any, email: Email) -> None:
-        self._send(channel, "", self.queue, body)  # emit(): persistent off, no content type
+        if not email.awaits_reply:  # emit(): persistent off, no content type
+            self._send(channel, "", self.queue, body)
+            return
+        # send(): the direct reply-to pseudo-queue may be named only by a channel consuming it
+        channel.basic_consume("amq.rabbitmq.reply-to", lambda *_: None, auto_ack=True)
+        rpc = {"reply_to": "amq.rabbitmq.reply-to", "correlation_id": str(uuid.uuid4())}
+        self._send(channel, "", self.queue, {**body, "id": rpc["correlation_id"]}, **rpc)
 
     def body(self, email: Email) -> Any:
         data = {

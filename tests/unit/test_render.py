@@ -302,6 +302,12 @@ HOSTILE = {
     "fromkeys": "{{ {}.fromkeys(range(100000), 'x')|length }}",
     "wordwrap": "{{ ('a ' * 30000)|wordwrap(1, wrapstring='w' * 1000)|length }}",
     "tojson-indent": "{{ [[[[[[1]]]]]]|tojson(indent=100000)|length }}",
+    "markup-center": "{{ ('a'|e).center(900000000)|length }}",
+    "bytes-ljust": "{{ 'a'.encode().ljust(900000000)|length }}",
+    "bytes-repeat": "{{ ('a'.encode() * 900000000)|length }}",
+    "bytes-percent": "{{ ('%900000000s'.encode() % ('a'.encode(),))|length }}",
+    "translate": "{{ ('a' * 1000).translate({97: 'x' * 60000})|length }}",
+    "to-bytes": "{{ (1).to_bytes(900000000, 'big')|length }}",
     # Many small values: each one fits, all of them do not.
     "captured-copies": "{% set s %}{% for i in range(100000) %}{{ 'x' * 60000 }}{% endfor %}"
     "{% endset %}{{ s|length }}",
