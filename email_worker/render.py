@@ -120,8 +120,7 @@ class TemplateRenderer:
         if template.list_unsubscribe:
             parts["list_unsubscribe"] = template.list_unsubscribe
         compiled = {part: self._compiled(template, part, source) for part, source in parts.items()}
-        limit = self._max_bytes
-        with render_budget(limit, ALLOWANCE_FACTOR * limit, self._max_seconds):
+        with render_budget(ALLOWANCE_FACTOR * self._max_bytes, self._max_seconds):
             rendered = {part: self._render(part, c, variables) for part, c in compiled.items()}
         subject = check_header_value("Subject", rendered["subject"].strip())
         unsubscribe = rendered.get("list_unsubscribe")

@@ -12,8 +12,8 @@ into this module at every operation a template can use to build something, while
 - ``RenderBudget.charge`` adds each built value's weight to what the render has spent, which may
   not pass ``allowance`` (memory: values freed in between are not given back, so a loop cannot
   allocate a gigabyte a megabyte at a time).
-- ``RenderBudget.tick`` is called on every operation and loop iteration; every few dozen ticks
-  (sooner after heavy ones) it compares the thread's CPU time with the deadline.
+- every charge (and every 16 loop iterations) counts towards the next clock check: every few
+  dozen (sooner after heavy values) it compares the thread's CPU time with the deadline.
 
 The budget of the render in progress lives in a context variable set by ``render_budget``; with
 none set (compile-time constant folding), only the per-value limit applies.
@@ -96,10 +96,9 @@ def require(weight: int, limit: int, error: type[BudgetExceeded] = OutputTooLarg
 class RenderBudget:
     """The spending of one render. Not thread-safe: one render runs in one thread."""
 
-    __slots__ = ("_credit", "allowance", "deadline", "limit", "seconds", "spent")
+    __slots__ = ("_credit", "allowance", "deadline", "seconds", "spent")
 
-    def __init__(self, limit: int, allowance: int, seconds: float) -> None:
-        self.limit = limit
+    def __init__(self, allowance: int, seconds: float) -> None:
         self.allowance = allowance
         self.seconds = seconds
         # Set at the first clock check: reading the thread's CPU clock is a system call, and
@@ -110,17 +109,13 @@ class RenderBudget:
         self._credit = _CHECK_EVERY
 
     def charge(self, weight: int) -> None:
-        """Count a built value; raises ``MemoryBudgetExceeded`` past the allowance."""
+        """Count a built value (or a batch of loop iterations) of ``weight``. Raises
+        ``MemoryBudgetExceeded`` past the allowance, ``TimeBudgetExceeded`` past the deadline
+        (the clock is read every ``_CHECK_EVERY`` charges, sooner after heavy ones)."""
         self.spent += weight
         if self.spent > self.allowance:
             raise MemoryBudgetExceeded(MemoryBudgetExceeded.detail)
         self._credit -= 1 + (weight >> 12)  # heavy values bring the next clock check closer
-        if self._credit <= 0:
-            self._check_clock()
-
-    def tick(self, cost: int = 1) -> None:
-        """Count an operation; raises ``TimeBudgetExceeded`` once past the deadline."""
-        self._credit -= cost
         if self._credit <= 0:
             self._check_clock()
 
@@ -147,8 +142,8 @@ class render_budget:  # noqa: N801 - used like a function: ``with render_budget(
 
     __slots__ = ("_token", "budget")
 
-    def __init__(self, limit: int, allowance: int, seconds: float) -> None:
-        self.budget = RenderBudget(limit, allowance, seconds)
+    def __init__(self, allowance: int, seconds: float) -> None:
+        self.budget = RenderBudget(allowance, seconds)
 
     def __enter__(self) -> RenderBudget:
         self._token = _ACTIVE.set(self.budget)

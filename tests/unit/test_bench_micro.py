@@ -90,6 +90,11 @@ def test_verdict_judges_each_case_against_its_cheapest_library() -> None:
     assert report.verdict("textify", found).startswith("**replace by the library**")
 
 
+def test_the_log_line_verdict_states_the_cost_of_scrubbing() -> None:
+    assert "no measurable cost" in report.verdict("logs", [_comparison("logs", "x", 26, 25)])
+    assert "+10.0 µs per line (+40%)" in report.verdict("logs", [_comparison("logs", "x", 35, 25)])
+
+
 def test_textify_and_both_libraries_give_the_same_text() -> None:
     for html in html_text.cases(items=2).values():
         html_text.check(html)

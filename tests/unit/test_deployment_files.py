@@ -167,9 +167,18 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
 def test_kustomize_base_renders_the_whole_deployment() -> None:
     docs = kustomize(DEPLOY / "k8s" / "base")
     kinds = sorted(doc["kind"] for doc in docs)
-    expected = ["ConfigMap", "Job", "Service", "ScaledObject", "TriggerAuthentication"]
-    expected += ["Deployment"] * 3 + ["PodDisruptionBudget"] * 2
+    expected = ["ConfigMap", "Service", "ScaledObject", "TriggerAuthentication"]
+    expected += ["Deployment"] * 3 + ["PodDisruptionBudget"] * 2 + ["Job"] * 2
     assert kinds == sorted(expected)
+    jobs = by_kind(docs, "Job")
+    commands = {
+        name: job["spec"]["template"]["spec"]["containers"][0]["args"] for name, job in jobs.items()
+    }
+    # Both one-shot steps run before a rollout: the schema, and the queues the gateways assert.
+    assert commands == {
+        "email-worker-migrate": ["migrate"],
+        "email-worker-topology": ["topology", "apply"],
+    }
     deployments = by_kind(docs, "Deployment")
     assert set(deployments) == {"email-worker-run", "email-worker-callbacks", "email-worker-beat"}
     beat = deployments["email-worker-beat"]["spec"]
@@ -199,7 +208,7 @@ def test_every_variable_and_secret_file_is_wired() -> None:
         setting_of(variable)
     secret = by_kind(docs, "Secret")["email-worker-secrets"]
     pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "Job")]
-    assert len(pods) == 4
+    assert len(pods) == 5
     for pod in pods:
         (container,) = pod["containers"]
         assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
