@@ -48,7 +48,9 @@ class Answer:
 class NoAnswer(Exception):
     """No HTTP answer: the URL is unusable, or connecting, writing or reading failed. ``str()``
     is a short stable name (``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``,
-    ``RemoteProtocolError``, ``NetworkError``, ``InvalidURL``), stored as the row's last error."""
+    ``RemoteProtocolError``, ``NetworkError``, ``InvalidURL``, and from the SSRF policy
+    ``HostNotAllowed``, ``NameNotResolved``, ``AddressNotAllowed``), stored as the row's last
+    error."""
 
 
 class CallbackHttp:
