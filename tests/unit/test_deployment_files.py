@@ -37,6 +37,7 @@ KNOWN_METRICS = {
     "email_worker_consumer_paused",
     "email_worker_queue_messages",
     "email_worker_queue_consumers",
+    "email_worker_retries_redriven_total",
 }
 SETTINGS = set(Settings.model_fields)
 
