@@ -27,7 +27,7 @@ def run(target: Target, seconds: float, batch_size: int = BATCH) -> int:
     deadline = time.monotonic() + seconds
     tried = 0
     batch = 0
-    while time.monotonic() < deadline:
+    while not tried or time.monotonic() < deadline:
         batch += 1
 
         @seed(time.time_ns() + batch)

@@ -10,7 +10,7 @@ from tests.fuzz.targets import TARGETS
 
 @pytest.mark.parametrize("name", TARGETS)
 def test_target_holds_for_a_batch_of_inputs(name: str) -> None:
-    assert run(TARGETS[name], seconds=0.01, batch_size=15) == 15  # one batch
+    assert run(TARGETS[name], seconds=0, batch_size=15) == 15  # one batch
 
 
 def test_the_command_lists_targets_and_refuses_unknown_ones(
