@@ -10,6 +10,8 @@ client are built lazily, once per process, from the ``Settings`` given to ``conf
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -104,10 +106,6 @@ def make_celery(broker_url: str, callback_queue: str, *, beat_interval: float = 
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
-        # No remote control: its mailbox is an exclusive queue named after the host
-        # ("celery@<host>.celery.pidbox"), so a second `callbacks` process on the same host (or
-        # two containers sharing a host name) died at start-up with 405 RESOURCE_LOCKED.
-        worker_enable_remote_control=False,
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],
@@ -239,6 +237,15 @@ class CeleryNotifier:
             )
 
 
+NODE_PREFIX = "callbacks-"
+
+
+def node_name() -> str:
+    """``callbacks-<pid>@<host>``: unique per process; the health check pings the nodes of its
+    own host (``deploy/docker/healthcheck.py``)."""
+    return f"{NODE_PREFIX}{os.getpid()}@{socket.gethostname()}"
+
+
 def start(command: str, settings: Settings) -> int:
     """Run ``callbacks`` (a Celery worker on the callback queue) or ``beat`` until stopped."""
     app = make_celery(
@@ -268,6 +275,11 @@ def start(command: str, settings: Settings) -> int:
             f"--loglevel={settings.log_level}",
             "--without-gossip",
             "--without-mingle",
+            # A node name of its own per process: the remote-control mailbox (which answers the
+            # health check's ping) is an exclusive queue named after the node, so a second
+            # `callbacks` process under the default "celery@<host>" died at start-up with
+            # 405 RESOURCE_LOCKED (two processes on one host, or containers sharing a name).
+            f"--hostname={node_name()}",
         ]
     )
     return 0  # pragma: no cover - worker_main exits the process

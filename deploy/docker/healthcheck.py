@@ -2,7 +2,7 @@
 
 One image runs four commands, so the check reads PID 1's command line to know which one it is
 guarding: ``run`` must answer ``GET /health`` on ``EMAIL_WORKER_HTTP_PORT``; ``callbacks`` must
-answer a Celery ``ping`` addressed to this container's node; ``beat`` must reach the broker
+answer a Celery ``ping`` from a node of this container's host; ``beat`` must reach the broker
 (the only thing it needs to schedule anything); one-shot commands (``migrate``, ``dlq``) are
 healthy while they run. Exit 0 healthy, 1 unhealthy. Nothing secret is printed.
 """
@@ -43,8 +43,15 @@ def check_callbacks() -> bool:
 
     settings = Settings()
     app = tasks.make_celery(settings.broker_for_celery, settings.callback_queue)
-    node = f"celery@{socket.gethostname()}"
-    return bool(app.control.ping(destination=[node], timeout=TIMEOUT))
+    # Each process names its node callbacks-<pid>@<host> (tasks.node_name): any of this host's
+    # nodes answering is this container's worker answering.
+    host = f"@{socket.gethostname()}"
+    replies = app.control.ping(timeout=TIMEOUT)
+    return any(
+        name.startswith(tasks.NODE_PREFIX) and name.endswith(host)
+        for reply in replies
+        for name in reply
+    )
 
 
 def check_beat() -> bool:

@@ -455,6 +455,9 @@ def test_callbacks_worker_and_beat_deliver_handed_over_and_forgotten_rows(
         "EMAIL_WORKER_CELERY_BROKER_URL": amqp_url,
         "EMAIL_WORKER_CALLBACK_QUEUE": celery_queue,
         "EMAIL_WORKER_CALLBACK_SECRET": SECRET,
+        # The sender re-checks every row's URL where it connects: the operator's origin is
+        # trusted, anything else must be on the allow-list (a loopback one never is).
+        "EMAIL_WORKER_CALLBACK_URL": http_server.url + PATH,
         "EMAIL_WORKER_BEAT_INTERVAL_SECONDS": "1",
         "EMAIL_WORKER_DB_POOL_SIZE": "2",
         "EMAIL_WORKER_LOG_LEVEL": "WARNING",

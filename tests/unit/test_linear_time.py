@@ -17,6 +17,7 @@ from email_worker.logs import scrub
 from email_worker.mime import build_message, is_bare_address
 from email_worker.ports import OutgoingEmail, RenderedEmail
 from email_worker.sandbox import GuardedEnvironment
+from email_worker.smtp_wire import accepted_reply
 from email_worker.template_budget import measure
 from email_worker.template_sizes import brace_width, percent_width
 from email_worker.textify import html_to_text
@@ -105,6 +106,18 @@ SCRUB: dict[str, Callable[[int], str]] = {
 @pytest.mark.parametrize("make", SCRUB.values(), ids=SCRUB.keys())
 def test_log_scrubbing(make: Callable[[int], str]) -> None:
     assert_linear(scrub, make)
+
+
+REPLIES: dict[str, Callable[[int], bytes]] = {
+    "one long word without @": lambda n: b"queued " + b"a" * n,
+    "many @": lambda n: b"@" * n,
+    "words with @": lambda n: b"a@b " * n,
+}
+
+
+@pytest.mark.parametrize("make", REPLIES.values(), ids=REPLIES.keys())
+def test_relay_reply_masking(make: Callable[[int], bytes]) -> None:
+    assert_linear(lambda reply: accepted_reply(250, reply), make)
 
 
 _ENV = GuardedEnvironment(limit=1 << 30, autoescape=True)
