@@ -14,9 +14,10 @@ import pika
 from prometheus_client import REGISTRY
 
 from email_worker.config import Settings
-from email_worker.consumer import Consumer, Delivery, pause_explanation
+from email_worker.consumer import Consumer, pause_explanation
 from email_worker.db import Database
-from email_worker.disposition import Retry, RetryPolicy
+from email_worker.disposition import RetryPolicy
+from email_worker.handler import Handler
 from email_worker.health import HealthServer, Readiness, TcpProbe
 from email_worker.ledger import PgLedger
 from email_worker.mailer import SmtpMailer
@@ -31,15 +32,17 @@ from email_worker.metrics import (
 )
 from email_worker.migrations import MESSAGE_ID_KEY_NAME, check_applied, get_or_create_secret
 from email_worker.pipeline import Pipeline, PipelineConfig
-from email_worker.ports import Notifier
-from email_worker.publisher import UNREACHABLE, Publisher, PublishError
+from email_worker.ports import Delivery, Notifier
+from email_worker.publisher import Publisher
 from email_worker.recipients import RecipientDirectory, UserServiceClient
 from email_worker.render import TemplateRenderer
+from email_worker.retry_copies import keep
 from email_worker.settlement import Settler
 from email_worker.status_api import StatusApi, StatusReader
 from email_worker.tasks import CeleryNotifier, make_celery
 from email_worker.topology import Topology, connection_parameters
 from email_worker.topology_setup import start_up
+from email_worker.url_policy import host_allowed
 from schemas.failures import DeferredFailure
 from templates_client.client import TemplateClient
 from templates_client.transport import make_http_client
@@ -113,16 +116,19 @@ def _pipeline_config(settings: Settings, db: Database) -> PipelineConfig:
         message_id_secret=secret.encode()
         if secret
         else get_or_create_secret(db, MESSAGE_ID_KEY_NAME),
-        policy=RetryPolicy(
-            max_attempts=settings.max_attempts,
-            delays=tuple(settings.retry_delays),
-            max_deferrals=settings.max_deferrals,
-            jitter=settings.retry_jitter,
-        ),
-        max_message_bytes=settings.max_message_bytes,
         callback_url=settings.callback_url,
         callback_allowed_hosts=tuple(settings.callback_allowed_hosts),
         record_patience_seconds=min(30.0, settings.lease_seconds / 2),
+        host_allowed=host_allowed,
+    )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        delays=tuple(settings.retry_delays),
+        max_deferrals=settings.max_deferrals,
+        jitter=settings.retry_jitter,
     )
 
 
@@ -146,7 +152,7 @@ class Worker:
             make_celery(settings.broker_for_celery, settings.callback_queue)
         )
         self.topology = Topology.from_settings(settings)
-        self.pipeline = Pipeline(
+        pipeline = Pipeline(
             _pipeline_config(settings, self.db),
             PgLedger(
                 self.db,
@@ -164,11 +170,13 @@ class Worker:
             MeteredMailer(self.mailer, self.metrics.send_duration),
             self.notifier,
         )
+        self.handler = Handler(
+            pipeline, retry_policy(settings), keep, max_message_bytes=settings.max_message_bytes
+        )
         amqp = settings.amqp_url.get_secret_value()
         self.publisher = Publisher(
             connection_parameters(amqp, settings.heartbeat_seconds, "email-worker publisher")
         )
-        self.settler = Settler(self.publisher, self.topology)
         self.consumer = Consumer(
             connection_parameters(amqp, settings.heartbeat_seconds, "email-worker consumer"),
             settings.email_queue,
@@ -176,6 +184,13 @@ class Worker:
             prefetch=settings.prefetch,
             concurrency=settings.concurrency,
             drain_seconds=settings.drain_seconds,
+        )
+        self.settler = Settler(
+            self.publisher,
+            self.topology,
+            self.consumer,
+            pause_seconds=settings.pause_seconds,
+            on_settled=self.metrics.settled,
         )
         self.smtp_probe = TcpProbe(
             settings.smtp_host,
@@ -210,28 +225,11 @@ class Worker:
         )
 
     def process(self, delivery: Delivery) -> None:
-        """Decide, publish what the decision needs, then ack. The original is acked only once
-        its copy was confirmed AND routed; otherwise it goes back to the queue."""
+        """Handle one delivery to a decision, then settle it (``settlement.Settler``)."""
         self.metrics.received()
-        decision = self.pipeline.handle(delivery)
+        decision = self.handler.handle(delivery)
         self.metrics.decided(decision, delivery.properties.timestamp)
-        try:
-            self.settler.settle(delivery, decision)
-        except PublishError as exc:
-            if exc.cause != UNREACHABLE:
-                # A copy returned unroutable or nacked would fail again at once: pause first,
-                # so the requeued original waits in the queue instead of looping hot.
-                self.consumer.pause(self.settings.pause_seconds, exc.cause)
-            log.warning(
-                "could not publish the retry or dead letter; the original is kept",
-                extra={"error": str(exc), "cause": exc.cause},
-            )
-            self.consumer.nack(delivery, requeue=True)
-            return
-        self.consumer.ack(delivery)
-        self.metrics.settled(decision)
-        if isinstance(decision, Retry) and decision.pause:
-            self.consumer.pause(self.settings.pause_seconds, str(decision.reason))
+        self.settler.settle(delivery, decision)
 
     def readiness(self) -> Readiness:
         """Gating: the consumer is connected (consuming, or deliberately paused), the database

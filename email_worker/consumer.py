@@ -27,25 +27,8 @@ from pika.exceptions import AMQPError
 from pika.spec import Basic
 
 from email_worker.acks import Settlement, coalesce_acks
-from email_worker.delivery import (
-    ATTEMPTS_HEADER,
-    DEFERRALS_HEADER,
-    FIRST_ATTEMPT_HEADER,
-    Delivery,
-    delivery_from,
-)
-
-# Delivery and its headers moved to email_worker.delivery; importers of this module keep working.
-__all__ = [
-    "ATTEMPTS_HEADER",
-    "DEFERRALS_HEADER",
-    "FIRST_ATTEMPT_HEADER",
-    "PAUSE_EXPLANATIONS",
-    "Consumer",
-    "Delivery",
-    "delivery_from",
-    "pause_explanation",
-]
+from email_worker.delivery import delivery_from
+from email_worker.ports import Delivery
 
 log = logging.getLogger(__name__)
 

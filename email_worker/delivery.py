@@ -1,35 +1,45 @@
-"""One delivery as the worker sees it: the message, the channel it came on, and the retry
-counts carried in the worker's own headers (never ``x-`` headers: from RabbitMQ 3.13 the broker
-owns ``x-death``). ``consumer`` builds these; the pipeline and the settlement read them.
+"""Delivery conversion: a pika delivery (method, properties, body) into the neutral
+``ports.Delivery`` the handler reads (``publisher.copy_properties`` turns neutral properties back
+into pika's for a copy).
+
+The retry counts are read from the worker's own headers (named in ``settlement.py``, where they
+are written). A header that is not a non-negative integer counts as 0.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import pika
 from pika.spec import Basic
 
-ATTEMPTS_HEADER = "email_worker_attempts"
-DEFERRALS_HEADER = "email_worker_deferrals"
-FIRST_ATTEMPT_HEADER = "email_worker_first_attempt_at"
+from email_worker.ports import Delivery, MessageProperties
+from email_worker.settlement import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
+
+# The AMQP basic properties, by their names on both types.
+PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One message as received, with the retry counts carried in our own headers."""
-
-    body: bytes
-    properties: pika.BasicProperties
-    delivery_tag: int
-    generation: int
-    redelivered: bool
-    attempts: int
-    deferrals: int
-    first_attempt_at: str | None
+def neutral_properties(properties: pika.BasicProperties) -> MessageProperties:
+    values = {name: getattr(properties, name, None) for name in PROPERTY_NAMES}
+    return MessageProperties(headers=dict(properties.headers or {}), **values)
 
 
-def _int_header(headers: dict[str, object], name: str) -> int:
+def _int_header(headers: Mapping[str, object], name: str) -> int:
     value = headers.get(name)
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
@@ -42,17 +52,17 @@ def _int_header(headers: dict[str, object], name: str) -> int:
 def delivery_from(
     method: Basic.Deliver, properties: pika.BasicProperties, body: bytes, generation: int
 ) -> Delivery:
-    headers = dict(properties.headers or {})
-    first = headers.get(FIRST_ATTEMPT_HEADER)
+    neutral = neutral_properties(properties)
+    first = neutral.headers.get(FIRST_ATTEMPT_HEADER)
     if isinstance(first, bytes):
         first = first.decode("ascii", "replace")
     return Delivery(
         body=body,
-        properties=properties,
+        properties=neutral,
         delivery_tag=method.delivery_tag or 0,
         generation=generation,
         redelivered=bool(method.redelivered),
-        attempts=_int_header(headers, ATTEMPTS_HEADER),
-        deferrals=_int_header(headers, DEFERRALS_HEADER),
+        attempts=_int_header(neutral.headers, ATTEMPTS_HEADER),
+        deferrals=_int_header(neutral.headers, DEFERRALS_HEADER),
         first_attempt_at=first if isinstance(first, str) else None,
     )

@@ -1,11 +1,12 @@
 """The one retry brain: ``decide`` maps a classified failure and the attempt counts to a
-decision. Pure; the consumer carries the decision out and adapters only classify failures.
+decision. Pure; the handler calls it, ``broker/settle.py`` carries the decision out, and adapters
+only classify failures.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from schemas.failures import (
     DeferredFailure,
@@ -28,6 +29,8 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Ack:
     outcome: str  # "delivered" | "duplicate"
+    # Set by the handler, so settling never re-parses the body; not part of what was decided.
+    request_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Retry:
     attempts: int
     deferrals: int
     pause: bool = False  # our own configuration is broken: stop consuming for a while
+    request_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class DeadLetter:
     reason: Reason
     detail: str
     attempts: int
+    request_id: str | None = field(default=None, compare=False)
 
 
 Decision = Ack | Retry | DeadLetter

@@ -1,22 +1,21 @@
-"""The data path of one message: validate → claim → resolve → fetch → render → send → record.
+"""The pure data path of one request: claim → resolve → fetch → render → send → record.
 
-``Pipeline.handle`` never raises: every message leaves with a ``Decision`` (ack, retry or dead
-letter) and, once claimed, a ledger record of the outcome written before the broker is told.
-No transaction is open across SMTP or HTTP; each ledger call is its own short transaction.
+``Pipeline.attempt`` claims and sends and reports what happened (an ``Attempt``: a duplicate, a
+classified failure or none); ``Pipeline.record`` writes the outcome the handler decided to the
+ledger (its status, callback and retry copy) before the broker is told. The pipeline never
+decides and never logs the outcome line: ``handler.py`` does both. No transaction is open across
+SMTP or HTTP; each ledger call is its own short transaction.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from email_worker import retry_copies
-from email_worker.consumer import Delivery
-from email_worker.disposition import Ack, DeadLetter, Decision, Retry, RetryPolicy, decide
-from email_worker.logs import request_context
+from email_worker.disposition import DeadLetter, Decision
 from email_worker.message_ids import address_fingerprint, message_id_for
 from email_worker.ports import (
     AlreadySent,
@@ -29,9 +28,9 @@ from email_worker.ports import (
     RecipientResolver,
     Record,
     Renderer,
+    RetryCopy,
     TemplateSource,
 )
-from email_worker.url_policy import host_allowed
 from schemas.callback import CallbackStatus
 from schemas.failures import (
     AmbiguousDelivery,
@@ -41,34 +40,45 @@ from schemas.failures import (
     TransientFailure,
     WorkerFailure,
 )
-from schemas.inbound import PeekedIds, parse_message, peek_ids
+from schemas.inbound import PeekedIds
 from schemas.request import EmailRequest
 
 log = logging.getLogger("email_worker.outcome")
+
+# Whether a URL from a message may be called back: its host is on the allow-list (the policy
+# lives beside the callback sender, which parses URLs the same way; injected, so the core
+# imports no HTTP library).
+HostAllowed = Callable[[str, Sequence[str]], bool]
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     sender: str
     message_id_secret: bytes
-    policy: RetryPolicy
-    max_message_bytes: int
     callback_url: str | None
     callback_allowed_hosts: tuple[str, ...]
+    host_allowed: HostAllowed
     # How long to keep retrying the final ledger write in-process once the email is out: giving
     # up early would let a retry re-send an email that was delivered.
     record_patience_seconds: float = 30.0
 
 
 @dataclass
-class _Attempt:
-    """What one attempt produced so far, so its record keeps whatever was rendered."""
+class Attempt:
+    """What happened to one request: the claim (None when it could not be claimed), whether it
+    was a duplicate, the classified failure (None: sent), and what was rendered so far, so its
+    record keeps it."""
 
+    request_id: str
+    claim: Claim | None = None
+    duplicate: bool = False
+    failure: WorkerFailure | None = None
     email: OutgoingEmail | None = None
     reply: str | None = None
     fingerprint: tuple[str, str] | None = None
 
-    def record(self, failure: WorkerFailure | None, decision: Decision) -> Record:
+    def record(self, decision: Decision) -> Record:
+        failure = self.failure
         status = LedgerStatus.SENT
         callback: CallbackStatus | None = CallbackStatus.DELIVERED
         reason, detail = None, ""
@@ -101,7 +111,8 @@ def _is_database_down(exc: BaseException) -> bool:
 
 
 class Pipeline:
-    """Wires the ports in data-flow order; all retry decisions come from ``decide``."""
+    """Wires the ports in data-flow order; the handler decides between ``attempt`` and
+    ``record``."""
 
     def __init__(
         self,
@@ -128,58 +139,48 @@ class Pipeline:
             reraise=True,
         )(self._ledger.finish)
 
-    def handle(self, delivery: Delivery) -> Decision:
-        """Process one delivery to a decision. Never raises."""
-        started = time.monotonic()
-        correlation = delivery.properties.correlation_id
-        try:
-            request = parse_message(
-                delivery.body,
-                max_bytes=self._config.max_message_bytes,
-                amqp_correlation_id=correlation,
-            )
-        except PermanentFailure as failure:
-            ids = peek_ids(
-                delivery.body,
-                message_id=delivery.properties.message_id,
-                correlation_id=correlation,
-            )
-            key = ids.request_id or ids.callback_id
-            with request_context(key, ids.correlation or key):
-                self._reject_invalid(ids, failure)
-                return self._conclude(delivery, failure, started)
-        with request_context(request.request_id, request.correlation_id):
-            return self._claimed_path(request, delivery, started)
-
-    def _claimed_path(self, request: EmailRequest, delivery: Delivery, started: float) -> Decision:
+    def attempt(self, request: EmailRequest) -> Attempt:
+        """Claim ``request`` and, unless it was sent before, resolve, fetch, render and send.
+        Never raises: what went wrong is the attempt's classified failure."""
+        attempt = Attempt(request.request_id)
         try:
             claim = self._ledger.claim(request)
         except PermanentFailure as failure:  # idempotency conflict: the ledger row stays as is
             self._safe_reject(request, failure)
-            return self._conclude(delivery, failure, started)
+            attempt.failure = failure
+            return attempt
         except WorkerFailure as failure:
-            return self._conclude(delivery, failure, started)
+            attempt.failure = failure
+            return attempt
         if isinstance(claim, AlreadySent):
-            return self._conclude(delivery, None, started, outcome="duplicate")
-        return self._send_path(request, claim, delivery, started)
-
-    def _send_path(
-        self, request: EmailRequest, claim: Claim, delivery: Delivery, started: float
-    ) -> Decision:
-        attempt = _Attempt()
+            attempt.duplicate = True
+            return attempt
+        attempt.claim = claim
         # A claim past MAX_DELIVERIES carries its failure: recorded without another attempt.
-        failure = claim.failure if claim.failure is not None else self._attempt(request, attempt)
-        decision = decide(failure, delivery.attempts, delivery.deferrals, self._config.policy)
-        record = self._with_callback_url(request, attempt.record(failure, decision))
-        if isinstance(decision, Retry):  # the ledger keeps the copy: beat re-drives it if lost
-            record = replace(record, retry=retry_copies.keep(delivery, decision))
+        if claim.failure is not None:
+            attempt.failure = claim.failure
+        else:
+            attempt.failure = self._send(request, attempt)
+        return attempt
+
+    def record(
+        self, request: EmailRequest, attempt: Attempt, decision: Decision, copy: RetryCopy | None
+    ) -> WorkerFailure | None:
+        """Write the outcome ``decision`` gives ``attempt`` (with the retry copy, when one is
+        scheduled) and hand its callback over. Returns the failure when the record was lost
+        (lease taken over, database gone past patience): the ledger then decides its fate."""
+        if attempt.claim is None:
+            return None  # nothing claimed, nothing to record
+        record = self._with_callback_url(request, attempt.record(decision))
+        if copy is not None:  # the ledger keeps the copy: beat re-drives it if lost
+            record = replace(record, retry=copy)
         try:
-            outbox_id = self._record(claim, request, record)
-        except WorkerFailure as lost:  # lease taken over or database gone: let the ledger decide
-            return self._conclude(delivery, lost, started, fp=attempt.fingerprint)
+            outbox_id = self._record(attempt.claim, request, record)
+        except WorkerFailure as lost:
+            return lost
         if outbox_id is not None:
             self._notifier.hand_over(outbox_id)
-        return self._conclude(delivery, failure, started, decision=decision, fp=attempt.fingerprint)
+        return None
 
     def _record(self, claim: Claim, request: EmailRequest, record: Record) -> int | None:
         """``Ledger.finish``, retried in-process while the database is down (the retry wrapper
@@ -191,7 +192,7 @@ class Pipeline:
                 raise
         return self._finish_patiently(claim, request, record)
 
-    def _attempt(self, request: EmailRequest, attempt: _Attempt) -> WorkerFailure | None:
+    def _send(self, request: EmailRequest, attempt: Attempt) -> WorkerFailure | None:
         """Resolve, fetch, render and send; what was done so far is kept on ``attempt``."""
         try:
             recipient = self._recipients.resolve(request)
@@ -226,12 +227,13 @@ class Pipeline:
 
     def _callback_url(self, request: EmailRequest) -> str | None:
         if request.callback_url:
-            if host_allowed(request.callback_url, self._config.callback_allowed_hosts):
+            allowed = self._config.callback_allowed_hosts
+            if self._config.host_allowed(request.callback_url, allowed):
                 return request.callback_url
             log.warning("callback_url ignored: its host is not on the allow-list")
         return self._config.callback_url
 
-    def _reject_invalid(self, ids: PeekedIds, failure: PermanentFailure) -> None:
+    def reject_invalid(self, ids: PeekedIds, failure: PermanentFailure) -> None:
         """A ``failed`` callback for a refused message that still carries an id (CONTRACT 7),
         to the operator's URL (a refused message's own URL is not trusted). Its ledger row is
         keyed by the request_id, else by the id the callback is about."""
@@ -265,51 +267,3 @@ class Pipeline:
             )
         except WorkerFailure:
             log.warning("could not record the conflict event")
-
-    def _conclude(
-        self,
-        delivery: Delivery,
-        failure: WorkerFailure | None,
-        started: float,
-        *,
-        outcome: str | None = None,
-        decision: Decision | None = None,
-        fp: tuple[str, str] | None = None,
-    ) -> Decision:
-        if decision is None:
-            decision = (
-                Ack(outcome)
-                if outcome
-                else decide(failure, delivery.attempts, delivery.deferrals, self._config.policy)
-            )
-        _log_outcome(delivery, decision, started, fp)
-        return decision
-
-
-def _log_outcome(
-    delivery: Delivery, decision: Decision, started: float, fp: tuple[str, str] | None
-) -> None:
-    fields: dict[str, object] = {
-        "duration_ms": round((time.monotonic() - started) * 1000, 1),
-        "attempt": delivery.attempts + 1,
-        "redelivered": delivery.redelivered,
-    }
-    if fp is not None:
-        fields["recipient_domain"], fields["recipient_hash"] = fp
-    if isinstance(decision, Ack):
-        fields["outcome"] = decision.outcome
-    elif isinstance(decision, Retry):
-        fields |= {
-            "outcome": "retried",
-            "reason": str(decision.reason),
-            "detail": decision.detail,
-            "retry_in_s": round(decision.delay, 1),
-        }
-    else:
-        fields |= {
-            "outcome": "dead_lettered",
-            "reason": str(decision.reason),
-            "detail": decision.detail,
-        }
-    level = logging.WARNING if isinstance(decision, DeadLetter) else logging.INFO
-    log.log(level, "message %s", fields["outcome"], extra=fields)

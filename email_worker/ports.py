@@ -1,4 +1,5 @@
-"""The ports of the pure core: what the pipeline needs from the world, as ``Protocol``s.
+"""The ports of the pure core: what the handler and the pipeline need from the world, as
+``Protocol``s, and the neutral delivery the broker hands to the handler (no broker type).
 
 Adapters (psycopg2, httpx, smtplib, celery) implement them and are wired in ``email_worker.app``;
 unit tests use the in-memory fakes in ``tests/fakes.py``. Every port raises only
@@ -8,7 +9,7 @@ unit tests use the in-memory fakes in ``tests/fakes.py``. Every port raises only
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -26,6 +27,43 @@ class LedgerStatus(StrEnum):
     SENT = "sent"  # the relay answered 250 after DATA
     FAILED = "failed"  # dead-lettered
     UNKNOWN = "unknown"  # the connection was lost after the final dot: maybe delivered
+
+
+@dataclass(frozen=True)
+class MessageProperties:
+    """The AMQP basic properties of a message as plain values: what ``broker/`` read from the
+    broker's own type, all of them, so a retry or dead-letter copy keeps them unchanged."""
+
+    content_type: str | None = None
+    content_encoding: str | None = None
+    headers: Mapping[str, object] = field(default_factory=dict)
+    delivery_mode: int | None = None
+    priority: int | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    expiration: str | None = None
+    message_id: str | None = None
+    timestamp: int | None = None
+    type: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
+    cluster_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as received: the body byte for byte, its properties, where it came from
+    (delivery tag and channel generation, for the broker side) and the retry counts carried in
+    the worker's own headers (``broker/settle.py`` names them)."""
+
+    body: bytes
+    properties: MessageProperties
+    delivery_tag: int
+    generation: int
+    redelivered: bool
+    attempts: int
+    deferrals: int
+    first_attempt_at: str | None
 
 
 @dataclass(frozen=True)
@@ -96,7 +134,7 @@ class Record:
 @dataclass(frozen=True)
 class RetryCopy:
     """What the ledger keeps of a message whose retry is scheduled, so that a copy the broker
-    lost can be rebuilt and re-driven (``email_worker/retry_copies.py``)."""
+    lost can be rebuilt and re-driven (``email_worker/broker/retry_copies.py``)."""
 
     due_in: float  # seconds until the copy is due back from its delay queue
     body: bytes  # exactly as received

@@ -16,6 +16,8 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPError, NackError, UnroutableError
 
+from email_worker.ports import MessageProperties
+
 log = logging.getLogger(__name__)
 
 
@@ -96,7 +98,7 @@ class Publisher:
 
 
 def copy_properties(
-    properties: pika.BasicProperties,
+    properties: pika.BasicProperties | MessageProperties,
     headers: dict[str, Any],
     *,
     expiration: str | None = None,

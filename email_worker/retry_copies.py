@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 
 import pika
 
-from email_worker.consumer import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER, Delivery
 from email_worker.disposition import Retry
-from email_worker.ports import RetryCopy
+from email_worker.ports import Delivery, RetryCopy
+from email_worker.settlement import FIRST_ATTEMPT_HEADER, retry_headers
 
 # The properties kept, by their pika names; all strings but priority and timestamp (integers).
 PROPERTIES = (
@@ -54,10 +54,8 @@ def keep(delivery: Delivery, decision: Retry) -> RetryCopy:
         value = _scalar(getattr(delivery.properties, name, None))
         if value is not None:
             properties[name] = value
-    headers = scalar_headers(delivery.properties.headers or {})
-    headers |= {ATTEMPTS_HEADER: decision.attempts, DEFERRALS_HEADER: decision.deferrals}
-    if delivery.first_attempt_at:
-        headers[FIRST_ATTEMPT_HEADER] = delivery.first_attempt_at
+    headers: dict[str, object] = dict(scalar_headers(delivery.properties.headers))
+    headers |= retry_headers(decision, delivery.first_attempt_at)
     properties["headers"] = headers
     return RetryCopy(due_in=decision.delay, body=delivery.body, properties=properties)
 

@@ -15,11 +15,11 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from email_worker import maintenance
-from email_worker.consumer import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
 from email_worker.db import Database
 from email_worker.ledger import PgLedger
 from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record, RetryCopy
 from email_worker.publisher import Publisher
+from email_worker.settlement import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
 from email_worker.topology import connection_parameters
 from schemas.callback import CallbackStatus
 from schemas.failures import Reason

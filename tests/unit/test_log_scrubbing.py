@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import idna
-import pika
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from email_worker.consumer import Delivery
 from email_worker.logs import json_handler, request_context, scrub
+from email_worker.ports import Delivery, MessageProperties
 from schemas.addresses import validate_address
 from schemas.failures import PermanentFailure
 from tests.unit.test_pipeline import World, body
@@ -123,7 +122,7 @@ def test_scrubbing_keeps_the_domain_and_masks_url_passwords() -> None:
 
 
 def _amqp(raw: bytes, correlation_id: str) -> Delivery:
-    properties = pika.BasicProperties(correlation_id=correlation_id)
+    properties = MessageProperties(correlation_id=correlation_id)
     return Delivery(raw, properties, 1, 1, False, 0, 0, None)
 
 
@@ -138,7 +137,7 @@ def test_an_address_as_correlation_id_is_not_logged_on_any_path() -> None:
     world = World()
     with captured(logging.getLogger("email_worker")) as stream:
         for raw in cases:
-            world.pipeline.handle(_amqp(raw, address))
+            world.handler.handle(_amqp(raw, address))
 
     assert stream.getvalue().count("\n") >= len(cases)
     assert_absent(address, stream.getvalue())

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pika
 import pytest
 
-from email_worker.consumer import Delivery
 from email_worker.disposition import Ack, DeadLetter, Retry, RetryPolicy
+from email_worker.handler import Handler
 from email_worker.pipeline import Pipeline, PipelineConfig
-from email_worker.ports import LedgerStatus, Recipient
+from email_worker.ports import Delivery, LedgerStatus, MessageProperties, Recipient
 from email_worker.render import TemplateRenderer
+from email_worker.retry_copies import keep
+from email_worker.url_policy import host_allowed
 from schemas.failures import (
     AmbiguousDelivery,
     DeferredFailure,
@@ -41,7 +42,7 @@ def body(**overrides: Any) -> bytes:
 
 
 def delivery(raw: bytes, attempts: int = 0, deferrals: int = 0) -> Delivery:
-    return Delivery(raw, pika.BasicProperties(), 1, 1, False, attempts, deferrals, None)
+    return Delivery(raw, MessageProperties(), 1, 1, False, attempts, deferrals, None)
 
 
 class World:
@@ -60,10 +61,9 @@ class World:
             PipelineConfig(
                 sender="noreply@example.com",
                 message_id_secret=b"k" * 32,
-                policy=RetryPolicy(max_attempts=3, delays=(5.0, 30.0), max_deferrals=5),
-                max_message_bytes=262_144,
                 callback_url=CALLBACK,
                 callback_allowed_hosts=(),
+                host_allowed=host_allowed,
                 record_patience_seconds=0.1,
             ),
             self.ledger,
@@ -73,6 +73,12 @@ class World:
             self.mailer,
             self.notifier,
         )
+        self.handler = Handler(
+            self.pipeline,
+            RetryPolicy(max_attempts=3, delays=(5.0, 30.0), max_deferrals=5),
+            keep,
+            max_message_bytes=262_144,
+        )
 
     def status(self, request_id: str = "req-1") -> LedgerStatus:
         return self.ledger.rows[request_id].status
@@ -80,7 +86,7 @@ class World:
 
 def test_delivered_records_sent_and_hands_over_a_delivered_callback() -> None:
     world = World()
-    decision = world.pipeline.handle(delivery(body()))
+    decision = world.handler.handle(delivery(body()))
     assert decision == Ack("delivered")
     assert world.status() == LedgerStatus.SENT
     (sent,) = world.mailer.sent
@@ -95,80 +101,80 @@ def test_delivered_records_sent_and_hands_over_a_delivered_callback() -> None:
 
 def test_duplicate_is_acked_without_sending_again() -> None:
     world = World()
-    world.pipeline.handle(delivery(body()))
-    assert world.pipeline.handle(delivery(body())) == Ack("duplicate")
+    world.handler.handle(delivery(body()))
+    assert world.handler.handle(delivery(body())) == Ack("duplicate")
     assert len(world.mailer.sent) == 1
 
 
 def test_same_id_different_payload_is_a_conflict() -> None:
     world = World()
-    world.pipeline.handle(delivery(body()))
-    decision = world.pipeline.handle(delivery(body(variables={"name": "Eve"})))
+    world.handler.handle(delivery(body()))
+    decision = world.handler.handle(delivery(body(variables={"name": "Eve"})))
     assert isinstance(decision, DeadLetter) and decision.reason == Reason.IDEMPOTENCY_CONFLICT
     assert len(world.mailer.sent) == 1
     assert world.status() == LedgerStatus.SENT
 
 
 def test_invalid_json_is_dead_lettered_with_its_reason() -> None:
-    decision = World().pipeline.handle(delivery(b'{"request_id": "x", '))
+    decision = World().handler.handle(delivery(b'{"request_id": "x", '))
     assert isinstance(decision, DeadLetter) and decision.reason == Reason.INVALID_JSON
 
 
 def test_recipient_from_user_service_supplies_the_name() -> None:
     world = World()
     raw = json.dumps({"request_id": "req-1", "template_code": "welcome", "user_id": "u-1"})
-    assert world.pipeline.handle(delivery(raw.encode())) == Ack("delivered")
+    assert world.handler.handle(delivery(raw.encode())) == Ack("delivered")
     assert world.mailer.sent[0].content.subject == "Hello Grace"
 
 
 def test_opted_out_user_fails_and_nothing_is_sent() -> None:
     world = World()
     raw = json.dumps({"request_id": "req-1", "template_code": "welcome", "user_id": "u-out"})
-    decision = world.pipeline.handle(delivery(raw.encode()))
+    decision = world.handler.handle(delivery(raw.encode()))
     assert isinstance(decision, DeadLetter) and decision.reason == Reason.OPTED_OUT
     assert world.mailer.sent == [] and world.status() == LedgerStatus.FAILED
     assert world.ledger.outbox == [("req-1", "failed")]
 
 
 def test_template_not_found_is_permanent() -> None:
-    decision = World().pipeline.handle(delivery(body(template_code="missing")))
+    decision = World().handler.handle(delivery(body(template_code="missing")))
     assert isinstance(decision, DeadLetter) and decision.reason == Reason.TEMPLATE_NOT_FOUND
 
 
 def test_transient_smtp_failure_schedules_a_retry_and_reports_pending() -> None:
     world = World(TransientFailure(Reason.SMTP_TRANSIENT, "451 at RCPT"))
-    decision = world.pipeline.handle(delivery(body()))
+    decision = world.handler.handle(delivery(body()))
     assert isinstance(decision, Retry) and decision.attempts == 1
     assert world.status() == LedgerStatus.PENDING
     assert world.ledger.outbox == [("req-1", "pending")]
-    assert world.pipeline.handle(delivery(body(), attempts=1)) == Ack("delivered")
+    assert world.handler.handle(delivery(body(), attempts=1)) == Ack("delivered")
     assert world.ledger.outbox[-1] == ("req-1", "delivered")
 
 
 def test_ambiguous_delivery_is_recorded_unknown_and_resent_with_the_same_message_id() -> None:
     world = World(AmbiguousDelivery(Reason.SMTP_UNKNOWN, "lost after DATA"))
-    first = world.pipeline.handle(delivery(body()))
+    first = world.handler.handle(delivery(body()))
     assert isinstance(first, Retry) and world.status() == LedgerStatus.UNKNOWN
     unknown_id = world.ledger.rows["req-1"].records[-1].message_id
-    world.pipeline.handle(delivery(body(), attempts=1))
+    world.handler.handle(delivery(body(), attempts=1))
     assert world.mailer.sent[0].message_id == unknown_id
 
 
 def test_last_attempt_dead_letters_as_retries_exhausted() -> None:
     world = World(TransientFailure(Reason.SMTP_TRANSIENT, "451"))
-    decision = world.pipeline.handle(delivery(body(), attempts=2))
+    decision = world.handler.handle(delivery(body(), attempts=2))
     assert isinstance(decision, DeadLetter) and decision.reason == Reason.RETRIES_EXHAUSTED
     assert world.status() == LedgerStatus.FAILED
 
 
 def test_breaker_open_defers_without_counting_an_attempt() -> None:
     world = World(welcome=DeferredFailure(Reason.TEMPLATE_SERVICE_UNAVAILABLE, "breaker open"))
-    decision = world.pipeline.handle(delivery(body(), attempts=2))
+    decision = world.handler.handle(delivery(body(), attempts=2))
     assert isinstance(decision, Retry) and (decision.attempts, decision.deferrals) == (2, 1)
 
 
 def test_systemic_smtp_failure_asks_to_pause() -> None:
-    decision = World(SystemicFailure(Reason.SMTP_AUTH_FAILED, "535")).pipeline.handle(
+    decision = World(SystemicFailure(Reason.SMTP_AUTH_FAILED, "535")).handler.handle(
         delivery(body())
     )
     assert isinstance(decision, Retry) and decision.pause
@@ -176,21 +182,21 @@ def test_systemic_smtp_failure_asks_to_pause() -> None:
 
 def test_a_bug_in_an_adapter_retries_instead_of_crashing() -> None:
     world = World(RuntimeError("boom"))
-    decision = world.pipeline.handle(delivery(body()))
+    decision = world.handler.handle(delivery(body()))
     assert isinstance(decision, Retry) and decision.reason == Reason.INTERNAL_ERROR
 
 
 def test_lost_lease_never_acks_as_delivered() -> None:
     world = World()
     world.ledger.fail_finish = DeferredFailure(Reason.LEASE_LOST, "taken over")
-    decision = world.pipeline.handle(delivery(body()))
+    decision = world.handler.handle(delivery(body()))
     assert isinstance(decision, Retry) and decision.reason == Reason.LEASE_LOST
     assert world.notifier.handed_over == []
 
 
 def test_header_injection_through_a_variable_is_unsafe_content() -> None:
     world = World()
-    decision = world.pipeline.handle(delivery(body(variables={"name": "x\r\nBcc: e@evil.test"})))
+    decision = world.handler.handle(delivery(body(variables={"name": "x\r\nBcc: e@evil.test"})))
     assert isinstance(decision, DeadLetter) and decision.reason == Reason.UNSAFE_CONTENT
     assert world.mailer.sent == []
 
@@ -198,5 +204,5 @@ def test_header_injection_through_a_variable_is_unsafe_content() -> None:
 @pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "http://evil.test/cb"])
 def test_message_callback_urls_off_the_allow_list_are_ignored(url: str) -> None:
     world = World()
-    world.pipeline.handle(delivery(body(callback_url=url)))
+    world.handler.handle(delivery(body(callback_url=url)))
     assert world.ledger.rows["req-1"].records[-1].callback_url == CALLBACK

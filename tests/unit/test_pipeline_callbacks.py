@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pika
 import pytest
 
-from email_worker.consumer import Delivery
 from email_worker.disposition import DeadLetter, Retry
-from email_worker.ports import LedgerStatus
+from email_worker.ports import Delivery, LedgerStatus, MessageProperties
 from schemas.failures import (
     DeferredFailure,
     Reason,
@@ -35,12 +33,12 @@ from tests.unit.test_pipeline import World, body, delivery
 def test_a_deferral_records_pending_but_sends_no_pending(deferral: WorkerFailure) -> None:
     world = World(deferral, deferral, TransientFailure(Reason.SMTP_TRANSIENT, "451"))
     for deferrals in range(2):
-        decision = world.pipeline.handle(delivery(body(), deferrals=deferrals))
+        decision = world.handler.handle(delivery(body(), deferrals=deferrals))
         assert isinstance(decision, Retry) and decision.attempts == 0
         assert world.status() == LedgerStatus.PENDING
     assert world.ledger.outbox == []
     assert world.notifier.handed_over == []
-    counted = world.pipeline.handle(delivery(body(), deferrals=2))
+    counted = world.handler.handle(delivery(body(), deferrals=2))
     assert isinstance(counted, Retry) and counted.attempts == 1
     assert world.ledger.outbox == [("req-1", "pending")]  # one per counted attempt
 
@@ -48,7 +46,7 @@ def test_a_deferral_records_pending_but_sends_no_pending(deferral: WorkerFailure
 def test_too_many_deferrals_still_end_with_a_failed_callback() -> None:
     breaker = DeferredFailure(Reason.TEMPLATE_SERVICE_UNAVAILABLE, "breaker open")
     world = World(welcome=breaker)
-    decision = world.pipeline.handle(delivery(body(), deferrals=5))  # max_deferrals is 5
+    decision = world.handler.handle(delivery(body(), deferrals=5))  # max_deferrals is 5
     assert isinstance(decision, DeadLetter) and decision.reason == Reason.RETRIES_EXHAUSTED
     assert world.ledger.outbox == [("req-1", "failed")]
 
@@ -75,7 +73,7 @@ class RecordingLedger(FakeLedger):
 
 def invalid(data: dict[str, Any], **properties: Any) -> Delivery:
     raw = json.dumps(data).encode()
-    return Delivery(raw, pika.BasicProperties(**properties), 1, 1, False, 0, 0, None)
+    return Delivery(raw, MessageProperties(**properties), 1, 1, False, 0, 0, None)
 
 
 NEST = {"pattern": "email.send", "data": {"notificationId": "n-1", "templateCode": "welcome"}}
@@ -103,7 +101,7 @@ def test_an_invalid_message_with_an_id_gets_a_failed_callback(
     world = World()
     world.ledger = RecordingLedger()
     world.pipeline._ledger = world.ledger
-    decision = world.pipeline.handle(invalid(message, **properties))
+    decision = world.handler.handle(invalid(message, **properties))
     assert isinstance(decision, DeadLetter) and decision.reason == Reason.INVALID_MESSAGE
     ((key, notification_id, correlation_id, error),) = world.ledger.rejected
     assert (key, notification_id, correlation_id) == expected
@@ -114,6 +112,6 @@ def test_an_invalid_message_with_an_id_gets_a_failed_callback(
 
 def test_an_invalid_message_without_any_id_gets_no_callback() -> None:
     world = World()
-    decision = world.pipeline.handle(invalid({"template_code": "welcome"}, message_id="a\nb"))
+    decision = world.handler.handle(invalid({"template_code": "welcome"}, message_id="a\nb"))
     assert isinstance(decision, DeadLetter)
     assert world.ledger.rejections == [] and world.ledger.outbox == []

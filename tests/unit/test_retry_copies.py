@@ -12,11 +12,12 @@ import pika
 from hypothesis import given
 from hypothesis import strategies as st
 
-from email_worker.consumer import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER, Delivery
+from email_worker.delivery import neutral_properties
 from email_worker.disposition import DeadLetter, Retry
 from email_worker.ledger_sql import finish_rows
-from email_worker.ports import Claim, LedgerStatus, Record, RetryCopy
+from email_worker.ports import Claim, Delivery, LedgerStatus, MessageProperties, Record, RetryCopy
 from email_worker.retry_copies import keep, rebuild, scalar_headers
+from email_worker.settlement import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
 from schemas.callback import CallbackStatus
 from schemas.failures import PermanentFailure, Reason, TransientFailure
 from tests.fakes import email_request
@@ -28,7 +29,7 @@ RETRY = Retry(queue_delay=30, delay=27.5, reason=Reason.SMTP_TRANSIENT, detail="
 
 
 def delivery(properties: pika.BasicProperties, first: str | None = None) -> Delivery:
-    return Delivery(b'{"a": "\xc3\xa9"}', properties, 7, 1, True, 1, 3, first)
+    return Delivery(b'{"a": "\xc3\xa9"}', neutral_properties(properties), 7, 1, True, 1, 3, first)
 
 
 def gateway_properties(**headers: Any) -> pika.BasicProperties:
@@ -146,8 +147,8 @@ def test_only_a_retry_carries_the_copy_fields_in_the_shared_statement() -> None:
 def test_a_retry_decision_keeps_the_copy_with_the_outcome() -> None:
     world = World(TransientFailure(Reason.SMTP_TRANSIENT, "451"))
     raw = body()
-    props = pika.BasicProperties(headers={"traceparent": TRACEPARENT})
-    decision = world.pipeline.handle(Delivery(raw, props, 1, 1, False, 0, 0, None))
+    props = MessageProperties(headers={"traceparent": TRACEPARENT})
+    decision = world.handler.handle(Delivery(raw, props, 1, 1, False, 0, 0, None))
     assert isinstance(decision, Retry)
     (record,) = world.ledger.rows["req-1"].records
     assert record.retry is not None and record.retry.body == raw
@@ -162,8 +163,8 @@ def test_a_retry_decision_keeps_the_copy_with_the_outcome() -> None:
 def test_delivered_and_dead_lettered_outcomes_keep_no_copy() -> None:
     world = World(PermanentFailure(Reason.RECIPIENT_REJECTED, "550"))
     raw = body()
-    world.pipeline.handle(Delivery(raw, pika.BasicProperties(), 1, 1, False, 0, 0, None))
-    world.pipeline.handle(Delivery(body(request_id="req-2"), pika.BasicProperties(), 2, 1,
+    world.handler.handle(Delivery(raw, MessageProperties(), 1, 1, False, 0, 0, None))
+    world.handler.handle(Delivery(body(request_id="req-2"), MessageProperties(), 2, 1,
                                    False, 0, 0, None))  # fmt: skip
     records = world.ledger.rows["req-1"].records + world.ledger.rows["req-2"].records
     assert [r.status for r in records] == [LedgerStatus.FAILED, LedgerStatus.SENT]
@@ -175,7 +176,7 @@ def test_a_claim_past_the_redelivery_limit_is_failed_without_an_attempt() -> Non
     limit = PermanentFailure(Reason.REDELIVERY_LIMIT, "redelivered 6 times without an outcome")
     world.ledger.claim_failure = limit
     raw = body()
-    decision = world.pipeline.handle(Delivery(raw, pika.BasicProperties(), 1, 1, True, 0, 0, None))
+    decision = world.handler.handle(Delivery(raw, MessageProperties(), 1, 1, True, 0, 0, None))
     assert decision == DeadLetter(Reason.REDELIVERY_LIMIT, limit.detail, 1)
     assert world.mailer.sent == [] and world.templates.calls == 0
     (record,) = world.ledger.rows["req-1"].records
