@@ -81,6 +81,8 @@ class Handler:
         if attempt.duplicate:
             return Ack("duplicate", request_id=request.request_id)
         decision = self._decide(attempt.failure, delivery, request.request_id)
+        if attempt.claim is None:
+            return decision  # nothing claimed, nothing to record
         copy = self._keep_copy(delivery, decision) if isinstance(decision, Retry) else None
         lost = self._pipeline.record(request, attempt, decision, copy)
         if lost is None:

@@ -170,7 +170,7 @@ class Pipeline:
         scheduled) and hand its callback over. Returns the failure when the record was lost
         (lease taken over, database gone past patience): the ledger then decides its fate."""
         if attempt.claim is None:
-            return None  # nothing claimed, nothing to record
+            raise ValueError("an attempt that claimed nothing has nothing to record")
         record = self._with_callback_url(request, attempt.record(decision))
         if copy is not None:  # the ledger keeps the copy: beat re-drives it if lost
             record = replace(record, retry=copy)

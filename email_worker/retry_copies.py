@@ -40,7 +40,7 @@ PROPERTIES = (
     "reply_to",
 )
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
-_INT64 = range(-(2**63), 2**63)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SHORTSTR = 255  # bytes in an AMQP table key
 
 Scalar = str | int | bool
@@ -64,8 +64,10 @@ def scalar_headers(headers: Mapping[str, object]) -> dict[str, Scalar]:
     """The headers that survive JSON unchanged, without the broker's own."""
     kept: dict[str, Scalar] = {}
     for name, value in headers.items():
+        if name.startswith(_BROKER_HEADERS):
+            continue
         scalar = _scalar(value)
-        if scalar is None or name.startswith(_BROKER_HEADERS) or _text_of(name) is None:
+        if scalar is None or _text_of(name) is None:
             continue
         if len(name.encode()) <= _SHORTSTR:
             kept[name] = scalar
@@ -100,7 +102,10 @@ def _scalar(value: object) -> Scalar | None:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return value if value in _INT64 else None
+        # Compared, never `in range(...)`: pika decodes an AMQP long as its own int subclass,
+        # and `range.__contains__` scans every element for anything but an exact int (a
+        # quorum queue's `x-delivery-count` hung the worker).
+        return int(value) if _INT64_MIN <= value <= _INT64_MAX else None
     if isinstance(value, str):
         return _text_of(value)
     return None  # floats among them: pika cannot encode one

@@ -186,3 +186,11 @@ def test_a_claim_past_the_redelivery_limit_is_failed_without_an_attempt() -> Non
         Reason.REDELIVERY_LIMIT,
     )
     assert world.ledger.outbox == [("req-1", "failed")]
+
+
+def test_a_header_pika_decoded_as_its_own_long_is_kept_at_once() -> None:
+    # pika decodes an AMQP long (a quorum queue's x-delivery-count among them) as an int
+    # subclass; checking its range with `in range(...)` scanned 2**64 elements.
+    headers = {"x-delivery-count": pika.compat.long(1), "shard": pika.compat.long(7)}
+    kept = scalar_headers(headers)
+    assert kept == {"shard": 7} and type(kept["shard"]) is int
