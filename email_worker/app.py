@@ -13,13 +13,19 @@ import httpx
 import pika
 from prometheus_client import REGISTRY
 
+from email_worker.broker.consumer import Consumer, pause_explanation
+from email_worker.broker.publisher import Publisher
+from email_worker.broker.retry_copies import keep
+from email_worker.broker.settle import Settler
+from email_worker.broker.setup import start_up
+from email_worker.broker.topology import Topology, connection_parameters
 from email_worker.config import Settings
-from email_worker.consumer import Consumer, pause_explanation
-from email_worker.db import Database
 from email_worker.disposition import RetryPolicy
 from email_worker.handler import Handler
 from email_worker.health import HealthServer, Readiness, TcpProbe
-from email_worker.ledger import PgLedger
+from email_worker.ledger.db import Database
+from email_worker.ledger.migrations import MESSAGE_ID_KEY_NAME, check_applied, get_or_create_secret
+from email_worker.ledger.pg_ledger import PgLedger
 from email_worker.mailer import SmtpMailer
 from email_worker.metrics import (
     Cached,
@@ -30,18 +36,12 @@ from email_worker.metrics import (
     pending_callbacks,
     queue_stats,
 )
-from email_worker.migrations import MESSAGE_ID_KEY_NAME, check_applied, get_or_create_secret
 from email_worker.pipeline import Pipeline, PipelineConfig
 from email_worker.ports import Delivery, Notifier
-from email_worker.publisher import Publisher
 from email_worker.recipients import RecipientDirectory, UserServiceClient
 from email_worker.render import TemplateRenderer
-from email_worker.retry_copies import keep
-from email_worker.settlement import Settler
 from email_worker.status_api import StatusApi, StatusReader
 from email_worker.tasks import CeleryNotifier, make_celery
-from email_worker.topology import Topology, connection_parameters
-from email_worker.topology_setup import start_up
 from email_worker.url_policy import host_allowed
 from schemas.failures import DeferredFailure
 from templates_client.client import TemplateClient

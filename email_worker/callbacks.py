@@ -29,7 +29,7 @@ from email_worker.callback_backoff import backoff, is_final, retry_after_seconds
 from email_worker.callback_http import CallbackHttp, NoAnswer
 from email_worker.callback_shape import CallbackEvent, CallbackShape, fill_url
 from email_worker.config import Settings
-from email_worker.db import Database
+from email_worker.ledger.db import Database
 from email_worker.metrics import count_callback
 from email_worker.signing import sign_with_key, signing_key
 from schemas.callback import CallbackStatus

@@ -21,9 +21,9 @@ from pika.exceptions import AMQPError
 from pydantic import ValidationError
 
 from email_worker import logs
+from email_worker.broker.topology import TopologyError, connection_parameters
 from email_worker.config import PREFIX, Settings
-from email_worker.migrations import SchemaBehind
-from email_worker.topology import TopologyError, connection_parameters
+from email_worker.ledger.migrations import SchemaBehind
 
 EXIT_CONFIG = 2
 EXIT_TOPOLOGY = 3
@@ -97,8 +97,8 @@ _APPLY = "declare what is missing; change nothing that exists"
 
 
 def _topology(args: argparse.Namespace, settings: Settings) -> int:
-    from email_worker.topology import Topology
-    from email_worker.topology_setup import command
+    from email_worker.broker.setup import command
+    from email_worker.broker.topology import Topology
 
     name = f"email-worker topology {args.topology_command}"
     params = connection_parameters(settings.amqp_url.get_secret_value(), 0, name)
@@ -117,8 +117,8 @@ def _topology(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(settings: Settings) -> int:
-    from email_worker.db import Database
-    from email_worker.migrations import migrate
+    from email_worker.ledger.db import Database
+    from email_worker.ledger.migrations import migrate
 
     db = Database(settings.database_url.get_secret_value(), pool_size=1)
     try:
@@ -198,8 +198,8 @@ def _dlq_refusal(args: argparse.Namespace) -> str | None:
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from email_worker.broker.publisher import PublishError
     from email_worker.dlq import DlqError
-    from email_worker.publisher import PublishError
 
     command = f"dlq {args.dlq_command}"
     refusal = _dlq_refusal(args)
@@ -259,8 +259,8 @@ def _dlq_show(
 def _dlq_replay(
     args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
 ) -> int:
+    from email_worker.broker.publisher import Publisher
     from email_worker.dlq import DeadLetterRecord, format_line
-    from email_worker.publisher import Publisher
     from email_worker.replay import Pacer, Selector, Target, replay
 
     exchange, key = settings.exchange, settings.routing_keys[0]

@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
     celery_broker_url: SecretStr | None = None
     db_pool_size: int = Field(default=10, ge=1, le=200)
-    # Off behind a pooler in transaction mode (PgBouncer): see email_worker/prepared.py.
+    # Off behind a pooler in transaction mode (PgBouncer): see email_worker/ledger/prepared.py.
     db_prepared_statements: bool = True
 
     # Broker topology (CONTRACT section 2).

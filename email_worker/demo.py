@@ -19,13 +19,13 @@ from typing import Any
 import pika
 
 from email_worker.app import Worker, declare_topology
+from email_worker.broker.topology import Topology
 from email_worker.config import Settings
-from email_worker.db import Database
 from email_worker.demo_stack import DemoHttp, SmtpSink
 from email_worker.dlq import browse
 from email_worker.inline_callbacks import InlineNotifier
-from email_worker.migrations import migrate
-from email_worker.topology import Topology
+from email_worker.ledger.db import Database
+from email_worker.ledger.migrations import migrate
 
 GRACE, LINUS = "7f9c1a52-0001-4c1e-9a57-2f0b3c1d0001", "7f9c1a52-0002-4c1e-9a57-2f0b3c1d0002"
 

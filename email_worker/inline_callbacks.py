@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.config import Settings
-from email_worker.db import Database
+from email_worker.ledger.db import Database
 from schemas.failures import WorkerFailure
 
 log = logging.getLogger(__name__)

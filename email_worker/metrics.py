@@ -25,8 +25,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from email_worker import __version__
-from email_worker.db import Database
 from email_worker.disposition import Ack, Decision, Retry
+from email_worker.ledger.db import Database
 from email_worker.ports import Mailer, OutgoingEmail
 from email_worker.smtp_pool import PoolCounts
 

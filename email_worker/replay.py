@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import pika
 from pika.adapters.blocking_connection import BlockingConnection
 
+from email_worker.broker.publisher import Publisher, copy_properties
 from email_worker.dlq import DeadLetterRecord, ExportSummary, Scan
-from email_worker.publisher import Publisher, copy_properties
 from schemas.deadletter import DeadLetterHeaders
 
 DEAD_LETTER_HEADERS = frozenset(DeadLetterHeaders.model_fields)

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
-from email_worker.db import Database
+from email_worker.ledger.db import Database
 from schemas.deadletter import rfc3339
 from schemas.failures import DeferredFailure
 

@@ -18,13 +18,13 @@ from typing import Any
 
 from celery import Celery
 
-from email_worker import maintenance
+from email_worker.broker.publisher import Publisher
+from email_worker.broker.topology import connection_parameters
 from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.config import Settings
-from email_worker.db import Database
-from email_worker.publisher import Publisher
-from email_worker.topology import connection_parameters
+from email_worker.ledger import maintenance
+from email_worker.ledger.db import Database
 from schemas.failures import DeferredFailure
 
 log = logging.getLogger(__name__)

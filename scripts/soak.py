@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from email_worker.app import declare_topology
 from email_worker.config import Settings
-from email_worker.db import Database
-from email_worker.migrations import migrate
+from email_worker.ledger.db import Database
+from email_worker.ledger.migrations import migrate
 from tests.support.http import FakeHttpServer
 from tests.support.ledger_check import LedgerCheck, copies_from, wait_settled
 from tests.support.services import admin_statement

@@ -1,9 +1,10 @@
-"""The ledger's statements with server-side prepared statements (``email_worker.prepared``) on
-and off: ``PgLedger.claim_many`` then ``finish_many`` (a ``sent`` outcome with its rendered
-bodies and a callback outbox row) for fresh requests, against the real Postgres.
+"""The ledger's statements with server-side prepared statements
+(``email_worker.ledger.prepared``) on and off: ``PgLedger.claim_many`` then ``finish_many`` (a
+``sent`` outcome with its rendered bodies and a callback outbox row) for fresh requests, against
+the real Postgres.
 
 Each run makes a scratch database of its own (``bench_micro_<hex>``), migrated by
-``email_worker.migrations.migrate``, and drops it at the end. Each side has its own pooled
+``email_worker.ledger.migrations.migrate``, and drops it at the end. Each side has its own pooled
 connection (one), whose backend's CPU (read from ``/proc/<pid>/stat``, 10 ms ticks) is added to
 this process's: preparing saves work on the server, so the client's CPU alone would hide it.
 One operation is one request claimed and finished; batches of 1 (a lone message) and of 16
@@ -22,9 +23,9 @@ from contextlib import contextmanager
 from benchmarks import database, procstat
 from benchmarks.micro import samples
 from benchmarks.micro.timing import Comparison, Side, measure_pair
-from email_worker.db import Database
-from email_worker.ledger import PgLedger
-from email_worker.migrations import migrate
+from email_worker.ledger.db import Database
+from email_worker.ledger.migrations import migrate
+from email_worker.ledger.pg_ledger import PgLedger
 from email_worker.ports import Claim, LedgerStatus, Record
 from email_worker.textify import html_to_text
 from schemas.callback import CallbackStatus

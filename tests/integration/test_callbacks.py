@@ -22,12 +22,13 @@ from kombu import Queue
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from email_worker import ledger, tasks
+from email_worker import tasks
 from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.config import Settings
-from email_worker.db import Database
-from email_worker.ledger import PgLedger
+from email_worker.ledger import pg_ledger as ledger
+from email_worker.ledger.db import Database
+from email_worker.ledger.pg_ledger import PgLedger
 from email_worker.ports import Claim, LedgerStatus, Record
 from email_worker.signing import verify
 from email_worker.tasks import CeleryNotifier, make_celery

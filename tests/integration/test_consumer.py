@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pika
 import pytest
 
-from email_worker.consumer import Consumer
+from email_worker.broker.consumer import Consumer
 from email_worker.ports import Delivery
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ import pytest
 
 from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
-from email_worker.db import Database
 from email_worker.inline_callbacks import InlineNotifier
+from email_worker.ledger.db import Database
 from tests.support.http import FakeHttpServer, Reply
 from tests.support.ledger_check import callbacks_from, copies_from
 from tests.support.stack import CALLBACK_PATH, Stack, wait_for

@@ -18,10 +18,10 @@ import pika
 import pytest
 from prometheus_client import REGISTRY
 
-from email_worker import maintenance
-from email_worker.db import Database
-from email_worker.publisher import Publisher
-from email_worker.topology import connection_parameters
+from email_worker.broker.publisher import Publisher
+from email_worker.broker.topology import connection_parameters
+from email_worker.ledger import maintenance
+from email_worker.ledger.db import Database
 from schemas.failures import DeferredFailure
 from tests.support.ledger_check import LedgerCheck
 from tests.support.private_rabbit import (  # noqa: F401 (fixtures)

@@ -117,7 +117,7 @@ def test_reply_slower_than_the_heartbeat_keeps_the_connection(
     request = check.add(key("slow"))
     assert request.recipient is not None
     stack.smtp.script(request.recipient, Behaviour(delay=5.0))
-    caplog.set_level(logging.WARNING, logger="email_worker.consumer")
+    caplog.set_level(logging.WARNING, logger="email_worker.broker.consumer")
     stack.start_worker(heartbeat_seconds=2, smtp_timeout=15)
     check.publish()
     report = stack.settle_and_check(check, 25)

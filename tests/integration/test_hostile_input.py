@@ -21,7 +21,7 @@ import pytest
 from email_worker.callback_http import CallbackHttp
 from email_worker.callbacks import CallbackDispatcher
 from email_worker.config import Settings
-from email_worker.db import Database
+from email_worker.ledger.db import Database
 from tests.support.http import FakeHttpServer, Reply
 from tests.support.ledger_check import DELIVERED, LedgerCheck, callbacks_from, copies_from
 from tests.support.ledger_classify import Request

@@ -11,16 +11,18 @@ from typing import Any
 import psycopg2
 import pytest
 
-from email_worker import ledger, ledger_sql, maintenance
-from email_worker.db import Database
-from email_worker.ledger import PgLedger
-from email_worker.migrations import (
+from email_worker.ledger import maintenance
+from email_worker.ledger import pg_ledger as ledger
+from email_worker.ledger import statements as ledger_sql
+from email_worker.ledger.db import Database
+from email_worker.ledger.migrations import (
     SchemaBehind,
     available,
     check_applied,
     get_or_create_secret,
     migrate,
 )
+from email_worker.ledger.pg_ledger import PgLedger
 from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record, RenderedEmail
 from schemas.callback import CallbackStatus
 from schemas.failures import DeferredFailure, PermanentFailure, Reason

@@ -11,10 +11,10 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from email_worker import ledger
-from email_worker.db import Database
-from email_worker.ledger import PgLedger
-from email_worker.migrations import migrate
+from email_worker.ledger import pg_ledger as ledger
+from email_worker.ledger.db import Database
+from email_worker.ledger.migrations import migrate
+from email_worker.ledger.pg_ledger import PgLedger
 from email_worker.ports import AlreadySent, Claim, LedgerStatus
 from schemas.callback import CallbackStatus
 from schemas.failures import DeferredFailure, PermanentFailure, Reason

@@ -14,8 +14,8 @@ import pika
 import pytest
 
 from email_worker.app import declare_topology
-from email_worker.db import Database
-from email_worker.ledger import PgLedger
+from email_worker.ledger.db import Database
+from email_worker.ledger.pg_ledger import PgLedger
 from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record
 from schemas.callback import CallbackStatus
 from schemas.failures import PermanentFailure, Reason
@@ -71,7 +71,7 @@ def test_the_claim_counts_deliveries_that_died_and_an_outcome_resets_the_count(
 
 
 def test_expire_leases_does_not_reset_the_count(db: Database) -> None:
-    from email_worker import maintenance
+    from email_worker.ledger import maintenance
 
     book = PgLedger(db, lease_seconds=30)
     request = email_request()

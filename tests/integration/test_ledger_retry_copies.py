@@ -14,13 +14,13 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from email_worker import maintenance
-from email_worker.db import Database
-from email_worker.ledger import PgLedger
+from email_worker.broker.publisher import Publisher
+from email_worker.broker.settle import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
+from email_worker.broker.topology import connection_parameters
+from email_worker.ledger import maintenance
+from email_worker.ledger.db import Database
+from email_worker.ledger.pg_ledger import PgLedger
 from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record, RetryCopy
-from email_worker.publisher import Publisher
-from email_worker.settlement import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
-from email_worker.topology import connection_parameters
 from schemas.callback import CallbackStatus
 from schemas.failures import Reason
 from tests.fakes import email_request

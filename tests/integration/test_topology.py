@@ -17,8 +17,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker
 
 from email_worker.app import declare_topology
-from email_worker.topology import TopologyError
-from email_worker.topology_probe import Channels, QueueFound, learn_queue, queue_found
+from email_worker.broker.probe import Channels, QueueFound, learn_queue, queue_found
+from email_worker.broker.topology import TopologyError
 from tests.support.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration

@@ -163,8 +163,8 @@ def private_pg_stack_fixture(
 ) -> Iterator[Stack]:
     """``stack`` (tests/support/stack.py) with a fresh database on the module's private
     server (the broker is the shared one, under the test's unique prefix)."""
-    from email_worker.db import Database
-    from email_worker.migrations import migrate
+    from email_worker.ledger.db import Database
+    from email_worker.ledger.migrations import migrate
 
     name = f"ew_test_{unique_prefix}"
     create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))

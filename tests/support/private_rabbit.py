@@ -237,8 +237,8 @@ def private_stack_fixture(
     http_server: FakeHttpServer,
 ) -> Iterator[Stack]:
     """``stack`` (tests/support/stack.py) on the module's private node."""
-    from email_worker.db import Database
-    from email_worker.migrations import migrate
+    from email_worker.ledger.db import Database
+    from email_worker.ledger.migrations import migrate
 
     db = Database(database_url, pool_size=1)
     migrate(db)

@@ -23,8 +23,8 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from email_worker.db import Database
-from email_worker.migrations import migrate
+from email_worker.ledger.db import Database
+from email_worker.ledger.migrations import migrate
 
 LOOPBACK_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOOPBACK_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"

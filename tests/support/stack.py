@@ -293,8 +293,8 @@ def bare_stack(
 ) -> Iterator[Stack]:
     """A ``Stack`` whose broker holds nothing of it yet: the test decides who declares first
     (a gateway, ``email-worker run`` or ``email-worker topology apply``)."""
-    from email_worker.db import Database
-    from email_worker.migrations import migrate
+    from email_worker.ledger.db import Database
+    from email_worker.ledger.migrations import migrate
 
     db = Database(database_url, pool_size=1)
     migrate(db)

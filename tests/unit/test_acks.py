@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from email_worker.acks import coalesce_acks
+from email_worker.broker.acks import coalesce_acks
 
 
 def test_the_oldest_run_of_finished_deliveries_becomes_one_multiple_ack() -> None:

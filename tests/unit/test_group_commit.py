@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from email_worker.group_commit import GroupCommit
+from email_worker.ledger.group_commit import GroupCommit
 from schemas.failures import DeferredFailure, Reason
 
 

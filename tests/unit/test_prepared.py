@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from email_worker.prepared import Prepared
+from email_worker.ledger.prepared import Prepared
 
 
 def test_placeholders_become_positions_in_order_of_first_use() -> None:

@@ -12,12 +12,12 @@ import pika
 from hypothesis import given
 from hypothesis import strategies as st
 
-from email_worker.delivery import neutral_properties
+from email_worker.broker.delivery import neutral_properties
+from email_worker.broker.retry_copies import keep, rebuild, scalar_headers
+from email_worker.broker.settle import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
 from email_worker.disposition import DeadLetter, Retry
-from email_worker.ledger_sql import finish_rows
+from email_worker.ledger.statements import finish_rows
 from email_worker.ports import Claim, Delivery, LedgerStatus, MessageProperties, Record, RetryCopy
-from email_worker.retry_copies import keep, rebuild, scalar_headers
-from email_worker.settlement import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
 from schemas.callback import CallbackStatus
 from schemas.failures import PermanentFailure, Reason, TransientFailure
 from tests.fakes import email_request

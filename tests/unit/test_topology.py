@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from email_worker.broker.probe import QueueFound
+from email_worker.broker.report import lines, mark, missing_message, rabbitmqadmin
+from email_worker.broker.survey import Finding, Status, differences, queue_finding
+from email_worker.broker.topology import QueueSpec, Topology
 from email_worker.config import Settings
-from email_worker.topology import QueueSpec, Topology
-from email_worker.topology_probe import QueueFound
-from email_worker.topology_report import lines, mark, missing_message, rabbitmqadmin
-from email_worker.topology_survey import Finding, Status, differences, queue_finding
 
 
 def topology(**overrides: Any) -> Topology:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from email_worker.topology_probe import Inequivalence, argument_value, parse_inequivalence
+from email_worker.broker.probe import Inequivalence, argument_value, parse_inequivalence
 
 Q = "for queue 'gw.email.queue' in vhost '/'"
 

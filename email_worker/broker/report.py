@@ -9,7 +9,7 @@ import json
 import shlex
 from collections.abc import Sequence
 
-from email_worker.topology_survey import Finding, Status, summary
+from email_worker.broker.survey import Finding, Status, summary
 
 PASSIVE_SETTING = "EMAIL_WORKER_PASSIVE_TOPOLOGY=true"
 BINDINGS_NOTE = (

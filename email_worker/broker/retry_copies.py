@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 
 import pika
 
+from email_worker.broker.settle import FIRST_ATTEMPT_HEADER, retry_headers
 from email_worker.disposition import Retry
 from email_worker.ports import Delivery, RetryCopy
-from email_worker.settlement import FIRST_ATTEMPT_HEADER, retry_headers
 
 # The properties kept, by their pika names; all strings but priority and timestamp (integers).
 PROPERTIES = (

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from pika.adapters.blocking_connection import BlockingConnection
 
-from email_worker.topology import Topology, TopologyError
-from email_worker.topology_probe import Channels
-from email_worker.topology_report import document, lines, missing_message
-from email_worker.topology_survey import Finding, Status, apply, summary, survey
+from email_worker.broker.probe import Channels
+from email_worker.broker.report import document, lines, missing_message
+from email_worker.broker.survey import Finding, Status, apply, summary, survey
+from email_worker.broker.topology import Topology, TopologyError
 
 log = logging.getLogger(__name__)
 

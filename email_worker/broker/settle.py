@@ -15,10 +15,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
+from email_worker.broker.publisher import UNREACHABLE, Publisher, PublishError, copy_properties
+from email_worker.broker.topology import Topology
 from email_worker.disposition import Ack, DeadLetter, Decision, Retry
 from email_worker.ports import Delivery
-from email_worker.publisher import UNREACHABLE, Publisher, PublishError, copy_properties
-from email_worker.topology import Topology
 from schemas.deadletter import DeadLetterHeaders
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import pika
 from pika.spec import Basic
 
+from email_worker.broker.settle import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
 from email_worker.ports import Delivery, MessageProperties
-from email_worker.settlement import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
 
 # The AMQP basic properties, by their names on both types.
 PROPERTY_NAMES = (

@@ -26,8 +26,8 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError
 from pika.spec import Basic
 
-from email_worker.acks import Settlement, coalesce_acks
-from email_worker.delivery import delivery_from
+from email_worker.broker.acks import Settlement, coalesce_acks
+from email_worker.broker.delivery import delivery_from
 from email_worker.ports import Delivery
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from email_worker.ledger.prepared import Prepared
 from email_worker.ports import Claim, Record
-from email_worker.prepared import Prepared
 from schemas.callback import CallbackStatus
 from schemas.failures import Reason
 from schemas.request import EmailRequest

@@ -1,4 +1,5 @@
-"""Schema migrations: the numbered SQL files in ``email_worker/sql`` applied in order, once each.
+"""Schema migrations: the numbered SQL files in ``email_worker/ledger/sql`` applied in order,
+once each.
 
 ``migrate`` is what ``email-worker migrate`` runs. Many replicas may run it at the same time
 (an init container per pod): a transaction-scoped advisory lock serialises them, and the
@@ -13,7 +14,7 @@ from importlib import resources
 
 from psycopg2.extensions import cursor
 
-from email_worker.db import Database
+from email_worker.ledger.db import Database
 
 # An arbitrary, fixed advisory-lock key: "email-worker migrate" and nothing else takes it.
 LOCK_KEY = 0x656D_6169_6C77_6B72 & 0x7FFF_FFFF_FFFF_FFFF
@@ -30,7 +31,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 def available() -> list[tuple[str, str]]:
     """The shipped migrations as ``(version, sql)`` sorted by version (``001_init``, ...)."""
-    folder = resources.files("email_worker").joinpath("sql")
+    folder = resources.files("email_worker.ledger").joinpath("sql")
     found = [
         (entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8"))
         for entry in folder.iterdir()

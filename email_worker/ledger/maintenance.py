@@ -9,10 +9,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from email_worker.db import Database
+from email_worker.broker.publisher import Publisher, PublishError
+from email_worker.broker.retry_copies import rebuild
+from email_worker.ledger.db import Database
 from email_worker.metrics import count_redriven
-from email_worker.publisher import Publisher, PublishError
-from email_worker.retry_copies import rebuild
 
 log = logging.getLogger(__name__)
 REDRIVE_BATCH = 100

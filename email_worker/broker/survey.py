@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from email_worker.topology import DEFAULT_EXCHANGE, QueueSpec, Topology, TopologyError
-from email_worker.topology_probe import (
+from email_worker.broker.probe import (
     Channels,
     ExchangeFound,
     QueueFound,
@@ -24,6 +23,7 @@ from email_worker.topology_probe import (
     exchange_found,
     queue_found,
 )
+from email_worker.broker.topology import DEFAULT_EXCHANGE, QueueSpec, Topology, TopologyError
 
 EXCHANGE_TYPE = "direct"
 LOSSY_FAILED_ARGUMENTS = ("x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes")

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 from psycopg2 import errors
 from psycopg2.extensions import cursor
 
-from email_worker.db import Database
-from email_worker.group_commit import GroupCommit
-from email_worker.ledger_sql import (
+from email_worker.ledger.db import Database
+from email_worker.ledger.group_commit import GroupCommit
+from email_worker.ledger.statements import (
     CLAIM_MANY,
     ENQUEUE_CALLBACK,
     EVENT,
