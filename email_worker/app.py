@@ -19,6 +19,8 @@ from email_worker.broker.retry_copies import keep
 from email_worker.broker.settle import Settler
 from email_worker.broker.setup import start_up
 from email_worker.broker.topology import Topology, connection_parameters
+from email_worker.callbacks.tasks import CeleryNotifier, make_celery
+from email_worker.callbacks.url_policy import host_allowed
 from email_worker.config import Settings
 from email_worker.disposition import RetryPolicy
 from email_worker.handler import Handler
@@ -26,7 +28,6 @@ from email_worker.health import HealthServer, Readiness, TcpProbe
 from email_worker.ledger.db import Database
 from email_worker.ledger.migrations import MESSAGE_ID_KEY_NAME, check_applied, get_or_create_secret
 from email_worker.ledger.pg_ledger import PgLedger
-from email_worker.mailer import SmtpMailer
 from email_worker.metrics import (
     Cached,
     LiveGauges,
@@ -39,10 +40,9 @@ from email_worker.metrics import (
 from email_worker.pipeline import Pipeline, PipelineConfig
 from email_worker.ports import Delivery, Notifier
 from email_worker.recipients import RecipientDirectory, UserServiceClient
-from email_worker.render import TemplateRenderer
+from email_worker.render.renderer import TemplateRenderer
+from email_worker.smtp.mailer import SmtpMailer
 from email_worker.status_api import StatusApi, StatusReader
-from email_worker.tasks import CeleryNotifier, make_celery
-from email_worker.url_policy import host_allowed
 from schemas.failures import DeferredFailure
 from templates_client.client import TemplateClient
 from templates_client.transport import make_http_client

@@ -80,7 +80,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         Worker(settings).run()
         return 0
     if args.command in ("callbacks", "beat"):
-        from email_worker import tasks
+        from email_worker.callbacks import tasks
 
         tasks.configure(settings)
         return tasks.start(args.command, settings)

@@ -22,14 +22,14 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from email_worker.callback_shape import (
+from email_worker.callbacks.shape import (
     CallbackShape,
     check_url_template,
     parse_extra_fields,
     parse_field_names,
 )
+from email_worker.callbacks.signing import signing_key
 from email_worker.recipients import USER_FIELD_NAMES, check_user_path
-from email_worker.signing import signing_key
 from schemas.inbound import LANGUAGE_PATTERN
 from templates_client.client import check_template_path
 from templates_client.fields import parse_field_paths
@@ -202,7 +202,7 @@ class Settings(BaseSettings):
     callback_timeout: float = Field(default=10.0, gt=0)
     callback_max_age_hours: float = Field(default=48.0, gt=0)
     callback_lease_seconds: float = Field(default=60.0, gt=0)
-    # Fitting the gateway's status endpoint (email_worker/callback_shape.py):
+    # Fitting the gateway's status endpoint (email_worker/callbacks/shape.py):
     # e.g. notification_id:notificationId,error:error_message,timestamp:delivered_at
     callback_field_names: str = ""
     callback_extra_fields: str = ""  # a JSON object merged into every body: {"channel": "email"}

@@ -28,7 +28,7 @@ from email_worker import __version__
 from email_worker.disposition import Ack, Decision, Retry
 from email_worker.ledger.db import Database
 from email_worker.ports import Mailer, OutgoingEmail
-from email_worker.smtp_pool import PoolCounts
+from email_worker.smtp.pool import PoolCounts
 
 log = logging.getLogger(__name__)
 

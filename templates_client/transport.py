@@ -1,7 +1,7 @@
 """Outbound HTTP for the worker (RELIABILITY rules 15 and 17): the hardened ``httpx.Client``.
 Calling a service and classifying its answer is ``templates_client.fetch``; the SSRF policy for
-URLs that arrive inside messages is ``email_worker.url_policy`` (the services' own URLs come
-from the operator).
+URLs that arrive inside messages is ``email_worker.callbacks.url_policy`` (the services' own
+URLs come from the operator).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HTML to text: ``email_worker.textify`` (one regular-expression pass) against two library
+"""HTML to text: ``email_worker.render.textify`` (one regular-expression pass) against two library
 options, on a ~2 KB and a ~40 KB HTML email.
 
 - ``html.parser``: the standard library's tokenizer driving the same rules (skip ``head``,
@@ -20,7 +20,7 @@ import html2text
 
 from benchmarks.micro import samples
 from benchmarks.micro.timing import Comparison, Side, measure_pair
-from email_worker.textify import html_to_text
+from email_worker.render.textify import html_to_text
 
 PART = "textify"
 _SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})

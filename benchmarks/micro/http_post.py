@@ -1,4 +1,4 @@
-"""The status callback POST: ``email_worker.callback_http.CallbackHttp`` (``http.client``)
+"""The status callback POST: ``email_worker.callbacks.sender.CallbackHttp`` (``http.client``)
 against an ``httpx.Client`` set up the same way, posting the same signed body with the same
 headers over one kept-alive connection to a local HTTP/1.1 server.
 
@@ -21,9 +21,9 @@ import httpx
 
 from benchmarks.http_services import HttpServices
 from benchmarks.micro.timing import Comparison, Side, measure_pair
-from email_worker.callback_http import CallbackHttp
-from email_worker.callback_shape import CallbackEvent, CallbackShape
-from email_worker.signing import sign_with_key, signing_key
+from email_worker.callbacks.sender import CallbackHttp
+from email_worker.callbacks.shape import CallbackEvent, CallbackShape
+from email_worker.callbacks.signing import sign_with_key, signing_key
 from schemas.callback import CallbackStatus
 
 PART = "callback_http"

@@ -27,7 +27,7 @@ from email_worker.ledger.db import Database
 from email_worker.ledger.migrations import migrate
 from email_worker.ledger.pg_ledger import PgLedger
 from email_worker.ports import Claim, LedgerStatus, Record
-from email_worker.textify import html_to_text
+from email_worker.render.textify import html_to_text
 from schemas.callback import CallbackStatus
 from schemas.request import EmailRequest
 

@@ -1,6 +1,6 @@
-"""The outgoing MIME message: ``email_worker.mime.build_message`` against the standard library's
-``email.message.EmailMessage`` with ``email.policy.SMTP`` and ``as_bytes()``, for the same
-sender, recipient, subject, Message-ID, ``List-Unsubscribe``, text and HTML.
+"""The outgoing MIME message: ``email_worker.render.mime.build_message`` against the standard
+library's ``email.message.EmailMessage`` with ``email.policy.SMTP`` and ``as_bytes()``, for the
+same sender, recipient, subject, Message-ID, ``List-Unsubscribe``, text and HTML.
 
 Both sides run the worker's own header checks (``check_header_value`` on every value and the
 one-bare-address rule for ``To``): a replacement would keep them, since the ``email`` package
@@ -20,10 +20,10 @@ from functools import partial
 
 from benchmarks.micro import samples
 from benchmarks.micro.timing import Comparison, Side, measure_pair
-from email_worker.headers import check_header_value
-from email_worker.mime import build_message, is_bare_address
 from email_worker.ports import OutgoingEmail
-from email_worker.textify import html_to_text
+from email_worker.render.headers import check_header_value
+from email_worker.render.mime import build_message, is_bare_address
+from email_worker.render.textify import html_to_text
 
 PART = "mime"
 HEADERS = ("From", "To", "Subject", "Message-ID", "List-Unsubscribe", "MIME-Version")

@@ -38,7 +38,7 @@ def check_run() -> bool:
 
 
 def check_callbacks() -> bool:
-    from email_worker import tasks
+    from email_worker.callbacks import tasks
     from email_worker.config import Settings
 
     settings = Settings()

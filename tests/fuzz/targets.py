@@ -15,14 +15,14 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from email_worker.headers import check_header_value, header_line, unsafe_reason
+from email_worker.callbacks.url_policy import host_allowed, parse_url
 from email_worker.logs import scrub
-from email_worker.mime import build_message
 from email_worker.ports import OutgoingEmail, RenderedEmail
-from email_worker.render import TemplateRenderer
-from email_worker.template_sizes import brace_width, percent_width
-from email_worker.textify import html_to_text
-from email_worker.url_policy import host_allowed, parse_url
+from email_worker.render.headers import check_header_value, header_line, unsafe_reason
+from email_worker.render.mime import build_message
+from email_worker.render.renderer import TemplateRenderer
+from email_worker.render.sizes import brace_width, percent_width
+from email_worker.render.textify import html_to_text
 from schemas.failures import PermanentFailure, Reason
 from schemas.inbound import parse_message, peek_ids
 from templates_client.template import Template

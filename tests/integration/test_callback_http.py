@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from email_worker.callback_http import CallbackHttp, NoAnswer
+from email_worker.callbacks.sender import CallbackHttp, NoAnswer
 from tests.support.certs import SelfSignedCert
 from tests.support.http import KeepAliveGateway
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from email_worker.callback_http import CallbackHttp, NoAnswer
+from email_worker.callbacks.sender import CallbackHttp, NoAnswer
+from email_worker.callbacks.url_policy import UrlPolicy
 from email_worker.config import Settings
-from email_worker.url_policy import UrlPolicy
 from tests.support.http import FakeHttpServer, Reply
 
 pytestmark = pytest.mark.integration

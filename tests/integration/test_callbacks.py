@@ -22,16 +22,16 @@ from kombu import Queue
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from email_worker import tasks
-from email_worker.callback_http import CallbackHttp
-from email_worker.callbacks import CallbackDispatcher
+from email_worker.callbacks import tasks
+from email_worker.callbacks.dispatcher import CallbackDispatcher
+from email_worker.callbacks.sender import CallbackHttp
+from email_worker.callbacks.signing import verify
+from email_worker.callbacks.tasks import CeleryNotifier, make_celery
 from email_worker.config import Settings
 from email_worker.ledger import pg_ledger as ledger
 from email_worker.ledger.db import Database
 from email_worker.ledger.pg_ledger import PgLedger
 from email_worker.ports import Claim, LedgerStatus, Record
-from email_worker.signing import verify
-from email_worker.tasks import CeleryNotifier, make_celery
 from schemas.callback import CallbackStatus
 from schemas.failures import Reason
 from schemas.request import EmailRequest
@@ -205,7 +205,7 @@ def test_a_final_4xx_is_rejected_after_exactly_one_post(
     outbox_id = outbox_row(db, http_server.url + PATH)
     before = rejected_total()
     sender = dispatcher(db, client)
-    with caplog.at_level(logging.INFO, logger="email_worker.callbacks"):
+    with caplog.at_level(logging.INFO, logger="email_worker.callbacks.dispatcher"):
         assert sender.deliver(outbox_id) == "rejected"
     stored = row(db, outbox_id)
     assert (stored["state"], stored["last_error"], stored["attempts"]) == (
@@ -394,7 +394,8 @@ def test_due_returns_rows_after_the_handover_grace_once_per_lease(
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = (
-    "import sys; from email_worker import tasks; from email_worker.config import Settings; "
+    "import sys; from email_worker.callbacks import tasks; "
+    "from email_worker.config import Settings; "
     "s = Settings(); tasks.configure(s); sys.exit(tasks.start(sys.argv[1], s))"
 )
 

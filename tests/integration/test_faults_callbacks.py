@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from email_worker.callback_http import CallbackHttp
-from email_worker.callbacks import CallbackDispatcher
-from email_worker.inline_callbacks import InlineNotifier
+from email_worker.callbacks.dispatcher import CallbackDispatcher
+from email_worker.callbacks.inline import InlineNotifier
+from email_worker.callbacks.sender import CallbackHttp
 from email_worker.ledger.db import Database
 from tests.support.http import FakeHttpServer, Reply
 from tests.support.ledger_check import callbacks_from, copies_from

@@ -202,7 +202,7 @@ def test_a_callback_the_gateway_refuses_is_rejected_once_and_logged(
     gateway = AioPika(stack.amqp_url, names.exchange, names.email_queue, with_arguments=True)
     gateway.serve_status(stack.http)
     assert gateway.declare()
-    caplog.set_level(logging.WARNING, logger="email_worker.callbacks")
+    caplog.set_level(logging.WARNING, logger="email_worker.callbacks.dispatcher")
     start_worker(stack, settings_from(environment(stack, docs)))
     sent = email("refused", "refused@example.com")
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from email_worker.callback_http import CallbackHttp
-from email_worker.callbacks import CallbackDispatcher
+from email_worker.callbacks.dispatcher import CallbackDispatcher
+from email_worker.callbacks.sender import CallbackHttp
 from email_worker.config import Settings
 from email_worker.ledger.db import Database
 from tests.support.http import FakeHttpServer, Reply

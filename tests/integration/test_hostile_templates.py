@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 CHILD = """
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-from email_worker.render import TemplateRenderer
+from email_worker.render.renderer import TemplateRenderer
 from schemas.failures import PermanentFailure
 from templates_client.template import Template
 from tests.unit.test_render import HOSTILE

@@ -195,7 +195,7 @@ def test_pruning_takes_the_stored_copies_with_their_rows(db: Database) -> None:
 def test_beats_task_re_drives_to_the_configured_email_queue(
     db: Database, database_url: str, amqp_url: str, email_queue: str
 ) -> None:
-    from email_worker import tasks
+    from email_worker.callbacks import tasks
     from email_worker.config import Settings
 
     request_id = scheduled(db)

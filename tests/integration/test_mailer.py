@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from email_worker.config import SmtpSecurity
-from email_worker.mailer import SmtpMailer
 from email_worker.message_ids import message_id_for
 from email_worker.ports import OutgoingEmail, RenderedEmail
+from email_worker.smtp.mailer import SmtpMailer
 from schemas.failures import (
     AmbiguousDelivery,
     DeferredFailure,

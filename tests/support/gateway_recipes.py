@@ -21,8 +21,8 @@ from pathlib import Path
 from unittest import mock
 
 from email_worker.app import Worker
+from email_worker.callbacks.inline import InlineNotifier
 from email_worker.config import PREFIX, Settings
-from email_worker.inline_callbacks import InlineNotifier
 from tests.support.http import FakeHttpServer, Reply, Seen
 from tests.support.stack import Stack, wait_for
 

@@ -138,7 +138,7 @@ class Stack:
                 sink.close()
 
     def start_worker(self, notifier: Notifier | None = None, **overrides: Any) -> Worker:
-        from email_worker.inline_callbacks import InlineNotifier
+        from email_worker.callbacks.inline import InlineNotifier
 
         settings = self.settings(**overrides)
         worker = Worker(settings, notifier=notifier or InlineNotifier.from_settings(settings))

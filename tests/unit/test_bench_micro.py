@@ -22,8 +22,8 @@ from benchmarks.micro import (
     samples,
 )
 from benchmarks.micro.timing import Comparison, Measure, Side, measure_pair
-from email_worker.mime import build_message
-from email_worker.textify import html_to_text
+from email_worker.render.mime import build_message
+from email_worker.render.textify import html_to_text
 from tests.support.services import skip_or_fail
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from email_worker.callback_backoff import (
+from email_worker.callbacks.backoff import (
     BACKOFF_CAP,
     MIN_DELAY,
     backoff,

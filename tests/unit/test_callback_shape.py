@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from email_worker.callback_shape import (
+from email_worker.callbacks.shape import (
     CallbackEvent,
     CallbackShape,
     check_url_template,

@@ -17,7 +17,7 @@ CORE = (
     "email_worker.disposition",
     "email_worker.ports",
     "email_worker.message_ids",
-    "email_worker.render",
+    "email_worker.render.renderer",
 )
 ADAPTERS = ("pika", "psycopg2", "smtplib", "celery", "httpx", "http.client", "pybreaker")
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from email_worker.headers import check_header_value, unsafe_reason
 from email_worker.message_ids import address_fingerprint, message_id_for
-from email_worker.mime import build_message, is_bare_address, serialize
 from email_worker.ports import OutgoingEmail, RenderedEmail
+from email_worker.render.headers import check_header_value, unsafe_reason
+from email_worker.render.mime import build_message, is_bare_address, serialize
 from schemas.failures import PermanentFailure, Reason
 
 SECRET = b"test-secret"

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from jinja2 import TemplateError
 
-from email_worker.headers import check_header_value, header_line
+from email_worker.callbacks.url_policy import host_allowed
 from email_worker.logs import scrub
-from email_worker.mime import build_message, is_bare_address
 from email_worker.ports import OutgoingEmail, RenderedEmail
-from email_worker.sandbox import GuardedEnvironment
-from email_worker.smtp_wire import accepted_reply
-from email_worker.template_budget import measure
-from email_worker.template_sizes import brace_width, percent_width
-from email_worker.textify import html_to_text
-from email_worker.url_policy import host_allowed
+from email_worker.render.budget import measure
+from email_worker.render.headers import check_header_value, header_line
+from email_worker.render.mime import build_message, is_bare_address
+from email_worker.render.sandbox import GuardedEnvironment
+from email_worker.render.sizes import brace_width, percent_width
+from email_worker.render.textify import html_to_text
+from email_worker.smtp.wire import accepted_reply
 from schemas.failures import PermanentFailure
 from schemas.inbound import parse_message, peek_ids
 from tests.support.growth import assert_linear

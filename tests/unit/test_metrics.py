@@ -18,7 +18,7 @@ from email_worker.metrics import (
     publish_age,
 )
 from email_worker.ports import OutgoingEmail, RenderedEmail
-from email_worker.smtp_pool import PoolCounts
+from email_worker.smtp.pool import PoolCounts
 from schemas.failures import Reason, TransientFailure
 from tests.fakes import FakeMailer
 

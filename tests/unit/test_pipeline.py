@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from email_worker.broker.retry_copies import keep
+from email_worker.callbacks.url_policy import host_allowed
 from email_worker.disposition import Ack, DeadLetter, Retry, RetryPolicy
 from email_worker.handler import Handler
 from email_worker.pipeline import Pipeline, PipelineConfig
 from email_worker.ports import Delivery, LedgerStatus, MessageProperties, Recipient
-from email_worker.render import TemplateRenderer
-from email_worker.url_policy import host_allowed
+from email_worker.render.renderer import TemplateRenderer
 from schemas.failures import (
     AmbiguousDelivery,
     DeferredFailure,

@@ -10,9 +10,9 @@ import pytest
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from email_worker.render import TemplateRenderer
-from email_worker.sandbox import MAX_TEMPLATE_TOKENS
-from email_worker.textify import html_to_text
+from email_worker.render.renderer import TemplateRenderer
+from email_worker.render.sandbox import MAX_TEMPLATE_TOKENS
+from email_worker.render.textify import html_to_text
 from schemas.failures import PermanentFailure, Reason
 from templates_client.template import Template
 

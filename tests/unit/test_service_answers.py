@@ -20,7 +20,7 @@ from email_worker.recipients import (
     UserServiceClient,
     auth_headers,
 )
-from email_worker.render import TemplateRenderer
+from email_worker.render.renderer import TemplateRenderer
 from schemas.failures import PermanentFailure, Reason, WorkerFailure
 from schemas.request import EmailRequest
 from templates_client.client import TemplateClient

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 from standardwebhooks import Webhook
 
+from email_worker.callbacks.signing import SignatureError, sign, signing_key, verify
 from email_worker.config import Settings
-from email_worker.signing import SignatureError, sign, signing_key, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 

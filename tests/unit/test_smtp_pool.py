@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from email_worker.smtp_pool import PoolCounts, SmtpPool
+from email_worker.smtp.pool import PoolCounts, SmtpPool
 from schemas.failures import DeferredFailure, Reason
 
 

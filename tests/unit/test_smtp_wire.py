@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from email_worker.smtp_wire import accepted_reply, classify, dot_stuffed, mailbox
+from email_worker.smtp.wire import accepted_reply, classify, dot_stuffed, mailbox
 from schemas.failures import (
     PermanentFailure,
     Reason,

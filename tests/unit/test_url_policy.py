@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from email_worker.url_policy import (
+from email_worker.callbacks.url_policy import (
     IPAddress,
     Refused,
     UrlPolicy,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from email_worker.callback_http import CallbackHttp
-from email_worker.callbacks import CallbackDispatcher
+from email_worker.callbacks.dispatcher import CallbackDispatcher
+from email_worker.callbacks.sender import CallbackHttp
 from email_worker.config import Settings
 from email_worker.ledger.db import Database
 from schemas.failures import WorkerFailure

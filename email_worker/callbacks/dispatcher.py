@@ -24,14 +24,15 @@ from typing import Any
 
 from psycopg2.extensions import cursor
 
-from email_worker import __version__, callback_sql
-from email_worker.callback_backoff import backoff, is_final, retry_after_seconds
-from email_worker.callback_http import CallbackHttp, NoAnswer
-from email_worker.callback_shape import CallbackEvent, CallbackShape, fill_url
+from email_worker import __version__
+from email_worker.callbacks import outbox as callback_sql
+from email_worker.callbacks.backoff import backoff, is_final, retry_after_seconds
+from email_worker.callbacks.sender import CallbackHttp, NoAnswer
+from email_worker.callbacks.shape import CallbackEvent, CallbackShape, fill_url
+from email_worker.callbacks.signing import sign_with_key, signing_key
 from email_worker.config import Settings
 from email_worker.ledger.db import Database
 from email_worker.metrics import count_callback
-from email_worker.signing import sign_with_key, signing_key
 from schemas.callback import CallbackStatus
 from schemas.deadletter import rfc3339
 

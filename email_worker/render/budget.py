@@ -2,7 +2,7 @@
 
 The Jinja2 sandbox stops attribute escapes but bounds neither memory nor time (RELIABILITY rule
 13): ``[[1] * 1000] * 1000`` is small to build and a gigabyte to print, squaring a big integer
-doubles it each time, and an empty nested loop spins for ever. ``email_worker.sandbox`` calls
+doubles it each time, and an empty nested loop spins for ever. ``email_worker.render.sandbox`` calls
 into this module at every operation a template can use to build something, while it runs:
 
 - ``measure`` weighs a value: characters of text, digits of numbers, and a few bytes per

@@ -30,8 +30,8 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from email_worker.callbacks.url_policy import IPAddress, Refused, UrlPolicy, parse_url, resolve
 from email_worker.config import Settings
-from email_worker.url_policy import IPAddress, Refused, UrlPolicy, parse_url, resolve
 
 _Origin = tuple[str, str, int]
 

@@ -3,14 +3,14 @@
 ``ImmutableSandboxedEnvironment`` stops attribute escapes (``__class__``, ``__globals__``) and
 mutation, but bounds neither memory nor time (RELIABILITY rule 13). ``GuardedEnvironment``
 passes every operation a template can build something with through the render's budget
-(``email_worker.template_budget``), as it runs:
+(``email_worker.render.budget``), as it runs:
 
 - values a template builds are measured and charged: operators (``*``, ``**``, ``%``, ``+``
   are intercepted binops), every call (functions, methods, macros), every filter (replaced in
   ``env.filters``), every list, tuple and dict literal, every ``~`` and every captured block
   (``{% set %}...{% endset %}``, macros, ``{% filter %}``), and every value printed
   (``finalize``). Operations whose result can dwarf their operands are estimated first and
-  refused before they run (``email_worker.template_sizes``);
+  refused before they run (``email_worker.render.sizes``);
 - every loop iteration (recursive ``loop(...)`` calls included) and every iterator a filter
   returns is charged to the budget, so nested loops with no output stop at the time budget;
 - compiling is bounded too: a source of more than ``MAX_TEMPLATE_TOKENS`` tokens is refused
@@ -32,14 +32,14 @@ from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from email_worker.template_budget import (
+from email_worker.render.budget import (
     BudgetExceeded,
     OutputTooLarge,
     active,
     measure,
     require,
 )
-from email_worker.template_sizes import FILTER_SIZES, binop_size, brace_width, method_size
+from email_worker.render.sizes import FILTER_SIZES, binop_size, brace_width, method_size
 
 MAX_TEMPLATE_TOKENS = 20_000  # lexer tokens per part: ~3,000 placeholders, ~0.5 s to compile
 _CONTEXT_NAMES = frozenset({"eval_ctx", "environment", "context"})

@@ -1,7 +1,7 @@
 """Rendering a fetched template into checked email content (CONTRACT sections 5 and 9).
 
 ``TemplateRenderer`` implements the ``Renderer`` port. Templates are Jinja2 source rendered in
-``email_worker.sandbox.GuardedEnvironment`` (immutable sandbox, ``StrictUndefined``): the HTML
+``render.sandbox.GuardedEnvironment`` (immutable sandbox, ``StrictUndefined``): the HTML
 body with autoescaping, the subject, text body and ``List-Unsubscribe`` without. Variables are
 passed as data, never compiled, so a variable holding ``{{ 7*7 }}`` renders literally. Every
 part is streamed and stops as soon as it passes ``max_rendered_bytes``. The subject and
@@ -31,11 +31,11 @@ from typing import NamedTuple
 import jinja2
 from jinja2.exceptions import SecurityError
 
-from email_worker.headers import check_header_value
 from email_worker.ports import RenderedEmail
-from email_worker.sandbox import GuardedEnvironment
-from email_worker.template_budget import BudgetExceeded, render_budget
-from email_worker.textify import html_to_text
+from email_worker.render.budget import BudgetExceeded, render_budget
+from email_worker.render.headers import check_header_value
+from email_worker.render.sandbox import GuardedEnvironment
+from email_worker.render.textify import html_to_text
 from schemas.failures import PermanentFailure, Reason
 from templates_client.template import Template
 

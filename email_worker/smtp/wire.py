@@ -13,7 +13,7 @@ import re
 import smtplib
 import ssl
 
-from email_worker.mime import is_bare_address
+from email_worker.render.mime import is_bare_address
 from schemas.failures import PermanentFailure, Reason, SystemicFailure, TransientFailure
 
 _AUTH_CODES = frozenset({530, 534, 535})

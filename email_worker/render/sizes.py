@@ -1,6 +1,6 @@
 """What a template operation would build, estimated before it runs.
 
-``email_worker.sandbox`` measures every value after it is built (``template_budget.measure``);
+``render.sandbox`` measures every value after it is built (``render.budget.measure``);
 that is too late for the operations whose result can be far larger than their operands: one C
 call builds it whole (``'a' * 10**9``, ``'%1000000000s' % x``, ``x|center(10**9)``,
 ``range(10**5)|join(big)``). For those, the functions here give the weight of the result from
@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 from string import Formatter
 from typing import Any
 
-from email_worker.template_budget import UNBOUNDED, measure
+from email_worker.render.budget import UNBOUNDED, measure
 
 MAX_INT_BITS = 4096  # no template needs larger numbers; squaring a big one doubles its size
 _SLOT = 8

@@ -9,7 +9,7 @@ a non-ASCII address (SMTPUTF8) get UTF-8 headers (RFC 6532), the others ASCII he
 
 Headers: ``From`` (the configured sender), ``To`` (the one validated recipient),
 ``Subject``, ``Message-ID``, ``Date`` (UTC), ``MIME-Version`` and, when the template gives one,
-``List-Unsubscribe``. Every value is checked by ``email_worker.headers`` (CVE-2024-6923) and
+``List-Unsubscribe``. Every value is checked by ``email_worker.render.headers`` (CVE-2024-6923) and
 folded within RFC 5322's line limits on every path (``header_line``).
 ``List-Unsubscribe-Post`` (RFC 8058 one-click) is deliberately not added: it promises that a
 bare POST to the URL unsubscribes, which only the template's owner can know.
@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from email_worker.headers import check_header_value, header_line
 from email_worker.ports import OutgoingEmail
+from email_worker.render.headers import check_header_value, header_line
 from schemas.failures import PermanentFailure, Reason
 
 

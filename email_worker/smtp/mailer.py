@@ -32,10 +32,10 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from email_worker.config import SmtpSecurity
-from email_worker.mime import build_message, serialize
 from email_worker.ports import OutgoingEmail
-from email_worker.smtp_pool import PoolCounts, SmtpPool
-from email_worker.smtp_wire import accepted_reply, classify, dot_stuffed, mailbox, tls_failure
+from email_worker.render.mime import build_message, serialize
+from email_worker.smtp.pool import PoolCounts, SmtpPool
+from email_worker.smtp.wire import accepted_reply, classify, dot_stuffed, mailbox, tls_failure
 from schemas.failures import (
     AmbiguousDelivery,
     PermanentFailure,

@@ -20,8 +20,8 @@ from celery import Celery
 
 from email_worker.broker.publisher import Publisher
 from email_worker.broker.topology import connection_parameters
-from email_worker.callback_http import CallbackHttp
-from email_worker.callbacks import CallbackDispatcher
+from email_worker.callbacks.dispatcher import CallbackDispatcher
+from email_worker.callbacks.sender import CallbackHttp
 from email_worker.config import Settings
 from email_worker.ledger import maintenance
 from email_worker.ledger.db import Database
@@ -81,7 +81,9 @@ def runtime() -> _Runtime:
     with _state.lock:
         if _state.runtime is None:
             if _state.settings is None:
-                raise RuntimeError("email_worker.tasks.configure(settings) was not called")
+                raise RuntimeError(
+                    "email_worker.callbacks.tasks.configure(settings) was not called"
+                )
             _state.runtime = _build(_state.settings)
         return _state.runtime
 
