@@ -80,9 +80,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         Worker(settings).run()
         return 0
     if args.command in ("callbacks", "beat"):
+        from email_worker.app.build import callback_runtime
         from email_worker.callbacks import tasks
 
-        tasks.configure(settings)
+        tasks.configure(settings, callback_runtime)
         return tasks.start(args.command, settings)
     if args.command == "dlq":
         return _dlq(args, settings)

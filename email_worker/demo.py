@@ -19,8 +19,8 @@ from typing import Any
 import pika
 
 from email_worker.app import Worker, declare_topology
+from email_worker.app.build import inline_notifier
 from email_worker.broker.topology import Topology
-from email_worker.callbacks.inline import InlineNotifier
 from email_worker.config import Settings
 from email_worker.demo_stack import DemoHttp, SmtpSink
 from email_worker.dlq import browse
@@ -207,7 +207,7 @@ def run_demo(settings: Settings, *, timeout: float = 60.0) -> int:
     migrate(db)
     _reset_queues(demo)
     declare_topology(demo)
-    worker = Worker(demo, notifier=InlineNotifier.from_settings(demo))
+    worker = Worker(demo, notifier=inline_notifier(demo))
     thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()
     items = scenarios(run)

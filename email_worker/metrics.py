@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from email_worker import __version__
+from email_worker.callbacks.outbox import PENDING_COUNT
 from email_worker.disposition import Ack, Decision, Retry
 from email_worker.ledger.db import Database
 from email_worker.ports import Mailer, OutgoingEmail
@@ -191,7 +192,7 @@ class Cached(Generic[T]):
 def pending_callbacks(db: Database) -> int:
     """Outbox rows still to deliver. Raises ``DeferredFailure`` when Postgres is down."""
     with db.transaction() as cur:
-        cur.execute("SELECT count(*) FROM callback_outbox WHERE state = 'pending'")
+        cur.execute(PENDING_COUNT)
         row = cur.fetchone()
         return int(row[0]) if row else 0
 

@@ -27,3 +27,7 @@ def make_http_client(timeout: float, *, max_connections: int = 20) -> httpx.Clie
         trust_env=False,
         headers={"User-Agent": "email-worker", "Accept": "application/json"},
     )
+
+
+# The client type for those who hold one without importing httpx themselves.
+HttpClient = httpx.Client

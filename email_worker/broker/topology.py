@@ -10,11 +10,12 @@ email queue through the default exchange as well, at least once when they are qu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pika
+from pika.adapters.blocking_connection import BlockingConnection
 
 from email_worker.config import Settings
 
@@ -133,3 +134,9 @@ def connection_parameters(url: str, heartbeat: int, name: str) -> pika.URLParame
     params.blocked_connection_timeout = 300
     params.client_properties = {"connection_name": name}
     return params
+
+
+def connector(url: str, heartbeat: int, name: str) -> Callable[[], BlockingConnection]:
+    """A function that opens a new blocking connection with ``connection_parameters``."""
+    params = connection_parameters(url, heartbeat, name)
+    return lambda: pika.BlockingConnection(params)

@@ -30,7 +30,6 @@ from email_worker.callbacks.backoff import backoff, is_final, retry_after_second
 from email_worker.callbacks.sender import CallbackHttp, NoAnswer
 from email_worker.callbacks.shape import CallbackEvent, CallbackShape, fill_url
 from email_worker.callbacks.signing import sign_with_key, signing_key
-from email_worker.config import Settings
 from email_worker.ledger.db import Database
 from email_worker.metrics import count_callback
 from schemas.callback import CallbackStatus
@@ -84,21 +83,6 @@ class CallbackDispatcher:
         self._max_age = max_age_hours * 3600.0
         self._clock = clock
         self._rng = rng or random.Random()
-
-    @classmethod
-    def from_settings(
-        cls, db: Database, http: CallbackHttp, settings: Settings
-    ) -> CallbackDispatcher:
-        """The dispatcher every process builds (``callbacks`` workers, the inline notifier)."""
-        secret = settings.callback_secret
-        return cls(
-            db,
-            http,
-            secret=secret.get_secret_value() if secret else None,
-            lease_seconds=settings.callback_lease_seconds,
-            max_age_hours=settings.callback_max_age_hours,
-            shape=settings.callback_shape(),
-        )
 
     def deliver(self, outbox_id: int) -> str:
         """Try to deliver one row now; see ``deliver_many``."""

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from email_worker.callbacks.dispatcher import CallbackDispatcher
 from email_worker.callbacks.sender import CallbackHttp
-from email_worker.config import Settings
 from email_worker.ledger.db import Database
 from schemas.failures import WorkerFailure
 
@@ -23,18 +22,17 @@ log = logging.getLogger(__name__)
 class InlineNotifier:
     """Delivers each handed-over row on a background thread; ``close`` waits for them."""
 
-    def __init__(self, dispatcher: CallbackDispatcher, *, threads: int = 2) -> None:
+    def __init__(
+        self,
+        dispatcher: CallbackDispatcher,
+        *,
+        threads: int = 2,
+        owned: tuple[Database, CallbackHttp] | None = None,
+    ) -> None:
+        """``owned``: the database and sender the dispatcher uses, closed by ``close``."""
         self._dispatcher = dispatcher
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="callbacks")
-        self._owned: tuple[Database, CallbackHttp] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> InlineNotifier:
-        db = Database(settings.database_url.get_secret_value(), pool_size=2)
-        http = CallbackHttp.from_settings(settings)
-        notifier = cls(CallbackDispatcher.from_settings(db, http, settings))
-        notifier._owned = (db, http)
-        return notifier
+        self._owned = owned
 
     def hand_over(self, outbox_id: int) -> None:
         """Never raises; a row that is not delivered now is re-driven by beat."""

@@ -1,4 +1,5 @@
-"""The callback dispatcher's SQL on ``callback_outbox`` (claim, settle, explain, re-drive).
+"""Every statement on ``callback_outbox`` outside the migrations: the dispatcher's (claim,
+settle, explain, re-drive) and the metrics' count of rows still to deliver.
 
 Rows are written by the ledger (``ew_enqueue_callback`` in migration 002) in the transaction of
 the status they report; these statements only move a row through its states:
@@ -79,3 +80,6 @@ WHERE id IN (SELECT id FROM callback_outbox
              ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)
 RETURNING id
 """
+
+# Rows still to deliver (the ``email_worker_callbacks_pending`` gauge).
+PENDING_COUNT = "SELECT count(*) FROM callback_outbox WHERE state = 'pending'"

@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from email_worker.callbacks.url_policy import IPAddress, Refused, UrlPolicy, parse_url, resolve
-from email_worker.config import Settings
 
 _Origin = tuple[str, str, int]
 
@@ -72,13 +71,6 @@ class CallbackHttp:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pools: list[dict[_Origin, http.client.HTTPConnection]] = []
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CallbackHttp:
-        """The worker's sender: ``CALLBACK_TIMEOUT``, and a policy that trusts the origin of
-        ``CALLBACK_URL`` and holds every other URL to ``CALLBACK_ALLOWED_HOSTS``."""
-        policy = UrlPolicy(settings.callback_allowed_hosts, [settings.callback_url])
-        return cls(settings.callback_timeout, policy=policy)
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         origin, target = _split(url)

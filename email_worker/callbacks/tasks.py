@@ -13,13 +13,13 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
 
 from email_worker.broker.publisher import Publisher
-from email_worker.broker.topology import connection_parameters
 from email_worker.callbacks.dispatcher import CallbackDispatcher
 from email_worker.callbacks.sender import CallbackHttp
 from email_worker.config import Settings
@@ -41,7 +41,9 @@ HANDOVER_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "
 
 
 @dataclass
-class _Runtime:
+class Runtime:
+    """What the tasks of one process use, built by ``email_worker.app.build.callback_runtime``."""
+
     settings: Settings
     db: Database
     http: CallbackHttp
@@ -61,42 +63,34 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.settings: Settings | None = None
-        self.runtime: _Runtime | None = None
+        self.build: Callable[[Settings], Runtime] | None = None
+        self.runtime: Runtime | None = None
 
 
 _state = _State()
 
 
-def configure(settings: Settings) -> None:
-    """Set the settings the tasks of this process use; drops any runtime built before."""
+def configure(settings: Settings, build: Callable[[Settings], Runtime]) -> None:
+    """Set the settings the tasks of this process use and how their runtime is built (once,
+    on first use); drops any runtime built before."""
     with _state.lock:
         old, _state.runtime, _state.settings = _state.runtime, None, settings
+        _state.build = build
     if old is not None:
         old.close()
 
 
-def runtime() -> _Runtime:
+def runtime() -> Runtime:
     """The process's database, HTTP client and dispatcher, built on first use.
     Raises ``RuntimeError`` when ``configure`` was never called."""
     with _state.lock:
         if _state.runtime is None:
-            if _state.settings is None:
+            if _state.settings is None or _state.build is None:
                 raise RuntimeError(
-                    "email_worker.callbacks.tasks.configure(settings) was not called"
+                    "email_worker.callbacks.tasks.configure(settings, build) was not called"
                 )
-            _state.runtime = _build(_state.settings)
+            _state.runtime = _state.build(_state.settings)
         return _state.runtime
-
-
-def _build(settings: Settings) -> _Runtime:
-    db = Database(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
-    http = CallbackHttp.from_settings(settings)
-    dispatcher = CallbackDispatcher.from_settings(db, http, settings)
-    amqp = settings.amqp_url.get_secret_value()
-    publisher = Publisher(
-        connection_parameters(amqp, settings.heartbeat_seconds, "email-worker beat")
-    )
-    return _Runtime(settings, db, http, dispatcher, publisher)
 
 
 def make_celery(broker_url: str, callback_queue: str, *, beat_interval: float = 10.0) -> Celery:

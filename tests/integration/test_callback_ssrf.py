@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from email_worker.app.build import callback_sender
 from email_worker.callbacks.sender import CallbackHttp, NoAnswer
 from email_worker.callbacks.url_policy import UrlPolicy
 from email_worker.config import Settings
@@ -105,7 +106,7 @@ def test_the_name_connected_to_is_the_name_checked(
 
 def test_the_operators_own_callback_origin_is_trusted(listener: FakeHttpServer) -> None:
     settings = Settings(callback_url=f"{listener.url}/api/v1/email/status/")
-    http = CallbackHttp.from_settings(settings)
+    http = callback_sender(settings)
 
     assert http.post(f"{listener.url}/hook", BODY, {}).status == 200  # same origin: internal OK
     other = f"http://localhost:{port_of(listener)}/hook"  # another origin, not allow-listed

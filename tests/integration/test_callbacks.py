@@ -22,6 +22,7 @@ from kombu import Queue
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from email_worker.app.build import callback_dispatcher
 from email_worker.callbacks import tasks
 from email_worker.callbacks.dispatcher import CallbackDispatcher
 from email_worker.callbacks.sender import CallbackHttp
@@ -261,7 +262,7 @@ def test_a_shape_change_reaches_the_backlog_with_the_same_webhook_id(
         callback_field_names="notification_id:notificationId,attempts:attempts",
         callback_extra_fields='{"channel": "email"}',
     )
-    restarted = CallbackDispatcher.from_settings(db, client, fitted)  # as after a restart
+    restarted = callback_dispatcher(fitted, db, client)  # as after a restart
     assert restarted.deliver(outbox_id) == "delivered"
     first, second = http_server.seen("POST", PATH)
     assert header(first.headers, "webhook-id") == header(second.headers, "webhook-id")
@@ -396,7 +397,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN = (
     "import sys; from email_worker.callbacks import tasks; "
     "from email_worker.config import Settings; "
-    "s = Settings(); tasks.configure(s); sys.exit(tasks.start(sys.argv[1], s))"
+    "from email_worker.app.build import callback_runtime; "
+    "s = Settings(); tasks.configure(s, callback_runtime); sys.exit(tasks.start(sys.argv[1], s))"
 )
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from email_worker.app.build import callback_sender
 from email_worker.callbacks.dispatcher import CallbackDispatcher
-from email_worker.callbacks.sender import CallbackHttp
 from email_worker.config import Settings
 from email_worker.ledger.db import Database
 from tests.support.http import FakeHttpServer, Reply
@@ -267,9 +267,9 @@ def last_callback_errors(stack: Stack) -> dict[str, str]:
 
 def deliver_callbacks(settings: Settings) -> None:
     """What ``email-worker callbacks`` does with each outbox row, here in-process: the same
-    sender (``CallbackHttp.from_settings``), so the same checks where it connects."""
+    sender (``app.build.callback_sender``), so the same checks where it connects."""
     db = Database(settings.database_url.get_secret_value(), pool_size=1)
-    http = CallbackHttp.from_settings(settings)
+    http = callback_sender(settings)
     try:
         dispatcher = CallbackDispatcher(db, http, secret=None, lease_seconds=5, max_age_hours=1)
         with db.transaction() as cur:

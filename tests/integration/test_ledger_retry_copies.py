@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from email_worker.app.build import callback_runtime
 from email_worker.broker.publisher import Publisher
 from email_worker.broker.settle import ATTEMPTS_HEADER, DEFERRALS_HEADER, FIRST_ATTEMPT_HEADER
 from email_worker.broker.topology import connection_parameters
@@ -208,10 +209,10 @@ def test_beats_task_re_drives_to_the_configured_email_queue(
         db_pool_size=1,
     )
     app = tasks.make_celery("memory://", "q")
-    tasks.configure(settings)
+    tasks.configure(settings, callback_runtime)
     try:
         assert app.tasks[tasks.REDRIVE_RETRIES]() == 1  # run in this process, as a worker would
     finally:
-        tasks.configure(Settings())  # closes the runtime built for this test
+        tasks.configure(Settings(), callback_runtime)  # closes the runtime built for this test
     copy = take_one(amqp_url, email_queue)
     assert copy is not None and copy[1] == BODY

@@ -21,7 +21,7 @@ from pathlib import Path
 from unittest import mock
 
 from email_worker.app import Worker
-from email_worker.callbacks.inline import InlineNotifier
+from email_worker.app.build import inline_notifier
 from email_worker.config import PREFIX, Settings
 from tests.support.http import FakeHttpServer, Reply, Seen
 from tests.support.stack import Stack, wait_for
@@ -93,7 +93,7 @@ def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Comp
 def start_worker(stack: Stack, settings: Settings) -> Worker:
     """``email-worker run`` in a thread, with the inline callback notifier; fails the test with
     the start-up error when it does not start."""
-    worker = Worker(settings, notifier=InlineNotifier.from_settings(settings))
+    worker = Worker(settings, notifier=inline_notifier(settings))
     errors: list[BaseException] = []
 
     def run() -> None:

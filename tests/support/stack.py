@@ -138,10 +138,10 @@ class Stack:
                 sink.close()
 
     def start_worker(self, notifier: Notifier | None = None, **overrides: Any) -> Worker:
-        from email_worker.callbacks.inline import InlineNotifier
+        from email_worker.app.build import inline_notifier
 
         settings = self.settings(**overrides)
-        worker = Worker(settings, notifier=notifier or InlineNotifier.from_settings(settings))
+        worker = Worker(settings, notifier=notifier or inline_notifier(settings))
         thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, daemon=True)
         thread.start()
         self.workers.append((worker, thread))
