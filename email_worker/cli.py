@@ -89,8 +89,23 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _dlq(args, settings)
     if args.command == "topology":
         return _topology(args, settings)
-    from email_worker.demo import run_demo
+    return _demo(args, settings)
 
+
+DEMO_EXTRA = (
+    "email-worker demo needs the demo extra (its SMTP sink, aiosmtpd): "
+    "pip install 'email-worker[demo]', or `make demo` from a checkout"
+)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from email_worker.demo.run import run_demo
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "aiosmtpd":
+            raise
+        print(DEMO_EXTRA, file=sys.stderr)
+        return EXIT_CONFIG
     return run_demo(settings, timeout=args.timeout)
 
 
@@ -200,7 +215,7 @@ def _dlq_refusal(args: argparse.Namespace) -> str | None:
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from email_worker.broker.publisher import PublishError
-    from email_worker.dlq import DlqError
+    from email_worker.dlq.records import DlqError
 
     command = f"dlq {args.dlq_command}"
     refusal = _dlq_refusal(args)
@@ -232,7 +247,7 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 def _dlq_list(
     args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
 ) -> int:
-    from email_worker.dlq import browse, format_line
+    from email_worker.dlq.records import browse, format_line
 
     queue = settings.failed_queue
     for record in browse(connection, queue, limit=args.limit, reason=args.reason):
@@ -243,7 +258,7 @@ def _dlq_list(
 def _dlq_show(
     args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
 ) -> int:
-    from email_worker.dlq_show import find, show_document
+    from email_worker.dlq.show import find, show_document
 
     queue = settings.failed_queue
     position = None if args.position is None else int(args.position)
@@ -261,8 +276,8 @@ def _dlq_replay(
     args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
 ) -> int:
     from email_worker.broker.publisher import Publisher
-    from email_worker.dlq import DeadLetterRecord, format_line
-    from email_worker.replay import Pacer, Selector, Target, replay
+    from email_worker.dlq.records import DeadLetterRecord, format_line
+    from email_worker.dlq.replay import Pacer, Selector, Target, replay
 
     exchange, key = settings.exchange, settings.routing_keys[0]
     url = settings.amqp_url.get_secret_value()
@@ -295,7 +310,7 @@ def _dlq_replay(
 def _dlq_export(
     args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
 ) -> int:
-    from email_worker.dlq import ExportState, export, queue_key
+    from email_worker.dlq.records import ExportState, export, queue_key
 
     key = queue_key(settings.amqp_url.get_secret_value(), settings.failed_queue)
     summary = export(connection, settings.failed_queue, args.file, key=key)
@@ -308,8 +323,8 @@ def _dlq_export(
 def _dlq_purge(
     args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
 ) -> int:
-    from email_worker.dlq import ExportState, queue_key
-    from email_worker.replay import NotExported, purge
+    from email_worker.dlq.records import ExportState, queue_key
+    from email_worker.dlq.replay import NotExported, purge
 
     queue = settings.failed_queue
     state = ExportState((args.state_dir or settings.dlq_state_dir) / EXPORT_STATE_FILE)

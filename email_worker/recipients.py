@@ -20,8 +20,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import httpx
-
 from email_worker.ports import Recipient
 from schemas.addresses import validate_address
 from schemas.failures import DeferredFailure, PermanentFailure, Reason
@@ -29,6 +27,7 @@ from schemas.request import EmailRequest
 from templates_client.breaker import Breaker, BreakerOpen
 from templates_client.fetch import ServiceReasons, check_path, fetch_answer, fill_path
 from templates_client.fields import FieldReader, Path
+from templates_client.transport import HttpClient
 
 UNAVAILABLE = Reason.USER_SERVICE_UNAVAILABLE
 UNKNOWN = Reason.RECIPIENT_UNKNOWN
@@ -73,12 +72,12 @@ class UserRecord:
 
 
 class UserServiceClient:
-    """Fetches user records; thread-safe (share one ``httpx.Client``)."""
+    """Fetches user records; thread-safe (share one HTTP client)."""
 
     def __init__(
         self,
         base_url: str,
-        http: httpx.Client,
+        http: HttpClient,
         token: str | None,
         *,
         path: str = DEFAULT_PATH,

@@ -1,4 +1,4 @@
-"""Print pip constraints that pin every runtime dependency to the floor pyproject.toml allows.
+"""Print pip constraints that pin every runtime dependency (and the demo extra's) to its floor.
 
 ``make lowest`` (and the CI job ``lowest``) installs the worker with these constraints, so a
 floor that the code cannot run on fails a test instead of a user's first ``email-worker migrate``.
@@ -35,9 +35,11 @@ def floor_pin(requirement: str) -> str:
 
 
 def constraints(pyproject: Path) -> list[str]:
-    """One ``name==floor`` line per runtime dependency of ``pyproject``."""
+    """One ``name==floor`` line per runtime dependency of ``pyproject``, and per dependency of
+    its ``demo`` extra (the lowest run ends with the demo)."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    return [floor_pin(requirement) for requirement in project["dependencies"]]
+    demo = project.get("optional-dependencies", {}).get("demo", [])
+    return [floor_pin(requirement) for requirement in [*project["dependencies"], *demo]]
 
 
 def main(argv: list[str]) -> int:

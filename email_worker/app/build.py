@@ -22,7 +22,7 @@ from email_worker.handler import Handler
 from email_worker.ledger.db import Database
 from email_worker.ledger.migrations import MESSAGE_ID_KEY_NAME, get_or_create_secret
 from email_worker.ledger.pg_ledger import PgLedger
-from email_worker.metrics import MeteredMailer, WorkerMetrics
+from email_worker.ops.metrics import MeteredMailer, WorkerMetrics
 from email_worker.pipeline import Pipeline, PipelineConfig
 from email_worker.ports import Notifier
 from email_worker.recipients import RecipientDirectory, UserServiceClient

@@ -17,10 +17,10 @@ from email_worker.broker.publisher import Publisher
 from email_worker.broker.settle import Settler
 from email_worker.broker.topology import Topology, connection_parameters
 from email_worker.config import Settings
-from email_worker.health import HealthServer, Readiness, TcpProbe
 from email_worker.ledger.db import Database
 from email_worker.ledger.migrations import check_applied
-from email_worker.metrics import (
+from email_worker.ops.health import HealthServer, Readiness, TcpProbe
+from email_worker.ops.metrics import (
     Cached,
     LiveGauges,
     LiveSources,
@@ -28,8 +28,8 @@ from email_worker.metrics import (
     pending_callbacks,
     queue_stats,
 )
+from email_worker.ops.status_api import StatusApi, StatusReader
 from email_worker.ports import Delivery, Notifier
-from email_worker.status_api import StatusApi, StatusReader
 from schemas.failures import DeferredFailure
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from email_worker.callbacks.sender import CallbackHttp, NoAnswer
 from email_worker.callbacks.shape import CallbackEvent, CallbackShape, fill_url
 from email_worker.callbacks.signing import sign_with_key, signing_key
 from email_worker.ledger.db import Database
-from email_worker.metrics import count_callback
+from email_worker.ops.metrics import count_callback
 from schemas.callback import CallbackStatus
 from schemas.deadletter import rfc3339
 

@@ -253,7 +253,7 @@ def start(command: str, settings: Settings) -> int:
         app.Beat(loglevel=settings.log_level).run()
         return 0
     if settings.http_port:  # /health, /readyz and the callback counters of this process
-        from email_worker.health import HealthServer, Readiness
+        from email_worker.ops.health import HealthServer, Readiness
 
         HealthServer(
             settings.http_host,

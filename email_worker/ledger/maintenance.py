@@ -12,7 +12,7 @@ from typing import Any
 from email_worker.broker.publisher import Publisher, PublishError
 from email_worker.broker.retry_copies import rebuild
 from email_worker.ledger.db import Database
-from email_worker.metrics import count_redriven
+from email_worker.ops.metrics import count_redriven
 
 log = logging.getLogger(__name__)
 REDRIVE_BATCH = 100

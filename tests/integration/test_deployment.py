@@ -16,7 +16,7 @@ from types import ModuleType
 import pika
 import pytest
 
-from email_worker.health import HealthServer, Readiness
+from email_worker.ops.health import HealthServer, Readiness
 
 pytestmark = pytest.mark.integration
 

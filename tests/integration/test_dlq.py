@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from email_worker import cli
 from email_worker.app import declare_topology
 from email_worker.config import Settings
-from email_worker.dlq import browse, parse_export_line
+from email_worker.dlq.records import browse, parse_export_line
 from schemas.deadletter import DeadLetterHeaders
 from tests.support.http import Reply
 from tests.support.stack import TEMPLATE, Stack, wait_for

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from email_worker.ledger.db import Database
-from email_worker.status_api import MAX_DEPTH, StatusApi, StatusReader
+from email_worker.ops.status_api import MAX_DEPTH, StatusApi, StatusReader
 from tests.support.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from typing import Any
 import pika
 import psycopg2
 
-from email_worker.dlq import browse
+from email_worker.dlq.records import browse
 from tests.support.ledger_classify import (
     ANY,
     DELIVERED,

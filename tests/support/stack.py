@@ -23,7 +23,7 @@ import pytest
 
 from email_worker.app import Worker, declare_topology
 from email_worker.config import Settings
-from email_worker.dlq import DeadLetterRecord, browse
+from email_worker.dlq.records import DeadLetterRecord, browse
 from email_worker.ports import Notifier
 from tests.support.http import FakeHttpServer, Reply
 from tests.support.ledger_check import (

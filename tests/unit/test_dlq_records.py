@@ -10,7 +10,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from email_worker.dlq import (
+from email_worker.dlq.records import (
     DeadLetterRecord,
     ExportState,
     ExportSummary,
@@ -19,7 +19,7 @@ from email_worker.dlq import (
     parse_export_line,
     queue_key,
 )
-from email_worker.dlq_show import record_ids, show_document
+from email_worker.dlq.show import record_ids, show_document
 from schemas.deadletter import DeadLetterHeaders
 
 HEADERS = {

@@ -7,8 +7,8 @@ import pika
 import pytest
 
 from email_worker import cli
-from email_worker.dlq import DeadLetterRecord
-from email_worker.replay import Pacer, Selector, replay_properties
+from email_worker.dlq.records import DeadLetterRecord
+from email_worker.dlq.replay import Pacer, Selector, replay_properties
 from schemas.deadletter import DeadLetterHeaders
 
 

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from email_worker.disposition import Ack, DeadLetter, Decision, Retry
-from email_worker.metrics import (
+from email_worker.ops.metrics import (
     Cached,
     LiveGauges,
     LiveSources,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from email_worker.health import HealthServer, Readiness, TcpProbe
+from email_worker.ops.health import HealthServer, Readiness, TcpProbe
 
 
 def test_tcp_probe_connects_at_most_once_per_interval() -> None:

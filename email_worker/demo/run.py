@@ -22,8 +22,8 @@ from email_worker.app import Worker, declare_topology
 from email_worker.app.build import inline_notifier
 from email_worker.broker.topology import Topology
 from email_worker.config import Settings
-from email_worker.demo_stack import DemoHttp, SmtpSink
-from email_worker.dlq import browse
+from email_worker.demo.stack import DemoHttp, SmtpSink
+from email_worker.dlq.records import browse
 from email_worker.ledger.db import Database
 from email_worker.ledger.migrations import migrate
 

@@ -22,7 +22,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingConnection
 
 from email_worker.broker.publisher import Publisher, copy_properties
-from email_worker.dlq import DeadLetterRecord, ExportSummary, Scan
+from email_worker.dlq.records import DeadLetterRecord, ExportSummary, Scan
 from schemas.deadletter import DeadLetterHeaders
 
 DEAD_LETTER_HEADERS = frozenset(DeadLetterHeaders.model_fields)

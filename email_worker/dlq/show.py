@@ -5,7 +5,7 @@ A record is found by any of its ids: the ``request_id`` header, the ``request_id
 ``schemas.inbound.peek_ids`` so that an invalid body still yields the ids it carries), or the
 AMQP ``message_id`` property; or by its position as ``dlq list`` numbers it (1 = the oldest).
 So a record without a ``request_id`` (an invalid message, one the broker dead-lettered) can be
-inspected too. Reading leaves every record in place (``email_worker.dlq.Scan``).
+inspected too. Reading leaves every record in place (``email_worker.dlq.records.Scan``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pika.adapters.blocking_connection import BlockingConnection
 
-from email_worker.dlq import DeadLetterRecord, browse
+from email_worker.dlq.records import DeadLetterRecord, browse
 from schemas.inbound import peek_ids
 
 

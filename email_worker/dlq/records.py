@@ -9,7 +9,7 @@ crash half-way (kill -9, lost connection) has the same effect as closing. ``basi
 prefetch, so a scan reaches the whole queue, not just a prefetch window. Records that arrive
 while a scan runs are left for the next one. ``export`` writes JSON lines and records what it
 wrote (see ``ExportState``) so that ``purge`` can prove nothing unexported is removed.
-Finding and showing one record is ``email_worker.dlq_show``.
+Finding and showing one record is ``email_worker.dlq.show``.
 """
 
 from __future__ import annotations
