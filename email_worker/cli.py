@@ -12,6 +12,7 @@ missing.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ from email_worker import logs
 from email_worker.broker.topology import TopologyError, connection_parameters
 from email_worker.config import PREFIX, Settings
 from email_worker.ledger.migrations import SchemaBehind
+
+log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
 EXIT_TOPOLOGY = 3
@@ -61,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = load_settings()
     logs.configure(settings.log_level)
+    for deprecation in settings.deprecations():
+        log.warning(deprecation)
     try:
         return _dispatch(args, settings)
     except TopologyError as exc:

@@ -24,15 +24,12 @@ HOT_PATH = {
     "textify": "once per email whose template ships no text body (the throughput "
     "benchmark's template ships none), in `run`",
     "mime": "once per email, in `run`",
-    "prepared": "two statements per group-commit batch (claims, then outcomes): per email "
-    "when messages come one at a time, shared by up to 64 under load",
     "logs": "one line per email, in `run`",
 }
 TITLES = {
     "callback_http": "`callback_http.py` (http.client) vs httpx",
     "textify": "`textify.py` (regex pass) vs html.parser and html2text",
     "mime": "`mime.py` (hand-built multipart) vs `EmailMessage`",
-    "prepared": "`prepared.py` (server-side prepared statements) vs plain statements",
     "logs": "`logs.py` outcome line, now vs before field scrubbing",
 }
 
@@ -148,8 +145,7 @@ def markdown(
         "",
         f"CPU and wall time per operation, median of {rounds} rounds; in each round the two "
         "sides alternate in ten slices, so the machine's drift falls on both. CPU is "
-        "`time.process_time()` of the benchmark process (plus, for `prepared`, the Postgres "
-        "backend's CPU from `/proc`, shown as *server*); per-round CPU figures are in µs. "
+        "`time.process_time()` of the benchmark process; per-round CPU figures are in µs. "
         f"Verdict rule: keep a part when it saves at least {KEEP_GAIN:.0%} of the CPU of the "
         "cheapest equivalent library in every case.",
     ]

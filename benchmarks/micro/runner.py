@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.micro import html_text, http_post, ledger_prepare, log_line, mime_build, report
+from benchmarks.micro import html_text, http_post, log_line, mime_build, report
 from benchmarks.micro.timing import Comparison
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
-PARTS = ("callback_http", "textify", "mime", "prepared", "logs")
+PARTS = ("callback_http", "textify", "mime", "logs")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,12 +29,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=5, help="rounds per side (default 5)")
     parser.add_argument(
         "--scale", type=float, default=1.0, help="multiplies the operations per round (default 1.0)"
-    )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL", ledger_prepare.LOOPBACK),
-        help="Postgres to make the scratch database in (prepared; default DATABASE_URL or "
-        "the loopback server)",
     )
     parser.add_argument(
         "--logs-before",
@@ -59,7 +53,6 @@ def _runs(options: argparse.Namespace) -> dict[str, Callable[[], list[Comparison
         "callback_http": lambda: http_post.run(rounds, scale),
         "textify": lambda: html_text.run(rounds, scale),
         "mime": lambda: mime_build.run(rounds, scale),
-        "prepared": lambda: ledger_prepare.run(rounds, scale, options.database_url),
         "logs": lambda: log_line.run(rounds, scale, options.logs_before),
     }
 

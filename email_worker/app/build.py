@@ -139,7 +139,6 @@ def handler(
         PgLedger(
             db,
             lease_seconds=settings.lease_seconds,
-            prepared=settings.db_prepared_statements,
             max_deliveries=settings.max_deliveries,
             observe_batch=metrics.ledger_batch,
         ),

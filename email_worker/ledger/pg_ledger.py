@@ -66,7 +66,6 @@ class PgLedger:
         db: Database,
         *,
         lease_seconds: float,
-        prepared: bool = True,
         max_deliveries: int = MAX_DELIVERIES,
         observe_batch: Callable[[str, int], object] | None = None,
     ) -> None:
@@ -76,7 +75,6 @@ class PgLedger:
         self._db = db
         self._lease_seconds = lease_seconds
         self._max_deliveries = max_deliveries
-        self._prepared = prepared  # server-side prepared statements (see ``prepared.py``)
         observe = observe_batch or (lambda statement, size: None)
         self._claims: GroupCommit[EmailRequest, Claim | AlreadySent] = GroupCommit(
             lambda batch: self.claim_many(batch, lock_timeout_ms=GROUP_LOCK_TIMEOUT_MS),
@@ -131,7 +129,7 @@ class PgLedger:
         done: dict[int, Claim | AlreadySent | WorkerFailure] = {}
         try:
             with self._db.autocommit() as cur:
-                CLAIM_MANY.execute(cur, params, prepared=self._prepared)
+                cur.execute(CLAIM_MANY, params)
                 for row in cur.fetchall():
                     k = row[0] - 1  # pos
                     done[k] = self._claimed(batch[k], leases[k], row)
@@ -159,7 +157,7 @@ class PgLedger:
         }
         try:
             with self._db.autocommit() as cur:
-                FINISH_MANY.execute(cur, params, prepared=self._prepared)
+                cur.execute(FINISH_MANY, params)
                 written = {pos - 1: outbox_id for pos, outbox_id in cur}
         except DeferredFailure as down:
             if _blocked(down):

@@ -15,27 +15,20 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from email_worker.ledger.prepared import Prepared
 from email_worker.ports import Claim, Record
 from schemas.callback import CallbackStatus
 from schemas.failures import Reason
 from schemas.request import EmailRequest
 
-# Planned once per connection (``prepared.py``).
-CLAIM_MANY = Prepared(
-    "ew_claim_batch",
+# Plain statements: plpgsql plans each statement inside the functions once per session, so
+# preparing the outer SELECT saved nothing measurable (benchmarks/micro/RESULTS.md).
+CLAIM_MANY = (
     "SELECT pos, attempts, claimed_from, deliveries"
-    " FROM ew_claim_batch(%(batch)s, %(lease_seconds)s, %(lock_timeout)s)",
-    {"batch": "jsonb", "lease_seconds": "float8"},
+    " FROM ew_claim_batch(%(batch)s, %(lease_seconds)s, %(lock_timeout)s)"
 )
-FINISH_MANY = Prepared(
-    "ew_finish_batch",
-    "SELECT pos, outbox_id FROM ew_finish_batch(%(batch)s, %(grace)s, %(lock_timeout)s)",
-    {"batch": "jsonb", "grace": "float8"},
-)
+FINISH_MANY = "SELECT pos, outbox_id FROM ew_finish_batch(%(batch)s, %(grace)s, %(lock_timeout)s)"
 
-# One callback row outside an outcome (a rejected message); its id, or NULL. Not prepared:
-# it runs inside a transaction, where a first-use failure would abort it.
+# One callback row outside an outcome (a rejected message); its id, or NULL.
 ENQUEUE_CALLBACK = """
 SELECT ew_enqueue_callback(%(webhook_id)s, %(request_id)s, %(notification_id)s,
                            %(correlation_id)s, %(cb_status)s, %(cb_error)s, %(url)s, %(grace)s)

@@ -13,7 +13,6 @@ import pytest
 
 from email_worker.ledger import maintenance
 from email_worker.ledger import pg_ledger as ledger
-from email_worker.ledger import statements as ledger_sql
 from email_worker.ledger.db import Database
 from email_worker.ledger.migrations import (
     SchemaBehind,
@@ -448,54 +447,3 @@ def test_unreachable_database_is_a_deferred_failure() -> None:
 
 def test_ping(db: Database) -> None:
     assert db.ping() is True
-
-
-class _TransactionPooler:
-    """A cursor that sends each statement to the next of two server connections, as a
-    transaction-mode pooler may (every statement is its own transaction in autocommit)."""
-
-    def __init__(self, cursors: list[Any]) -> None:
-        self.cursors, self.turn = cursors, 0
-
-    def execute(self, sql: str, params: Any = None) -> None:
-        cursor = self.cursors[self.turn % len(self.cursors)]
-        self.turn += 1
-        cursor.execute(sql, params)
-
-
-@pytest.mark.parametrize("already_on_the_other", [True, False])
-def test_prepared_statements_survive_a_transaction_pooler(
-    db: Database, database_url: str, already_on_the_other: bool
-) -> None:
-    statement = ledger_sql.CLAIM_MANY
-    connections = [psycopg2.connect(database_url) for _ in range(2)]  # `db` has migrated it
-    try:
-        for conn in connections:
-            conn.autocommit = True
-        cursors = [conn.cursor() for conn in connections]
-        if already_on_the_other:  # PREPARE lands where it exists: DuplicatePreparedStatement
-            cursors[1].execute(statement.prepare_sql)
-        # else: PREPARE lands on the other one, and the EXECUTE after it back here: missing
-        request = email_request()
-        pooler = _TransactionPooler(cursors)
-        batch = ledger_sql.claim_rows([request], ["lease-x"])
-        params = {"batch": batch, "lease_seconds": 30, "lock_timeout": None}
-        statement.execute(pooler, params)  # type: ignore[arg-type]
-        # EXECUTE, PREPARE (refused, or accepted then EXECUTE missing again), plain statement
-        assert pooler.turn == (3 if already_on_the_other else 4)
-        cursors[0].execute(
-            "SELECT lease_owner FROM email_requests WHERE request_id = %s", (request.request_id,)
-        )
-        assert cursors[0].fetchall() == [("lease-x",)]
-    finally:
-        for conn in connections:
-            conn.close()
-
-
-def test_the_ledger_works_with_prepared_statements_off(db: Database) -> None:
-    book = PgLedger(db, lease_seconds=30, prepared=False)
-    request = email_request()
-    claim = must_claim(book.claim(request))
-    assert book.finish(claim, request, sent()) is not None
-    assert query(db, "SELECT status FROM email_requests WHERE request_id = %s",
-                 request.request_id) == [("sent",)]  # fmt: skip

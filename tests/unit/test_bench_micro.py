@@ -14,7 +14,6 @@ import pytest
 from benchmarks.micro import (
     html_text,
     http_post,
-    ledger_prepare,
     log_line,
     mime_build,
     report,
@@ -142,15 +141,6 @@ def test_log_line_now_and_before_write_the_same_fields() -> None:
     found = log_line.run(rounds=1, scale=0.001)
 
     assert len(found) == 1
-    _measured(found)
-
-
-@pytest.mark.integration
-def test_prepared_and_plain_statements_write_the_same_ledger(postgres_admin_url: str) -> None:
-    found = ledger_prepare.run(rounds=1, scale=0.03, admin_url=postgres_admin_url)
-
-    assert [c.case for c in found] == ["claim + finish, batch of 1", "claim + finish, batch of 16"]
-    assert all("every request sent" in c.equivalent for c in found)
     _measured(found)
 
 

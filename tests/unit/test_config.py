@@ -50,3 +50,25 @@ def test_bad_values_are_refused_with_the_field_named(
         Settings()
     field = name.removeprefix("EMAIL_WORKER_").lower()
     assert field in {str(error["loc"][0]) for error in refused.value.errors()}
+
+
+def test_db_prepared_statements_is_accepted_ignored_and_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().deprecations() == []
+    monkeypatch.setenv("EMAIL_WORKER_DB_PREPARED_STATEMENTS", "false")
+    (message,) = Settings().deprecations()
+    assert "EMAIL_WORKER_DB_PREPARED_STATEMENTS is deprecated and ignored" in message
+
+
+def test_the_deprecation_is_logged_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from email_worker import cli
+
+    monkeypatch.setenv("EMAIL_WORKER_DB_PREPARED_STATEMENTS", "true")
+    monkeypatch.setattr(cli, "_dispatch", lambda args, settings: 0)
+    monkeypatch.setattr("email_worker.logs.configure", lambda level: None)
+    with caplog.at_level("WARNING", logger="email_worker.cli"):
+        assert cli.main(["migrate"]) == 0
+    assert any("DB_PREPARED_STATEMENTS" in r.getMessage() for r in caplog.records)

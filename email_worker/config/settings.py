@@ -7,14 +7,10 @@ CLI turns it into a start-up error that names the variable.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -29,87 +25,20 @@ from email_worker.callbacks.shape import (
     parse_field_names,
 )
 from email_worker.callbacks.signing import signing_key
-from email_worker.recipients import USER_FIELD_NAMES, check_user_path
+from email_worker.config.sources import (
+    HEADER_NAME,
+    PREFIX,
+    SERVICE_SHAPE_CHECKS,
+    FileSecretsSource,
+    SmtpSecurity,
+    check_queue_arguments,
+    default_state_dir,
+    split_list,
+)
+from email_worker.recipients import USER_FIELD_NAMES
 from schemas.inbound import LANGUAGE_PATTERN
-from templates_client.client import check_template_path
 from templates_client.fields import parse_field_paths
 from templates_client.template import TEMPLATE_FIELD_NAMES
-
-PREFIX = "EMAIL_WORKER_"
-HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # an HTTP field name (RFC 9110 token)
-# TEMPLATE_PATH, USER_SERVICE_PATH, TEMPLATE_FIELDS and USER_FIELDS are checked at start-up by
-# the code that will use them, so a typo stops start-up instead of failing every message.
-SERVICE_SHAPE_CHECKS: dict[str, Callable[[str], object]] = {
-    "template_path": check_template_path,
-    "user_service_path": check_user_path,
-    "template_fields": lambda text: parse_field_paths(text, TEMPLATE_FIELD_NAMES),
-    "user_fields": lambda text: parse_field_paths(text, USER_FIELD_NAMES),
-}
-SECRET_FIELDS = (
-    "status_api_token",
-    "smtp_password",
-    "user_service_token",
-    "template_service_token",
-    "callback_secret",
-    "message_id_secret",
-    "amqp_url",
-    "database_url",
-    "celery_broker_url",
-)
-
-
-class SmtpSecurity(StrEnum):
-    NONE = "none"
-    STARTTLS = "starttls"
-    TLS = "tls"
-
-
-class FileSecretsSource(PydanticBaseSettingsSource):
-    """Reads ``EMAIL_WORKER_<NAME>_FILE`` for the secret fields."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        path = os.environ.get(f"{PREFIX}{field_name.upper()}_FILE")
-        if field_name not in SECRET_FIELDS or not path:
-            return None, field_name, False
-        return Path(path).read_text(encoding="utf-8").rstrip("\r\n"), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for name, field in self.settings_cls.model_fields.items():
-            value, key, _ = self.get_field_value(field, name)
-            if value is not None:
-                found[key] = value
-        return found
-
-
-def _default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/email-worker``, else ``~/.local/state/email-worker``."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "email-worker"
-
-
-def check_queue_arguments(value: object) -> object:
-    """``QUEUE_ARGUMENTS`` as given (a JSON object of ``x-`` arguments), or ``ValueError``.
-
-    Floats are refused (AMQP clients encode them differently, and the broker compares types),
-    and so is ``x-queue-type``: ``QUEUE_TYPE`` says that.
-    """
-    if value is None or isinstance(value, str | bytes):
-        return value  # a JSON string from the environment: decoded, then checked again
-    if not isinstance(value, dict):
-        raise ValueError('must be a JSON object, e.g. {"x-max-priority": 10}')
-    for name, argument in value.items():
-        if name == "x-queue-type":
-            raise ValueError("x-queue-type is set by EMAIL_WORKER_QUEUE_TYPE, not here")
-        if not isinstance(argument, str | int):  # bool is an int; floats and None are not
-            raise ValueError(f"{name}: only strings, integers and booleans are supported")
-    return value
-
-
-def _split(value: object) -> object:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 class Settings(BaseSettings):
@@ -122,8 +51,9 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
     celery_broker_url: SecretStr | None = None
     db_pool_size: int = Field(default=10, ge=1, le=200)
-    # Off behind a pooler in transaction mode (PgBouncer): see email_worker/ledger/prepared.py.
-    db_prepared_statements: bool = True
+    # Deprecated, accepted and ignored (the ledger's statements are no longer prepared):
+    # ``deprecations`` says so at start-up, so a deployment that still sets it keeps starting.
+    db_prepared_statements: bool | None = None
 
     # Broker topology (CONTRACT section 2).
     exchange: str = "notifications.direct"
@@ -221,12 +151,12 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = Field(default=5.0, ge=0)  # outbox and queue gauges
 
     # SRE tooling: where `dlq export` records what it exported (checked by `dlq purge`).
-    dlq_state_dir: Path = Field(default_factory=_default_state_dir)
+    dlq_state_dir: Path = Field(default_factory=default_state_dir)
 
     @field_validator("routing_keys", "callback_allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
-        return _split(value)
+        return split_list(value)
 
     @field_validator("template_path", "user_service_path", "template_fields", "user_fields")
     @classmethod
@@ -268,7 +198,7 @@ class Settings(BaseSettings):
     @field_validator("retry_delays", mode="before")
     @classmethod
     def _split_delays(cls, value: object) -> object:
-        return _split(value)
+        return split_list(value)
 
     @field_validator("retry_delays")
     @classmethod
@@ -315,3 +245,13 @@ class Settings(BaseSettings):
 
     def retry_queue_name(self, delay: float) -> str:
         return f"{self.retry_queue_prefix}.{int(delay * 1000)}ms"
+
+    def deprecations(self) -> list[str]:
+        """One message per setting that is still accepted but ignored (logged at start-up)."""
+        found = []
+        if self.db_prepared_statements is not None:
+            found.append(
+                f"{PREFIX}DB_PREPARED_STATEMENTS is deprecated and ignored: the ledger's "
+                "statements are no longer prepared on the server; remove the setting"
+            )
+        return found
