@@ -14,20 +14,15 @@ from prometheus_client import REGISTRY
 from email_worker.app import build
 from email_worker.broker.consumer import Consumer, pause_explanation
 from email_worker.broker.publisher import Publisher
+from email_worker.broker.queue_stats import queue_stats
 from email_worker.broker.settle import Settler
 from email_worker.broker.topology import Topology, connection_parameters
+from email_worker.callbacks.outbox import pending_callbacks
 from email_worker.config import Settings
 from email_worker.ledger.db import Database
 from email_worker.ledger.migrations import check_applied
 from email_worker.ops.health import HealthServer, Readiness, TcpProbe
-from email_worker.ops.metrics import (
-    Cached,
-    LiveGauges,
-    LiveSources,
-    WorkerMetrics,
-    pending_callbacks,
-    queue_stats,
-)
+from email_worker.ops.metrics import Cached, LiveGauges, LiveSources, WorkerMetrics
 from email_worker.ops.status_api import StatusApi, StatusReader
 from email_worker.ports import Delivery, Notifier
 from schemas.failures import DeferredFailure

@@ -16,6 +16,7 @@ from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingConnection
+from pika.exceptions import AMQPError
 
 from email_worker.config import Settings
 
@@ -140,3 +141,9 @@ def connector(url: str, heartbeat: int, name: str) -> Callable[[], BlockingConne
     """A function that opens a new blocking connection with ``connection_parameters``."""
     params = connection_parameters(url, heartbeat, name)
     return lambda: pika.BlockingConnection(params)
+
+
+# For the commands that hold a connection without importing pika themselves: its type, and the
+# errors that mean the broker cannot be reached or refused.
+Connection = BlockingConnection
+BROKER_ERRORS: tuple[type[Exception], ...] = (AMQPError, OSError)

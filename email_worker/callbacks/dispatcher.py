@@ -22,15 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg2.extensions import cursor
-
 from email_worker import __version__
 from email_worker.callbacks import outbox as callback_sql
 from email_worker.callbacks.backoff import backoff, is_final, retry_after_seconds
 from email_worker.callbacks.sender import CallbackHttp, NoAnswer
 from email_worker.callbacks.shape import CallbackEvent, CallbackShape, fill_url
 from email_worker.callbacks.signing import sign_with_key, signing_key
-from email_worker.ledger.db import Database
+from email_worker.ledger.db import Cursor, Database
 from email_worker.ops.metrics import count_callback
 from schemas.callback import CallbackStatus
 from schemas.deadletter import rfc3339
@@ -224,7 +222,7 @@ def _accepted(answer: _Answer) -> bool:
     return answer.code is not None and 200 <= answer.code < 300
 
 
-def _refusal(cur: cursor, outbox_id: int) -> str:
+def _refusal(cur: Cursor, outbox_id: int) -> str:
     """Explain (and act on) a claim that returned no row."""
     cur.execute(callback_sql.EXPLAIN, (outbox_id,))
     row = cur.fetchone()

@@ -10,6 +10,8 @@ claimed: a dispatcher whose lease ran out (and whose row was claimed again) writ
 
 from __future__ import annotations
 
+from email_worker.ledger.db import Database
+
 # A short dispatcher lease in ``in_flight_until``; order per request: a row with a newer one
 # behind it is not sent, and a newer one waits while an older one is on the wire.
 CLAIM = """
@@ -81,5 +83,11 @@ WHERE id IN (SELECT id FROM callback_outbox
 RETURNING id
 """
 
-# Rows still to deliver (the ``email_worker_callbacks_pending`` gauge).
-PENDING_COUNT = "SELECT count(*) FROM callback_outbox WHERE state = 'pending'"
+
+def pending_callbacks(db: Database) -> int:
+    """Outbox rows still to deliver (the ``email_worker_callbacks_pending`` gauge). Raises
+    ``DeferredFailure`` when Postgres is down."""
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) FROM callback_outbox WHERE state = 'pending'")
+        row = cur.fetchone()
+        return int(row[0]) if row else 0

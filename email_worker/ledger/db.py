@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
+# The cursor type, for code that runs statements without importing the driver itself.
+Cursor = cursor
+
+
 class Database:
     """A pool of at most ``pool_size`` connections, safe to share between threads."""
 

@@ -18,16 +18,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import pika
-from pika.exceptions import ChannelClosedByBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from email_worker import __version__
-from email_worker.callbacks.outbox import PENDING_COUNT
+from email_worker.broker.queue_stats import QueueStats
 from email_worker.disposition import Ack, Decision, Retry
-from email_worker.ledger.db import Database
 from email_worker.ports import Mailer, OutgoingEmail
 from email_worker.smtp.pool import PoolCounts
 
@@ -187,41 +184,6 @@ class Cached(Generic[T]):
                     log.debug("metric source failed", extra={"error": type(exc).__name__})
                     self._value = None
             return self._value
-
-
-def pending_callbacks(db: Database) -> int:
-    """Outbox rows still to deliver. Raises ``DeferredFailure`` when Postgres is down."""
-    with db.transaction() as cur:
-        cur.execute(PENDING_COUNT)
-        row = cur.fetchone()
-        return int(row[0]) if row else 0
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    messages: int  # ready messages (unacknowledged ones are not counted by the broker here)
-    consumers: int
-
-
-def queue_stats(
-    parameters: pika.ConnectionParameters, queues: Iterable[str]
-) -> dict[str, QueueStats]:
-    """Passive ``queue_declare`` of each queue on a short-lived connection of its own (never the
-    consumer's: a slow scrape must not stall acks). A missing queue is left out."""
-    stats: dict[str, QueueStats] = {}
-    connection = pika.BlockingConnection(parameters)
-    try:
-        for name in queues:
-            channel = connection.channel()
-            try:
-                ok = channel.queue_declare(name, passive=True).method
-            except ChannelClosedByBroker:  # 404: the channel is closed
-                continue
-            stats[name] = QueueStats(int(ok.message_count), int(ok.consumer_count))
-            channel.close()
-    finally:
-        connection.close()
-    return stats
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from email_worker.broker.queue_stats import QueueStats
 from email_worker.disposition import Ack, DeadLetter, Decision, Retry
 from email_worker.ops.metrics import (
     Cached,
     LiveGauges,
     LiveSources,
     MeteredMailer,
-    QueueStats,
     WorkerMetrics,
     count_callback,
     outcome_labels,

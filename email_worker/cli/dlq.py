@@ -1,164 +1,24 @@
-"""The ``email-worker`` console script (also ``python -m email_worker``).
-
-Commands: ``migrate``, ``run``, ``callbacks``, ``beat``, ``dlq list|show|replay|export|purge``,
-``topology show|apply`` and ``demo``. A bad setting stops start-up with exit code 2 and a message
-naming the variable; a topology the worker cannot live with (passive mode and something missing,
-or a declaration the broker refuses) exits 3; ``run`` against a database that lacks a
-migration exits 4. The ``dlq`` commands exit 1 when the broker refuses or a record is not found,
-and 2 when they refuse to act (see docs/dlq.md); ``topology show`` exits 1 when a piece is
-missing.
+"""``email-worker dlq list|show|replay|export|purge`` (CONTRACT section 8; the runbook is
+docs/dlq.md): the arguments, their refusals, and each verb over one broker connection.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-import pika
-from pika.exceptions import AMQPError
-from pydantic import ValidationError
-
-from email_worker import logs
-from email_worker.broker.topology import TopologyError, connection_parameters
-from email_worker.config import PREFIX, Settings
-from email_worker.ledger.migrations import SchemaBehind
-
-log = logging.getLogger(__name__)
-
-EXIT_CONFIG = 2
-EXIT_TOPOLOGY = 3
-EXIT_SCHEMA = 4
-
-
-def load_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        for error in exc.errors():
-            name = PREFIX + "_".join(str(part) for part in error["loc"][:1]).upper()
-            print(f"configuration error: {name}: {error['msg']}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="email-worker", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="create or upgrade the Postgres schema (idempotent)")
-    commands.add_parser("run", help="consume email.queue until SIGTERM/SIGINT, then drain")
-    commands.add_parser("callbacks", help="deliver status callbacks (a Celery worker)")
-    commands.add_parser("beat", help="periodic maintenance (Celery beat)")
-    _dlq_parser(commands)
-    topology = commands.add_parser("topology", help="the broker topology (docs/deployment.md)")
-    verbs = topology.add_subparsers(dest="topology_command", required=True)
-    for verb, text in (("show", "what exists beside what the worker wants"), ("apply", _APPLY)):
-        verbs.add_parser(verb, help=text).add_argument("--json", action="store_true")
-    demo = commands.add_parser("demo", help="the whole pipeline on the local services")
-    demo.add_argument("--timeout", type=float, default=60.0)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    settings = load_settings()
-    logs.configure(settings.log_level)
-    for deprecation in settings.deprecations():
-        log.warning(deprecation)
-    try:
-        return _dispatch(args, settings)
-    except TopologyError as exc:
-        print(f"start-up failed: {exc}", file=sys.stderr)
-        return EXIT_TOPOLOGY
-    except SchemaBehind as exc:
-        print(f"start-up failed: {exc}", file=sys.stderr)
-        return EXIT_SCHEMA
-
-
-def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "migrate":
-        return _migrate(settings)
-    if args.command == "run":
-        from email_worker.app import Worker
-
-        Worker(settings).run()
-        return 0
-    if args.command in ("callbacks", "beat"):
-        from email_worker.app.build import callback_runtime
-        from email_worker.callbacks import tasks
-
-        tasks.configure(settings, callback_runtime)
-        return tasks.start(args.command, settings)
-    if args.command == "dlq":
-        return _dlq(args, settings)
-    if args.command == "topology":
-        return _topology(args, settings)
-    return _demo(args, settings)
-
-
-DEMO_EXTRA = (
-    "email-worker demo needs the demo extra (its SMTP sink, aiosmtpd): "
-    "pip install 'email-worker[demo]', or `make demo` from a checkout"
-)
-
-
-def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        from email_worker.demo.run import run_demo
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] != "aiosmtpd":
-            raise
-        print(DEMO_EXTRA, file=sys.stderr)
-        return EXIT_CONFIG
-    return run_demo(settings, timeout=args.timeout)
-
-
-_APPLY = "declare what is missing; change nothing that exists"
-
-
-def _topology(args: argparse.Namespace, settings: Settings) -> int:
-    from email_worker.broker.setup import command
-    from email_worker.broker.topology import Topology
-
-    name = f"email-worker topology {args.topology_command}"
-    params = connection_parameters(settings.amqp_url.get_secret_value(), 0, name)
-    topology, apply_ = Topology.from_settings(settings), args.topology_command == "apply"
-
-    def connect() -> pika.BlockingConnection:
-        return pika.BlockingConnection(params)
-
-    try:
-        text, code = command(connect, topology, apply_=apply_, as_json=args.json)
-    except (AMQPError, OSError) as exc:
-        print(f"{name}: the broker is unreachable: {type(exc).__name__}", file=sys.stderr)
-        return EXIT_FAILED
-    print(text)
-    return code
-
-
-def _migrate(settings: Settings) -> int:
-    from email_worker.ledger.db import Database
-    from email_worker.ledger.migrations import migrate
-
-    db = Database(settings.database_url.get_secret_value(), pool_size=1)
-    try:
-        applied = migrate(db)
-    finally:
-        db.close()
-    print(f"schema up to date ({len(applied)} migration(s) applied)")
-    return 0
-
-
-# The dead-letter queue (CONTRACT section 8; the runbook is docs/dlq.md). ---------------------
+from email_worker.broker.topology import BROKER_ERRORS, Connection, connector
+from email_worker.config import Settings
 
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
 EXPORT_STATE_FILE = "dlq-exports.json"
-DlqHandler = Callable[[argparse.Namespace, Settings, pika.BlockingConnection], int]
+DlqHandler = Callable[[argparse.Namespace, Settings, Connection], int]
 
 
-def _dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq = commands.add_parser("dlq", help="the dead-letter queue (see docs/dlq.md)")
     verbs = dlq.add_subparsers(dest="dlq_command", required=True)
     listing = verbs.add_parser("list", help="one line per record; leaves the queue untouched")
@@ -218,7 +78,7 @@ def _dlq_refusal(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+def dlq_command(args: argparse.Namespace, settings: Settings) -> int:
     from email_worker.broker.publisher import PublishError
     from email_worker.dlq.records import DlqError
 
@@ -235,23 +95,20 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         "purge": _dlq_purge,
     }
     url = settings.amqp_url.get_secret_value()
+    failures: tuple[type[Exception], ...] = (DlqError, PublishError, *BROKER_ERRORS)
     try:
-        connection = pika.BlockingConnection(
-            connection_parameters(url, 0, f"email-worker {command}")
-        )
+        connection = connector(url, 0, f"email-worker {command}")()
         try:
             return handlers[args.dlq_command](args, settings, connection)
         finally:
             if connection.is_open:
                 connection.close()
-    except (DlqError, PublishError, AMQPError, OSError) as exc:
+    except failures as exc:
         print(f"{command}: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return EXIT_FAILED
 
 
-def _dlq_list(
-    args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
-) -> int:
+def _dlq_list(args: argparse.Namespace, settings: Settings, connection: Connection) -> int:
     from email_worker.dlq.records import browse, format_line
 
     queue = settings.failed_queue
@@ -260,9 +117,7 @@ def _dlq_list(
     return 0
 
 
-def _dlq_show(
-    args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
-) -> int:
+def _dlq_show(args: argparse.Namespace, settings: Settings, connection: Connection) -> int:
     from email_worker.dlq.show import find, show_document
 
     queue = settings.failed_queue
@@ -277,10 +132,9 @@ def _dlq_show(
     return 0
 
 
-def _dlq_replay(
-    args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
-) -> int:
+def _dlq_replay(args: argparse.Namespace, settings: Settings, connection: Connection) -> int:
     from email_worker.broker.publisher import Publisher
+    from email_worker.broker.topology import connection_parameters
     from email_worker.dlq.records import DeadLetterRecord, format_line
     from email_worker.dlq.replay import Pacer, Selector, Target, replay
 
@@ -312,9 +166,7 @@ def _dlq_replay(
     return 0
 
 
-def _dlq_export(
-    args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
-) -> int:
+def _dlq_export(args: argparse.Namespace, settings: Settings, connection: Connection) -> int:
     from email_worker.dlq.records import ExportState, export, queue_key
 
     key = queue_key(settings.amqp_url.get_secret_value(), settings.failed_queue)
@@ -325,9 +177,7 @@ def _dlq_export(
     return 0
 
 
-def _dlq_purge(
-    args: argparse.Namespace, settings: Settings, connection: pika.BlockingConnection
-) -> int:
+def _dlq_purge(args: argparse.Namespace, settings: Settings, connection: Connection) -> int:
     from email_worker.dlq.records import ExportState, queue_key
     from email_worker.dlq.replay import NotExported, purge
 
