@@ -31,24 +31,9 @@ import pika
 from pika.adapters.blocking_connection import BlockingConnection
 from pika.exceptions import ChannelClosedByBroker
 
+from email_worker.broker.delivery import PROPERTY_NAMES
 from schemas.deadletter import DeadLetterHeaders, rfc3339
 from schemas.inbound import peek_request_id
-
-PROPERTY_NAMES = (
-    "content_type",
-    "content_encoding",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
 
 
 class DlqError(RuntimeError):

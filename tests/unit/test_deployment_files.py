@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def setting_of(variable: str) -> str:
     assert variable.startswith("EMAIL_WORKER_"), variable
     name = variable.removeprefix("EMAIL_WORKER_").lower()
     name = name.removesuffix("_file") if name not in SETTINGS else name
-    assert name in SETTINGS, f"{variable} names no setting in email_worker/config.py"
+    assert name in SETTINGS, f"{variable} names no setting in email_worker/config/settings.py"
     return name
 
 
@@ -316,3 +317,17 @@ def test_operator_guide_documents_every_setting() -> None:
     for name in ("drain_seconds", "smtp_timeout", "prefetch", "concurrency"):
         default = Settings.model_fields[name].default
         assert rows[f"EMAIL_WORKER_{name.upper()}"].strip() == f"`{default:g}`"
+
+
+def test_every_sub_package_and_the_migrations_ship_in_the_wheel() -> None:
+    """The packages list in pyproject.toml is explicit: a sub-package left out of it (or the
+    migrations' package data) would be missing from the image, not from a checkout."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("email_worker", "schemas", "templates_client")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found <= set(tool["packages"])
+    assert tool["package-data"]["email_worker.ledger"] == ["sql/*.sql"]
+    assert list((ROOT / "email_worker" / "ledger" / "sql").glob("*.sql"))
