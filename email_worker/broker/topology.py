@@ -16,7 +16,7 @@ from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingConnection
-from pika.exceptions import AMQPError
+from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from email_worker.config import Settings
 
@@ -143,7 +143,16 @@ def connector(url: str, heartbeat: int, name: str) -> Callable[[], BlockingConne
     return lambda: pika.BlockingConnection(params)
 
 
-# For the commands that hold a connection without importing pika themselves: its type, and the
+# For the commands that hold a connection without importing pika themselves (cli/, dlq/, demo/):
+# its type, a message's properties, a channel the broker closed (a missing queue), and the
 # errors that mean the broker cannot be reached or refused.
 Connection = BlockingConnection
+Properties = pika.BasicProperties
+ChannelClosed = ChannelClosedByBroker
 BROKER_ERRORS: tuple[type[Exception], ...] = (AMQPError, OSError)
+
+
+def address_of(url: str) -> tuple[str, int, str]:
+    """The host, port and vhost an AMQP URL names (never its credentials)."""
+    params = pika.URLParameters(url)
+    return params.host, params.port, params.virtual_host

@@ -16,11 +16,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import pika
-
 from email_worker.app import Worker, declare_topology
 from email_worker.app.build import inline_notifier
-from email_worker.broker.topology import Topology
+from email_worker.broker.topology import Connection, Properties, Topology, connector
 from email_worker.config import Settings
 from email_worker.demo.stack import DemoHttp, SmtpSink
 from email_worker.dlq.records import browse
@@ -37,6 +35,10 @@ class Scenario:
     body: bytes
     routing_key: str = "email"
     expect: str = "sent"
+
+
+def _connect(settings: Settings) -> Connection:
+    return connector(settings.amqp_url.get_secret_value(), 0, "email-worker demo")()
 
 
 def _hng(request_id: str, **fields: Any) -> dict[str, Any]:
@@ -147,7 +149,7 @@ def _demo_settings(settings: Settings, sink: SmtpSink, http: DemoHttp) -> Settin
 
 def _reset_queues(settings: Settings) -> None:
     topology = Topology.from_settings(settings)
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url.get_secret_value()))
+    connection = _connect(settings)
     try:
         channel = connection.channel()
         for name in [
@@ -162,7 +164,7 @@ def _reset_queues(settings: Settings) -> None:
 
 
 def _publish(settings: Settings, items: list[Scenario]) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url.get_secret_value()))
+    connection = _connect(settings)
     try:
         channel = connection.channel()
         channel.confirm_delivery()
@@ -171,7 +173,7 @@ def _publish(settings: Settings, items: list[Scenario]) -> None:
                 settings.exchange,
                 item.routing_key,
                 item.body,
-                pika.BasicProperties(delivery_mode=2, content_type="application/json"),
+                Properties(delivery_mode=2, content_type="application/json"),
                 mandatory=True,
             )
     finally:
@@ -189,7 +191,7 @@ def _statuses(db: Database, run: str) -> dict[str, dict[str, Any]]:
 
 
 def _dead_letters(settings: Settings) -> list[dict[str, Any]]:
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url.get_secret_value()))
+    connection = _connect(settings)
     try:
         return [r.summary() for r in browse(connection, settings.failed_queue, limit=100)]
     finally:

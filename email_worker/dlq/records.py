@@ -27,11 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import pika
-from pika.adapters.blocking_connection import BlockingConnection
-from pika.exceptions import ChannelClosedByBroker
-
 from email_worker.broker.delivery import PROPERTY_NAMES
+from email_worker.broker.topology import ChannelClosed, Connection, Properties, address_of
 from schemas.deadletter import DeadLetterHeaders, rfc3339
 from schemas.inbound import peek_request_id
 
@@ -47,7 +44,7 @@ class DeadLetterRecord:
 
     headers: DeadLetterHeaders
     body: bytes
-    properties: pika.BasicProperties
+    properties: Properties
     position: int = 0
 
     def summary(self) -> dict[str, Any]:
@@ -103,7 +100,7 @@ def jsonable(value: object) -> Any:
     return str(value)
 
 
-def parse_export_line(line: str) -> tuple[bytes, pika.BasicProperties]:
+def parse_export_line(line: str) -> tuple[bytes, Properties]:
     """The body and properties (headers included) of one exported line, ready to publish.
     Raises ``ValueError`` on a line that is not an exported record."""
     document = json.loads(line)
@@ -114,7 +111,7 @@ def parse_export_line(line: str) -> tuple[bytes, pika.BasicProperties]:
     if unknown:
         raise ValueError(f"unknown properties: {sorted(unknown)}")
     body = base64.b64decode(document["body_base64"], validate=True)
-    return body, pika.BasicProperties(headers=document.get("headers") or {}, **properties)
+    return body, Properties(headers=document.get("headers") or {}, **properties)
 
 
 class Scan:
@@ -124,12 +121,12 @@ class Scan:
     closes the channel, which returns every record not ``remove``d to its place.
     """
 
-    def __init__(self, connection: BlockingConnection, queue: str) -> None:
+    def __init__(self, connection: Connection, queue: str) -> None:
         self.queue = queue
         self._channel = connection.channel()
         try:
             self.depth: int = self._channel.queue_declare(queue, passive=True).method.message_count
-        except ChannelClosedByBroker as exc:
+        except ChannelClosed as exc:
             raise DlqError(f"queue {queue!r}: {exc.reply_text}") from exc
 
     def records(self) -> Iterator[tuple[int, DeadLetterRecord]]:
@@ -165,7 +162,7 @@ class Scan:
 
 
 def browse(
-    connection: BlockingConnection, queue: str, *, limit: int, reason: str | None = None
+    connection: Connection, queue: str, *, limit: int, reason: str | None = None
 ) -> Iterator[DeadLetterRecord]:
     """Yield up to ``limit`` records (oldest first) matching ``reason``; leaves them all in
     place, in order. Raises ``DlqError`` when the queue does not exist."""
@@ -210,7 +207,7 @@ class ExportSummary:
         }
 
 
-def export(connection: BlockingConnection, queue: str, path: Path, *, key: str) -> ExportSummary:
+def export(connection: Connection, queue: str, path: Path, *, key: str) -> ExportSummary:
     """Write every record of ``queue`` to ``path`` as JSON lines (mode 0600: bodies hold
     addresses), atomically, and a marker ``<path>.meta.json`` beside it. Leaves the queue as it
     was. ``key`` names the queue in the marker (broker address, vhost and queue, no secrets)."""
@@ -281,5 +278,5 @@ class ExportState:
 
 def queue_key(amqp_url: str, queue: str) -> str:
     """The queue's identity for export records: host, port, vhost and name, never credentials."""
-    params = pika.URLParameters(amqp_url)
-    return f"{params.host}:{params.port} vhost={params.virtual_host} queue={queue}"
+    host, port, vhost = address_of(amqp_url)
+    return f"{host}:{port} vhost={vhost} queue={queue}"

@@ -18,10 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pika
-from pika.adapters.blocking_connection import BlockingConnection
-
 from email_worker.broker.publisher import Publisher, copy_properties
+from email_worker.broker.topology import Connection, Properties
 from email_worker.dlq.records import DeadLetterRecord, ExportSummary, Scan
 from schemas.deadletter import DeadLetterHeaders
 
@@ -45,7 +43,7 @@ class Selector:
         return self.request_id is None or record.headers.request_id == self.request_id
 
 
-def replay_properties(properties: pika.BasicProperties) -> pika.BasicProperties:
+def replay_properties(properties: Properties) -> Properties:
     """The original properties and headers, without what dead-lettering added."""
     dropped = {
         name: None
@@ -90,7 +88,7 @@ class Target:
 
 
 def replay(
-    connection: BlockingConnection,
+    connection: Connection,
     queue: str,
     target: Target | None,
     selector: Selector,
@@ -133,7 +131,7 @@ class NotExported(RuntimeError):
 
 
 def purge(
-    connection: BlockingConnection, queue: str, exported: ExportSummary | None, *, force: bool
+    connection: Connection, queue: str, exported: ExportSummary | None, *, force: bool
 ) -> int:
     """Remove records and return how many. With ``force`` the whole queue is purged; otherwise
     only records in ``exported``, and only when every current record is in it.

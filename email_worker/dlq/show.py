@@ -14,8 +14,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from pika.adapters.blocking_connection import BlockingConnection
-
+from email_worker.broker.topology import Connection
 from email_worker.dlq.records import DeadLetterRecord, browse
 from schemas.inbound import peek_ids
 
@@ -44,7 +43,7 @@ def record_ids(record: DeadLetterRecord) -> dict[str, set[str]]:
 
 
 def find(
-    connection: BlockingConnection, queue: str, *, key: str | None, position: int | None
+    connection: Connection, queue: str, *, key: str | None, position: int | None
 ) -> list[Found]:
     """The records whose ``request_id``, ``notification_id`` or ``message_id`` is ``key``, or
     the record at ``position``; oldest first. Raises ``DlqError`` for a missing queue."""
