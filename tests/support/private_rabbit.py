@@ -33,6 +33,7 @@ import pytest
 
 from email_worker.app import declare_topology
 from tests.support.http import FakeHttpServer
+from tests.support.services import skip_or_fail
 from tests.support.smtp import SmtpTestServer
 from tests.support.stack import Stack
 
@@ -199,12 +200,6 @@ def _answers(port: int) -> bool:
     return False
 
 
-def _absent(what: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{what}: CI needs it for the broker-restart tests")
-    pytest.skip(what)
-
-
 # pytest fixtures, defined under ``name=`` so that a test module can import them without its
 # parameters shadowing the import (ruff F811).
 
@@ -214,8 +209,7 @@ def private_rabbit_fixture() -> Iterator[PrivateRabbit]:
     """A RabbitMQ node of this test module's own, free to be stopped and restarted."""
     scripts = find_scripts()
     if scripts is None:
-        _absent("rabbitmq-server is not installed")
-        return
+        skip_or_fail("rabbitmq-server is not installed (the broker-restart tests need it)")
     node = PrivateRabbit(*scripts, Path(tempfile.mkdtemp(prefix="ewtest-rabbit-")))
     try:
         node.start()
