@@ -13,6 +13,7 @@ from schemas.failures import (
     PermanentFailure,
     Reason,
     SystemicFailure,
+    ThrottledFailure,
     TransientFailure,
     WorkerFailure,
 )
@@ -56,7 +57,19 @@ class DeadLetter:
     request_id: str | None = field(default=None, compare=False)
 
 
-Decision = Ack | Retry | DeadLetter
+@dataclass(frozen=True)
+class Hold:
+    """A scheduled send (CONTRACT section 14): the ledger keeps the message until its
+    ``send_at``, ``delay`` seconds from now, and the original is acked; the counts are carried
+    unchanged into the copy that is released then."""
+
+    delay: float
+    attempts: int
+    deferrals: int
+    request_id: str | None = field(default=None, compare=False)
+
+
+Decision = Ack | Retry | DeadLetter | Hold
 
 
 def jittered(queue_delay: float, jitter: float, rng: random.Random | None = None) -> float:
@@ -86,6 +99,8 @@ def decide(
         return Ack("delivered")
     if isinstance(failure, PermanentFailure):
         return DeadLetter(failure.reason, failure.detail, attempts + 1)
+    if isinstance(failure, ThrottledFailure):
+        return _throttled(failure, attempts, deferrals, policy, rng)
     if isinstance(failure, DeferredFailure):
         deferrals += 1
         if deferrals > policy.max_deferrals:
@@ -116,6 +131,28 @@ def _retry(
         attempts=attempts,
         deferrals=deferrals,
         pause=isinstance(failure, SystemicFailure),
+    )
+
+
+def _throttled(
+    failure: ThrottledFailure,
+    attempts: int,
+    deferrals: int,
+    policy: RetryPolicy,
+    rng: random.Random | None,
+) -> Retry:
+    """A throttled route: wait in the shortest delay queue that covers the advised pause (the
+    first one when none was advised), counting neither an attempt nor a deferral, so that
+    throttling alone never dead-letters a message (CONTRACT section 12)."""
+    advised = failure.retry_after or 0.0
+    queue_delay = min((d for d in policy.delays if d >= advised), default=max(policy.delays))
+    return Retry(
+        queue_delay=queue_delay,
+        delay=jittered(queue_delay, policy.jitter, rng),
+        reason=failure.reason,
+        detail=failure.detail,
+        attempts=attempts,
+        deferrals=deferrals,
     )
 
 

@@ -14,8 +14,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 
-from email_worker.disposition import Ack, DeadLetter, Decision, Retry, RetryPolicy, decide
+from email_worker.disposition import Ack, DeadLetter, Decision, Hold, Retry, RetryPolicy, decide
 from email_worker.logs import request_context
 from email_worker.pipeline import Attempt, Pipeline
 from email_worker.ports import Delivery, RetryCopy
@@ -25,9 +26,9 @@ from schemas.request import EmailRequest
 
 log = logging.getLogger("email_worker.outcome")
 
-# What the ledger keeps of a delivery whose retry ``decision`` schedules: the copy settling
-# will publish, less its expiration.
-KeepCopy = Callable[[Delivery, Retry], RetryCopy]
+# What the ledger keeps of a delivery whose retry ``decision`` schedules (the copy settling
+# will publish, less its expiration), or that is held until its send_at.
+KeepCopy = Callable[[Delivery, Retry | Hold], RetryCopy]
 
 
 class Handler:
@@ -40,7 +41,9 @@ class Handler:
         keep_copy: KeepCopy,
         *,
         max_message_bytes: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._clock = clock
         self._pipeline = pipeline
         self._policy = policy
         self._keep_copy = keep_copy
@@ -56,8 +59,15 @@ class Handler:
             )
         except PermanentFailure as failure:
             return self._refused(delivery, failure, started)
-        with request_context(request.request_id, request.correlation_id):
-            attempt = self._pipeline.attempt(request)
+        attributes: dict[str, str | int] = {
+            "request_id": request.request_id,
+            "attempt": delivery.attempts + 1,
+        }
+        with (
+            request_context(request.request_id, request.correlation_id),
+            self._pipeline.spans.message(delivery.properties.headers, attributes),
+        ):
+            attempt = self._pipeline.attempt(request, delivery.properties.priority)
             decision = self._conclude(request, attempt, delivery)
             _log_outcome(delivery, decision, started, attempt.fingerprint)
             return decision
@@ -79,11 +89,18 @@ class Handler:
 
     def _conclude(self, request: EmailRequest, attempt: Attempt, delivery: Delivery) -> Decision:
         if attempt.duplicate:
-            return Ack("duplicate", request_id=request.request_id)
-        decision = self._decide(attempt.failure, delivery, request.request_id)
+            return Ack(attempt.outcome, request_id=request.request_id)
+        decision: Decision
+        if attempt.hold_until is not None:  # a scheduled send: the ledger holds it till then
+            delay = (attempt.hold_until - self._clock()).total_seconds()
+            decision = Hold(
+                max(0.0, delay), delivery.attempts, delivery.deferrals, request.request_id
+            )
+        else:
+            decision = self._decide(attempt.failure, delivery, request.request_id)
         if attempt.claim is None:
             return decision  # nothing claimed, nothing to record
-        copy = self._keep_copy(delivery, decision) if isinstance(decision, Retry) else None
+        copy = self._keep_copy(delivery, decision) if isinstance(decision, Retry | Hold) else None
         lost = self._pipeline.record(request, attempt, decision, copy)
         if lost is None:
             return decision
@@ -112,6 +129,8 @@ def _log_outcome(
         fields["recipient_domain"], fields["recipient_hash"] = fp
     if isinstance(decision, Ack):
         fields["outcome"] = decision.outcome
+    elif isinstance(decision, Hold):
+        fields |= {"outcome": "scheduled", "send_in_s": round(decision.delay, 1)}
     elif isinstance(decision, Retry):
         fields |= {
             "outcome": "retried",

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from email_worker.disposition import DeadLetter, Decision
+from email_worker.disposition import DeadLetter, Decision, Hold
 from email_worker.message_ids import address_fingerprint, message_id_for
 from email_worker.ports import (
     AlreadySent,
@@ -23,12 +24,18 @@ from email_worker.ports import (
     Ledger,
     LedgerStatus,
     Mailer,
+    NoPacer,
+    NoSpans,
+    NoSuppressions,
     Notifier,
     OutgoingEmail,
+    Pacer,
     RecipientResolver,
     Record,
     Renderer,
     RetryCopy,
+    Spans,
+    Suppressions,
     TemplateSource,
 )
 from schemas.callback import CallbackStatus
@@ -61,6 +68,9 @@ class PipelineConfig:
     # How long to keep retrying the final ledger write in-process once the email is out: giving
     # up early would let a retry re-send an email that was delivered.
     record_patience_seconds: float = 30.0
+    # A send_at less than this far ahead is sent now (CONTRACT 14: "within a few seconds").
+    hold_threshold: timedelta = timedelta(seconds=1)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -72,17 +82,22 @@ class Attempt:
     request_id: str
     claim: Claim | None = None
     duplicate: bool = False
+    outcome: str = "duplicate"  # what a duplicate is acked as (``cancelled`` when cancelled)
+    priority: int = 0
     failure: WorkerFailure | None = None
     email: OutgoingEmail | None = None
     reply: str | None = None
     fingerprint: tuple[str, str] | None = None
+    hold_until: datetime | None = None  # a scheduled send not yet due: held in the ledger
 
     def record(self, decision: Decision) -> Record:
         failure = self.failure
         status = LedgerStatus.SENT
         callback: CallbackStatus | None = CallbackStatus.DELIVERED
         reason, detail = None, ""
-        if isinstance(decision, DeadLetter):
+        if isinstance(decision, Hold):  # waiting for send_at: no callback (a deferral)
+            status, callback = LedgerStatus.SCHEDULED, None
+        elif isinstance(decision, DeadLetter):
             status, callback = LedgerStatus.FAILED, CallbackStatus.FAILED
             reason, detail = decision.reason, decision.detail
         elif failure is not None:
@@ -106,6 +121,15 @@ class Attempt:
         )
 
 
+def _hard_bounce(failure: WorkerFailure) -> bool:
+    """A permanent refusal of the recipient itself (5.1.x at RCPT), not a 5.7.x policy block."""
+    return (
+        isinstance(failure, PermanentFailure)
+        and failure.reason == Reason.RECIPIENT_REJECTED
+        and " 5.1." in f" {failure.detail}"
+    )
+
+
 def _is_database_down(exc: BaseException) -> bool:
     return isinstance(exc, DeferredFailure) and exc.reason == Reason.DATABASE_UNAVAILABLE
 
@@ -123,8 +147,15 @@ class Pipeline:
         renderer: Renderer,
         mailer: Mailer,
         notifier: Notifier,
+        *,
+        pacer: Pacer | None = None,
+        suppressions: Suppressions | None = None,
+        spans: Spans | None = None,
     ) -> None:
         self._config = config
+        self._pacer: Pacer = pacer or NoPacer()
+        self._suppressions: Suppressions = suppressions or NoSuppressions()
+        self.spans: Spans = spans or NoSpans()
         self._ledger = ledger
         self._recipients = recipients
         self._templates = templates
@@ -139,12 +170,17 @@ class Pipeline:
             reraise=True,
         )(self._ledger.finish)
 
-    def attempt(self, request: EmailRequest) -> Attempt:
-        """Claim ``request`` and, unless it was sent before, resolve, fetch, render and send.
-        Never raises: what went wrong is the attempt's classified failure."""
-        attempt = Attempt(request.request_id)
+    def attempt(self, request: EmailRequest, amqp_priority: int | None = None) -> Attempt:
+        """Claim ``request`` and, unless it was sent before (or is held until its ``send_at``,
+        or expired), resolve, fetch, render and send. The priority is the higher of the
+        message's and the AMQP property's (CONTRACT 13). Never raises: what went wrong is the
+        attempt's classified failure."""
+        attempt = Attempt(
+            request.request_id, priority=max(request.priority or 0, amqp_priority or 0)
+        )
         try:
-            claim = self._ledger.claim(request)
+            with self.spans.step("claim"):
+                claim = self._ledger.claim(request)
         except PermanentFailure as failure:  # idempotency conflict: the ledger row stays as is
             self._safe_reject(request, failure)
             attempt.failure = failure
@@ -154,14 +190,28 @@ class Pipeline:
             return attempt
         if isinstance(claim, AlreadySent):
             attempt.duplicate = True
+            attempt.outcome = claim.outcome
             return attempt
         attempt.claim = claim
         # A claim past MAX_DELIVERIES carries its failure: recorded without another attempt.
         if claim.failure is not None:
             attempt.failure = claim.failure
+        elif (expired := self._expired(request)) is not None:
+            attempt.failure = expired
+        elif self._held(request):
+            attempt.hold_until = request.send_at
         else:
             attempt.failure = self._send(request, attempt)
         return attempt
+
+    def _expired(self, request: EmailRequest) -> PermanentFailure | None:
+        if request.expires_at is not None and request.expires_at <= self._config.clock():
+            return PermanentFailure(Reason.EXPIRED, "expires_at passed before it was sent")
+        return None
+
+    def _held(self, request: EmailRequest) -> bool:
+        send_at = request.send_at
+        return send_at is not None and send_at > self._config.clock() + self._config.hold_threshold
 
     def record(
         self, request: EmailRequest, attempt: Attempt, decision: Decision, copy: RetryCopy | None
@@ -175,7 +225,8 @@ class Pipeline:
         if copy is not None:  # the ledger keeps the copy: beat re-drives it if lost
             record = replace(record, retry=copy)
         try:
-            outbox_id = self._record(attempt.claim, request, record)
+            with self.spans.step("record"):
+                outbox_id = self._record(attempt.claim, request, record)
         except WorkerFailure as lost:
             return lost
         if outbox_id is not None:
@@ -199,24 +250,51 @@ class Pipeline:
             attempt.fingerprint = address_fingerprint(
                 recipient.address, self._config.message_id_secret
             )
-            template = self._templates.get(request.template_code, request.language)
+            suppressed = self._suppressions.check(recipient.address)
+            if suppressed is not None:  # nothing goes to the relay (CONTRACT 15)
+                return PermanentFailure(Reason.SUPPRESSED, suppressed)
+            with self.spans.step("template"):
+                template = self._templates.get(request.template_code, request.language)
             variables: dict[str, object] = dict(request.variables)
             if recipient.name and "name" not in variables:
                 variables["name"] = recipient.name
+            with self.spans.step("render"):
+                content = self._renderer.render(template, variables)
             attempt.email = OutgoingEmail(
                 sender=self._config.sender,
                 recipient=recipient.address,
                 message_id=message_id_for(
                     request.request_id, self._config.message_id_secret, self._sender_domain
                 ),
-                content=self._renderer.render(template, variables),
+                content=content,
             )
-            attempt.reply = self._mailer.send(attempt.email)
+            return self._deliver(request, attempt, attempt.email)
         except WorkerFailure as failure:
             return failure
         except Exception as exc:  # a bug must not lose the message: retry, then dead-letter
             log.exception("unexpected error in the pipeline")
             return TransientFailure(Reason.INTERNAL_ERROR, type(exc).__name__)
+        return None
+
+    def _deliver(
+        self, request: EmailRequest, attempt: Attempt, email: OutgoingEmail
+    ) -> WorkerFailure | None:
+        """Wait for the routes' tokens, send, and tell the pacer and the suppression list what
+        the relay said."""
+        domain = email.recipient.rpartition("@")[2].lower()
+        self._pacer.wait_turn(domain, attempt.priority)  # raises ThrottledFailure
+        expired = self._expired(request)  # the wait may have outlived the message
+        if expired is not None:
+            return expired
+        try:
+            with self.spans.step("send"):
+                attempt.reply = self._mailer.send(email)
+        except WorkerFailure as failure:
+            self._pacer.report(domain, failure)
+            if _hard_bounce(failure):
+                self._suppressions.hard_bounce(email.recipient, failure.detail)
+            return failure
+        self._pacer.report(domain, None)
         return None
 
     def _with_callback_url(self, request: EmailRequest, record: Record) -> Record:

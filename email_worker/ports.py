@@ -9,6 +9,7 @@ unit tests use the in-memory fakes in ``tests/fakes.py``. Every port raises only
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -27,6 +28,7 @@ class LedgerStatus(StrEnum):
     SENT = "sent"  # the relay answered 250 after DATA
     FAILED = "failed"  # dead-lettered
     UNKNOWN = "unknown"  # the connection was lost after the final dot: maybe delivered
+    SCHEDULED = "scheduled"  # held in the ledger until its send_at (CONTRACT section 14)
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,13 @@ class Claim:
 
 @dataclass(frozen=True)
 class AlreadySent:
+    """The request reached a final outcome before: nothing is sent again. ``outcome`` is what
+    the message is acked as (``duplicate``; ``cancelled`` for a request cancelled before it
+    was sent)."""
+
     request_id: str
     message_id: str | None
+    outcome: str = "duplicate"
 
 
 @dataclass(frozen=True)
@@ -205,3 +212,96 @@ class Notifier(Protocol):
         """Best effort: ask the callback dispatcher to deliver now. Never raises; a row that
         was not handed over is re-driven by ``email-worker beat``."""
         ...
+
+
+class Pacer(Protocol):
+    """Rate limits and throttling (CONTRACT section 12), shared by every replica."""
+
+    def wait_turn(self, domain: str, priority: int) -> None:
+        """Block until every route this send takes (``relay`` under ``RATE_LIMIT``, the
+        recipient domain's, a throttled route's) gives it a token, the highest priority first.
+        Raises ``ThrottledFailure`` when the wait would be longer than a thread may hold: the
+        message is deferred without spending an attempt."""
+        ...
+
+    def report(self, domain: str, failure: WorkerFailure | None) -> None:
+        """After each send: a ``ThrottledFailure`` slows its route, a success lets it recover.
+        Never raises."""
+        ...
+
+
+class Suppressions(Protocol):
+    """The suppression list (CONTRACT section 15)."""
+
+    def check(self, address: str) -> str | None:
+        """The reason the address is suppressed (``hard_bounce``, ``complaint``,
+        ``unsubscribe``, ``manual``), or None. Raises ``DeferredFailure`` when the list cannot
+        be read (nothing is sent to an address that might be suppressed)."""
+        ...
+
+    def hard_bounce(self, address: str, detail: str) -> None:
+        """Best effort: the relay refused the recipient permanently (5.1.x at RCPT)."""
+        ...
+
+
+class Spans(Protocol):
+    """Tracing (CONTRACT section 18): a span per message and per step. Attributes never hold
+    an address, subject, body or variable."""
+
+    def message(
+        self, headers: Mapping[str, object], attributes: Mapping[str, str | int]
+    ) -> AbstractContextManager[None]:
+        """The message's span, continuing the trace of ``traceparent``/``tracestate`` in
+        ``headers`` when present."""
+        ...
+
+    def step(
+        self, name: str, attributes: Mapping[str, str | int] | None = None
+    ) -> AbstractContextManager[None]:
+        """A child span of the current message span (claim, template, render, send, record)."""
+        ...
+
+    def traceparent(self) -> str | None:
+        """The W3C ``traceparent`` of the current span, for the callback's POST; None when
+        tracing is off."""
+        ...
+
+
+class NoPacer:
+    """No rate limit, no throttling memory."""
+
+    def wait_turn(self, domain: str, priority: int) -> None:
+        return None
+
+    def report(self, domain: str, failure: WorkerFailure | None) -> None:
+        return None
+
+
+class NoSuppressions:
+    """No suppression list (unit tests, tools that send nothing)."""
+
+    def check(self, address: str) -> str | None:
+        return None
+
+    def hard_bounce(self, address: str, detail: str) -> None:
+        return None
+
+
+_NULL: AbstractContextManager[None] = nullcontext()
+
+
+class NoSpans:
+    """Tracing off: no span, no cost beyond a shared null context."""
+
+    def message(
+        self, headers: Mapping[str, object], attributes: Mapping[str, str | int]
+    ) -> AbstractContextManager[None]:
+        return _NULL
+
+    def step(
+        self, name: str, attributes: Mapping[str, str | int] | None = None
+    ) -> AbstractContextManager[None]:
+        return _NULL
+
+    def traceparent(self) -> str | None:
+        return None

@@ -10,7 +10,9 @@ into a retry or a dead letter.
     └── TransientFailure          retry through a delay queue; counts an attempt
         ├── AmbiguousDelivery     connection lost after the final dot of DATA: ledger "unknown"
         └── DeferredFailure       a dependency is unavailable; retry without counting an attempt
-            └── SystemicFailure   our own configuration or credentials are wrong: also pause
+            ├── SystemicFailure   our own configuration or credentials are wrong: also pause
+            └── ThrottledFailure  a route (the relay, a recipient domain) asked us to slow down:
+                                  retry later without counting, never dead-lettered for it alone
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class Reason(StrEnum):
     DELIVERY_LIMIT = "delivery_limit"  # the broker's x-delivery-limit dead-lettered it
     # The worker's own crash-loop guard (MAX_DELIVERIES, counted in the ledger): any queue type.
     REDELIVERY_LIMIT = "redelivery_limit"
+    # Version 2 (CONTRACT sections 14 and 15).
+    EXPIRED = "expired"  # not sent before the message's expires_at
+    CANCELLED = "cancelled"  # cancelled by an operator or the gateway before it was sent
+    SUPPRESSED = "suppressed"  # the recipient is on the suppression list: nothing was sent
     # Transient: carried in "pending" callbacks and in the detail of retries_exhausted.
     SMTP_UNAVAILABLE = "smtp_unavailable"
     SMTP_TRANSIENT = "smtp_transient"
@@ -56,6 +62,8 @@ class Reason(StrEnum):
     LEASE_BUSY = "lease_busy"
     LEASE_LOST = "lease_lost"
     INTERNAL_ERROR = "internal_error"
+    # Deferral (CONTRACT section 12): a throttling answer, or a token too far ahead.
+    THROTTLED = "throttled"
 
 
 MAX_DETAIL = 200
@@ -89,3 +97,15 @@ class DeferredFailure(TransientFailure):
 class SystemicFailure(DeferredFailure):
     """Our configuration is wrong (SMTP 535, bad certificate, a service refusing our token with
     401/403): defer and pause consuming."""
+
+
+class ThrottledFailure(DeferredFailure):
+    """A route asked us to slow down (SMTP 421, 4.7.x, 454; HTTP 429), or its next token is
+    further ahead than a thread may wait. ``route`` names it (``relay``, ``relay:<name>``,
+    ``domain:<domain>``); ``retry_after`` is the pause it advised, in seconds, when it said.
+    Spends no attempt, sends no ``pending`` callback and never dead-letters alone."""
+
+    def __init__(self, route: str, detail: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(Reason.THROTTLED, detail)
+        self.route = route
+        self.retry_after = retry_after

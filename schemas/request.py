@@ -6,6 +6,7 @@ on ``EmailRequest`` and never looks at the raw body again.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,3 +34,6 @@ class EmailRequest(BaseModel):
         default=None, description="honoured only when its host is on the operator's allow-list"
     )
     payload_hash: str = Field(description="sha256 of the canonical request; conflicts compare it")
+    # CONTRACT section 14: timezone-aware (UTC) when set; the parser refuses anything else.
+    send_at: datetime | None = Field(default=None, description="not sent before this time")
+    expires_at: datetime | None = Field(default=None, description="not sent after this time")

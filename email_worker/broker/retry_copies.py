@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import pika
 
 from email_worker.broker.settle import FIRST_ATTEMPT_HEADER, retry_headers
-from email_worker.disposition import Retry
+from email_worker.disposition import Hold, Retry
 from email_worker.ports import Delivery, RetryCopy
 
 # The properties kept, by their pika names; all strings but priority and timestamp (integers).
@@ -46,9 +46,10 @@ _SHORTSTR = 255  # bytes in an AMQP table key
 Scalar = str | int | bool
 
 
-def keep(delivery: Delivery, decision: Retry) -> RetryCopy:
-    """What the ledger keeps of ``delivery`` when ``decision`` schedules its retry: the copy the
-    settler publishes, less its expiration (the counts of ``decision`` in our headers)."""
+def keep(delivery: Delivery, decision: Retry | Hold) -> RetryCopy:
+    """What the ledger keeps of ``delivery`` when ``decision`` schedules its retry (the copy the
+    settler publishes, less its expiration) or holds it until its send_at (the copy released
+    then): the counts of ``decision`` in our headers."""
     properties: dict[str, object] = {}
     for name in PROPERTIES:
         value = _scalar(getattr(delivery.properties, name, None))

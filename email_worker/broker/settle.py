@@ -17,7 +17,7 @@ from typing import Protocol
 
 from email_worker.broker.publisher import UNREACHABLE, Publisher, PublishError, copy_properties
 from email_worker.broker.topology import Topology
-from email_worker.disposition import Ack, DeadLetter, Decision, Retry
+from email_worker.disposition import Ack, DeadLetter, Decision, Hold, Retry
 from email_worker.ports import Delivery
 from schemas.deadletter import DeadLetterHeaders
 
@@ -34,7 +34,7 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def retry_headers(decision: Retry, first_attempt_at: str | None) -> dict[str, object]:
+def retry_headers(decision: Retry | Hold, first_attempt_at: str | None) -> dict[str, object]:
     """The headers a retry copy carries: the new counts, and the first attempt when known."""
     headers: dict[str, object] = {
         ATTEMPTS_HEADER: decision.attempts,
@@ -100,7 +100,7 @@ class Settler:
     def publish_copy(self, delivery: Delivery, decision: Decision) -> None:
         """Publish the copy ``decision`` requires (none for an ack). Raises ``PublishError``
         unless the broker confirmed AND routed it."""
-        if isinstance(decision, Ack):
+        if isinstance(decision, Ack | Hold):  # a held message's copy is in the ledger
             return
         if isinstance(decision, Retry):
             self._retry(delivery, decision)

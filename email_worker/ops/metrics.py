@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 from email_worker import __version__
 from email_worker.broker.queue_stats import QueueStats
-from email_worker.disposition import Ack, Decision, Retry
+from email_worker.disposition import Ack, Decision, Hold, Retry
 from email_worker.ports import Mailer, OutgoingEmail
 from email_worker.smtp.pool import PoolCounts
 
@@ -81,6 +81,8 @@ def outcome_labels(decision: Decision) -> tuple[str, str]:
     """``(outcome, reason)`` of a decision, as ``email_worker_outcomes_total`` labels it."""
     if isinstance(decision, Ack):
         return decision.outcome, ""
+    if isinstance(decision, Hold):
+        return "scheduled", ""
     if isinstance(decision, Retry):
         return "retried", str(decision.reason)
     return "dead_lettered", str(decision.reason)
