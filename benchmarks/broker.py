@@ -101,6 +101,15 @@ def queue_counts(url: str, queue: str) -> tuple[int, int] | None:
             connection.close()
 
 
+def declare_classic(url: str, queue: str) -> None:
+    """A durable classic queue with no arguments (what a plain consumer of the spec declares)."""
+    connection = connect(url)
+    try:
+        connection.channel().queue_declare(queue, durable=True)
+    finally:
+        connection.close()
+
+
 def delete(url: str, queues: Iterable[str], exchanges: Iterable[str] = ()) -> None:
     """Delete queues and exchanges; missing ones are fine (a channel per name, since a 404
     closes the channel)."""

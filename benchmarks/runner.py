@@ -19,8 +19,8 @@ from pathlib import Path
 from types import FrameType
 
 from benchmarks import broker, machine, report, sinks
+from benchmarks.baseline_runs import BASELINES, run_baseline, run_naive
 from benchmarks.http_services import HttpServices
-from benchmarks.naive import run_naive
 from benchmarks.processes import Processes
 from benchmarks.scenario import Scenario, Target
 from email_worker.config import Settings
@@ -60,7 +60,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add("--timeout", type=float, default=None, help="seconds per worker run (default scales)")
     add("--log-level", default="INFO", help="EMAIL_WORKER_LOG_LEVEL for the worker processes")
-    add("--skip", action="append", default=[], choices=("limits", "half-rate", "naive"))
+    add(
+        "--baseline-messages",
+        type=int,
+        default=10_000,
+        help="emails for each stronger baseline (tuned Celery, asyncio consumer)",
+    )
+    add(
+        "--skip",
+        action="append",
+        default=[],
+        choices=("limits", "half-rate", "naive", "tuned", "asyncio"),
+    )
     add(
         "--write-results",
         nargs="?",
@@ -136,6 +147,17 @@ def _run_phases(target: Target, args: argparse.Namespace, rep: report.Report) ->
             rep.naive = run_naive(target, args.naive_messages, timeout)
 
         _phase(rep, "naive Celery baseline", naive)
+    for kind in ("tuned", "asyncio"):
+        if kind in args.skip:
+            continue
+        baseline = BASELINES[kind]
+
+        def stronger(b: object = baseline, k: str = kind) -> None:
+            timeout = 120 + args.baseline_messages / 20
+            rep.stronger[k] = run_baseline(target, BASELINES[k], args.baseline_messages, timeout)
+            _progress(rep.stronger[k])
+
+        _phase(rep, baseline.label, stronger)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

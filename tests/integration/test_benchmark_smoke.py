@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 MESSAGES = 400
 
 
+@pytest.mark.timeout(300)
 def test_benchmark_runs_every_phase_and_writes_its_report(
     tmp_path: Path, amqp_url: str, postgres_admin_url: str
 ) -> None:
@@ -32,12 +33,13 @@ def test_benchmark_runs_every_phase_and_writes_its_report(
     argv = [
         sys.executable, "-m", "benchmarks", "--messages", str(MESSAGES), "--workers", "1",
         "--rounds", "2",
-        "--naive-messages", "10", "--capacity-seconds", "0.3", "--capacity-messages", "200",
+        "--naive-messages", "10", "--baseline-messages", "20",
+        "--capacity-seconds", "0.3", "--capacity-messages", "200",
         "--half-rate-seconds", "1", "--sink", "builtin", "--timeout", "40",
         "--amqp-url", amqp_url, "--database-url", postgres_admin_url,
         "--write-results", str(results), "--json", str(figures),
     ]  # fmt: skip
-    run = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=150, check=False)
+    run = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     data = json.loads(figures.read_text())
     assert data["errors"] == []
@@ -52,6 +54,10 @@ def test_benchmark_runs_every_phase_and_writes_its_report(
     assert data["half_rate"]["sent"] == data["half_rate"]["messages"] >= 50
     assert data["half_rate"]["paced_rate"] == pytest.approx(slower / 2)
     assert data["naive"]["sent"] == data["naive"]["sink_accepted"] == 10
+    for kind in ("tuned", "asyncio"):  # the stronger baselines, measured in the same run
+        stronger = data["stronger"][kind]
+        assert stronger["sent"] == stronger["callbacks"] == stronger["sink_accepted"] == 20
+        assert stronger["processes"][0]["cpu_seconds"] > 0
     assert data["sink_capacity"]["one_connection"] > 0 and data["consume_capacity"] > 0
     text = results.read_text()
     assert "## The worker" in text and "## Naive baseline" in text and "x naive" in text
@@ -59,6 +65,7 @@ def test_benchmark_runs_every_phase_and_writes_its_report(
     assert set(worker["machine_cpu"]) == {"PostgreSQL", "RabbitMQ", "SMTP sink", "harness"}
     assert worker["machine_cpu"]["PostgreSQL"] > 0 and worker["machine_cpu"]["harness"] > 0
     assert "## Where the cores go" in text
+    assert "## Stronger baselines" in text and ">= 3x the better stronger baseline" in text
     assert "| 1 (round 2) |" in text and "ran 2 times, the configurations alternating" in text
 
 
