@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks.workloads import DIGEST_CODE, DIGEST_TEMPLATE
+
 TEMPLATE_CODE = "welcome"
 CALLBACK_PATH = "/api/v1/email/status/"
 TEMPLATE: dict[str, Any] = {
@@ -113,7 +115,10 @@ class HttpServices:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.callbacks = CallbackLog()
-        self._template_body = json.dumps({"success": True, "data": TEMPLATE}).encode()
+        self._templates = {
+            f"/api/v1/templates/{code}": json.dumps({"success": True, "data": data}).encode()
+            for code, data in ((TEMPLATE_CODE, TEMPLATE), (DIGEST_CODE, DIGEST_TEMPLATE))
+        }
         self._loop = asyncio.new_event_loop()
         self._server = self._loop.run_until_complete(
             self._loop.create_server(lambda: _Connection(self), host, port)
@@ -134,8 +139,9 @@ class HttpServices:
 
     def answer(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         """The status code and body for one request."""
-        if method == "GET" and path.partition("?")[0] == f"/api/v1/templates/{TEMPLATE_CODE}":
-            return 200, self._template_body
+        template = self._templates.get(path.partition("?")[0]) if method == "GET" else None
+        if template is not None:
+            return 200, template
         if method != "POST" or path != CALLBACK_PATH:
             return 404, b'{"success": false}'
         moment = time.time()

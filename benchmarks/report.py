@@ -27,6 +27,9 @@ class Report:
     sink_capacity: SinkCapacity | None = None
     consume_capacity: float | None = None
     runs: list[RunResult] = field(default_factory=list)
+    # The realistic workload of issue 20 (benchmarks/workloads.py), every round.
+    realistic: list[RunResult] = field(default_factory=list)
+    realistic_notes: str = ""
     half_rate: RunResult | None = None
     naive: RunResult | None = None
     # The stronger baselines of issue 20, by kind: "tuned" (Celery) and "asyncio".
@@ -147,8 +150,8 @@ def cores_busy(run: RunResult) -> float | None:
     return run.emails_per_s * sum(_cpu_parts(run)) / 1000
 
 
-def _cpu_budget(report: Report) -> list[str]:
-    runs = [r for r in report.runs if r.machine_cpu and r.sent]
+def _cpu_budget(report: Report, which: list[RunResult] | None = None) -> list[str]:
+    runs = [r for r in (report.runs if which is None else which) if r.machine_cpu and r.sent]
     if not runs:
         return []
     parts = list(runs[0].machine_cpu)
@@ -176,6 +179,23 @@ def _cpu_budget(report: Report) -> list[str]:
         "service and the callback receiver (the gateway's side).",
         "",
     ]
+
+
+def _realistic(report: Report) -> list[str]:
+    if not report.realistic:
+        return []
+    rows = [[*_run_row(r, report), f"{r.failed:,}"] for r in report.realistic]
+    lines = [
+        "## Realistic workload (20-60 KB HTML from a loop, text derived, faults at the sink)",
+        "",
+        report.realistic_notes,
+        "",
+        *_table([*RUN_HEADER, "failed (550 by design)"], rows),
+    ]
+    budget = _cpu_budget(report, report.realistic)
+    if budget:
+        budget[0] = "### Where the cores go, realistic workload (CPU s per 1,000 emails)"
+    return [*lines, *budget]
 
 
 def _half_rate(report: Report) -> list[str]:
@@ -319,7 +339,7 @@ def markdown(report: Report) -> str:
         "",
         *_table(["", ""], [[k, v] for k, v in report.machine.items()]),
     ]
-    lines += _limits(report) + _runs(report) + _cpu_budget(report)
+    lines += _limits(report) + _runs(report) + _cpu_budget(report) + _realistic(report)
     lines += _half_rate(report) + _naive(report) + _stronger(report)
     lines += _verdict(report)
     if report.errors:

@@ -28,10 +28,13 @@ def c_sink_available() -> bool:
 class SinkProcess:
     """A running sink on a loopback port; ``count()`` is the messages it has accepted."""
 
-    def __init__(self, processes: Processes, kind: str) -> None:
+    def __init__(self, processes: Processes, kind: str, *, faults: bool = False) -> None:
+        """``faults``: the builtin sink answering the realistic workload's 451s and 550s."""
         if kind == "auto":
             kind = "smtp-sink" if c_sink_available() else "builtin"
-        self.kind = kind
+        if faults:
+            kind = "builtin"  # Postfix's smtp-sink cannot refuse chosen recipients
+        self.kind, self.faults = kind, faults
         self.port = free_port()
         self._log = processes.log_path(f"sink-{self.port}")
         self._processes = processes
@@ -48,7 +51,8 @@ class SinkProcess:
             # -c: running counters on stdout; -u: smtp-sink refuses to run as root without it.
             return [binary, "-c", "-u", "nobody", f"127.0.0.1:{self.port}", "1024"]
         if self.kind == "builtin":
-            return [sys.executable, "-m", "benchmarks.smtp_sink", "--port", str(self.port)]
+            argv = [sys.executable, "-m", "benchmarks.smtp_sink", "--port", str(self.port)]
+            return [*argv, "--faults", "realistic"] if self.faults else argv
         raise ValueError(f"unknown sink {self.kind!r}: use auto, smtp-sink or builtin")
 
     def count(self) -> int:
