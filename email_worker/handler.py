@@ -23,6 +23,7 @@ from email_worker.ports import Delivery, RetryCopy
 from schemas.failures import PermanentFailure, WorkerFailure
 from schemas.inbound import parse_message, peek_ids
 from schemas.request import EmailRequest
+from schemas.schedule import MAX_SCHEDULE_DAYS
 
 log = logging.getLogger("email_worker.outcome")
 
@@ -41,9 +42,11 @@ class Handler:
         keep_copy: KeepCopy,
         *,
         max_message_bytes: int,
+        max_schedule_days: int = MAX_SCHEDULE_DAYS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._clock = clock
+        self._max_schedule_days = max_schedule_days
         self._pipeline = pipeline
         self._policy = policy
         self._keep_copy = keep_copy
@@ -55,12 +58,17 @@ class Handler:
         correlation = delivery.properties.correlation_id
         try:
             request = parse_message(
-                delivery.body, max_bytes=self._max_bytes, amqp_correlation_id=correlation
+                delivery.body,
+                max_bytes=self._max_bytes,
+                amqp_correlation_id=correlation,
+                clock=self._clock,
+                max_schedule_days=self._max_schedule_days,
             )
         except PermanentFailure as failure:
             return self._refused(delivery, failure, started)
         attributes: dict[str, str | int] = {
             "request_id": request.request_id,
+            "correlation_id": request.correlation_id,
             "attempt": delivery.attempts + 1,
         }
         with (
@@ -69,7 +77,8 @@ class Handler:
         ):
             attempt = self._pipeline.attempt(request, delivery.properties.priority)
             decision = self._conclude(request, attempt, delivery)
-            _log_outcome(delivery, decision, started, attempt.fingerprint)
+            self._pipeline.spans.annotate(_outcome_attributes(decision))
+            _log_outcome(delivery, decision, started, attempt.fingerprint, attempt.relay)
             return decision
 
     def _refused(self, delivery: Delivery, failure: PermanentFailure, started: float) -> Decision:
@@ -115,11 +124,25 @@ class Handler:
         return replace(decision, request_id=request_id)
 
 
+def _outcome_attributes(decision: Decision) -> dict[str, str | int]:
+    """The message span's outcome and reason code, named as in the outcome line."""
+    if isinstance(decision, Ack):
+        return {"outcome": decision.outcome}
+    if isinstance(decision, Hold):
+        return {"outcome": "scheduled"}
+    outcome = "retried" if isinstance(decision, Retry) else "dead_lettered"
+    return {"outcome": outcome, "reason": str(decision.reason)}
+
+
 def _log_outcome(
-    delivery: Delivery, decision: Decision, started: float, fp: tuple[str, str] | None
+    delivery: Delivery,
+    decision: Decision,
+    started: float,
+    fp: tuple[str, str] | None,
+    relay: str | None = None,
 ) -> None:
     """The one line per message outcome (STYLE "Logs"): never an address, only its domain and
-    a keyed hash."""
+    a keyed hash; ``relay`` names the relay that took (or answered) the send, if one did."""
     fields: dict[str, object] = {
         "duration_ms": round((time.monotonic() - started) * 1000, 1),
         "attempt": delivery.attempts + 1,
@@ -127,6 +150,8 @@ def _log_outcome(
     }
     if fp is not None:
         fields["recipient_domain"], fields["recipient_hash"] = fp
+    if relay is not None:
+        fields["relay"] = relay
     if isinstance(decision, Ack):
         fields["outcome"] = decision.outcome
     elif isinstance(decision, Hold):

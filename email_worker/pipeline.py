@@ -23,6 +23,7 @@ from email_worker.ports import (
     Claim,
     Ledger,
     LedgerStatus,
+    Mailbox,
     Mailer,
     NoPacer,
     NoSpans,
@@ -38,6 +39,7 @@ from email_worker.ports import (
     Suppressions,
     TemplateSource,
 )
+from email_worker.suppression.policy import BulkMail
 from schemas.callback import CallbackStatus
 from schemas.failures import (
     AmbiguousDelivery,
@@ -71,6 +73,10 @@ class PipelineConfig:
     # A send_at less than this far ahead is sent now (CONTRACT 14: "within a few seconds").
     hold_threshold: timedelta = timedelta(seconds=1)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # The rest of the sender (CONTRACT 11; ``sender`` is the bare From address).
+    sender_name: str | None = None
+    reply_to: Mailbox | None = None
+    envelope_from: str | None = None
 
 
 @dataclass
@@ -87,6 +93,7 @@ class Attempt:
     failure: WorkerFailure | None = None
     email: OutgoingEmail | None = None
     reply: str | None = None
+    relay: str | None = None  # the relay that took (or answered) the send, by name
     fingerprint: tuple[str, str] | None = None
     hold_until: datetime | None = None  # a scheduled send not yet due: held in the ledger
 
@@ -118,6 +125,7 @@ class Attempt:
             message_id=email.message_id if email else None,
             smtp_reply=self.reply,
             email=email.content if email else None,
+            relay=self.relay,
         )
 
 
@@ -151,10 +159,12 @@ class Pipeline:
         pacer: Pacer | None = None,
         suppressions: Suppressions | None = None,
         spans: Spans | None = None,
+        bulk: BulkMail | None = None,
     ) -> None:
         self._config = config
         self._pacer: Pacer = pacer or NoPacer()
         self._suppressions: Suppressions = suppressions or NoSuppressions()
+        self._bulk = bulk or BulkMail()  # PRIORITY_HIGH and one-click unsubscribe links
         self.spans: Spans = spans or NoSpans()
         self._ledger = ledger
         self._recipients = recipients
@@ -198,8 +208,8 @@ class Pipeline:
             attempt.failure = claim.failure
         elif (expired := self._expired(request)) is not None:
             attempt.failure = expired
-        elif self._held(request):
-            attempt.hold_until = request.send_at
+        elif (hold_until := self._hold_until(request)) is not None:
+            attempt.hold_until = hold_until
         else:
             attempt.failure = self._send(request, attempt)
         return attempt
@@ -209,9 +219,14 @@ class Pipeline:
             return PermanentFailure(Reason.EXPIRED, "expires_at passed before it was sent")
         return None
 
-    def _held(self, request: EmailRequest) -> bool:
+    def _hold_until(self, request: EmailRequest) -> datetime | None:
+        """When a request not due yet comes back: its send_at, or its expires_at when that
+        is sooner (the copy then comes back to be failed as ``expired`` on time)."""
         send_at = request.send_at
-        return send_at is not None and send_at > self._config.clock() + self._config.hold_threshold
+        if send_at is None or send_at <= self._config.clock() + self._config.hold_threshold:
+            return None
+        expires_at = request.expires_at
+        return send_at if expires_at is None else min(send_at, expires_at)
 
     def record(
         self, request: EmailRequest, attempt: Attempt, decision: Decision, copy: RetryCopy | None
@@ -224,6 +239,9 @@ class Pipeline:
         record = self._with_callback_url(request, attempt.record(decision))
         if copy is not None:  # the ledger keeps the copy: beat re-drives it if lost
             record = replace(record, retry=copy)
+        traceparent = self.spans.traceparent()  # the message's span: its callback continues it
+        if traceparent is not None and record.callback is not None:
+            record = replace(record, traceparent=traceparent)
         try:
             with self.spans.step("record"):
                 outbox_id = self._record(attempt.claim, request, record)
@@ -251,7 +269,8 @@ class Pipeline:
                 recipient.address, self._config.message_id_secret
             )
             suppressed = self._suppressions.check(recipient.address)
-            if suppressed is not None:  # nothing goes to the relay (CONTRACT 15)
+            # Nothing goes to the relay (CONTRACT 15); an unsubscribe stops bulk mail only.
+            if suppressed is not None and self._bulk.suppresses(suppressed, attempt.priority):
                 return PermanentFailure(Reason.SUPPRESSED, suppressed)
             with self.spans.step("template"):
                 template = self._templates.get(request.template_code, request.language)
@@ -260,6 +279,7 @@ class Pipeline:
                 variables["name"] = recipient.name
             with self.spans.step("render"):
                 content = self._renderer.render(template, variables)
+            content = self._bulk.headers(content, recipient.address, attempt.priority)
             attempt.email = OutgoingEmail(
                 sender=self._config.sender,
                 recipient=recipient.address,
@@ -267,6 +287,9 @@ class Pipeline:
                     request.request_id, self._config.message_id_secret, self._sender_domain
                 ),
                 content=content,
+                sender_name=self._config.sender_name,
+                reply_to=self._config.reply_to,
+                envelope_from=self._config.envelope_from,
             )
             return self._deliver(request, attempt, attempt.email)
         except WorkerFailure as failure:
@@ -288,12 +311,15 @@ class Pipeline:
             return expired
         try:
             with self.spans.step("send"):
-                attempt.reply = self._mailer.send(email)
+                sent = self._mailer.send(email)
+                self.spans.annotate({"relay": sent.relay})  # a name: never a credential
         except WorkerFailure as failure:
+            attempt.relay = failure.relay  # the relay that answered, if one did
             self._pacer.report(domain, failure)
             if _hard_bounce(failure):
                 self._suppressions.hard_bounce(email.recipient, failure.detail)
             return failure
+        attempt.reply, attempt.relay = sent.reply, sent.relay
         self._pacer.report(domain, None)
         return None
 

@@ -84,14 +84,37 @@ class RenderedEmail:
     template_code: str
     template_version: str
     list_unsubscribe: str | None = None
+    # "List-Unsubscribe=One-Click" (RFC 8058) when the worker's own one-click URL is in
+    # ``list_unsubscribe`` (email_worker/suppression/policy.py); None for a template's header.
+    list_unsubscribe_post: str | None = None
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """One address and its optional display name (``Reply-To``; CONTRACT section 11)."""
+
+    address: str
+    name: str | None = None
 
 
 @dataclass(frozen=True)
 class OutgoingEmail:
+    """One email to build and send. ``sender`` is the bare From address (its domain is the
+    Message-ID domain); the sender fields come from configuration, never from a message or a
+    template (CONTRACT section 11)."""
+
     sender: str
     recipient: str
     message_id: str
     content: RenderedEmail
+    sender_name: str | None = None  # From's display name
+    reply_to: Mailbox | None = None
+    envelope_from: str | None = None  # MAIL FROM when not ``sender`` (RETURN_PATH)
+
+    @property
+    def envelope_sender(self) -> str:
+        """The envelope sender (MAIL FROM): ``RETURN_PATH`` when set, else the From address."""
+        return self.envelope_from or self.sender
 
 
 @dataclass(frozen=True)
@@ -136,6 +159,10 @@ class Record:
     email: RenderedEmail | None = None
     callback_url: str | None = None
     retry: RetryCopy | None = None  # set when the outcome schedules a retry
+    relay: str | None = None  # the relay that took (or answered) the send: its name
+    # The W3C traceparent of the message's span (tracing on): kept in the outbox row, so the
+    # callback's POST continues the trace (CONTRACT section 18).
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,11 +226,21 @@ class Renderer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A relay accepted the message: its final reply (e.g. ``250 2.0.0 queued``) and the
+    relay's name (a URL without credentials, or its ``?name=``; ``email_worker/relays/``)."""
+
+    reply: str
+    relay: str
+
+
 class Mailer(Protocol):
-    def send(self, email: OutgoingEmail) -> str:
-        """Send once; return the relay's final reply (e.g. ``250 2.0.0 queued``). Raises
-        ``PermanentFailure`` (5xx), ``TransientFailure`` (4xx, connection), ``AmbiguousDelivery``
-        (lost after the final dot) or ``SystemicFailure`` (535, TLS)."""
+    def send(self, email: OutgoingEmail) -> Sent:
+        """Send once (through one relay, or another when the first could not have accepted
+        it). Raises ``PermanentFailure`` (5xx), ``TransientFailure`` (4xx, connection),
+        ``AmbiguousDelivery`` (lost after the final dot) or ``SystemicFailure`` (535, TLS);
+        a failure a relay answered carries its name in ``relay``."""
         ...
 
 
@@ -244,6 +281,14 @@ class Suppressions(Protocol):
         ...
 
 
+class UnsubscribeLinks(Protocol):
+    """One-click unsubscribe URLs (CONTRACT section 15)."""
+
+    def url_for(self, address: str) -> str:
+        """``UNSUBSCRIBE_URL`` with an opaque token for ``address`` (no address in it)."""
+        ...
+
+
 class Spans(Protocol):
     """Tracing (CONTRACT section 18): a span per message and per step. Attributes never hold
     an address, subject, body or variable."""
@@ -264,6 +309,11 @@ class Spans(Protocol):
     def traceparent(self) -> str | None:
         """The W3C ``traceparent`` of the current span, for the callback's POST; None when
         tracing is off."""
+        ...
+
+    def annotate(self, attributes: Mapping[str, str | int]) -> None:
+        """Add attributes to the current span: the message's outcome and reason code, or the
+        relay that took a send (the hook for an adapter that knows it). Never raises."""
         ...
 
 
@@ -304,4 +354,7 @@ class NoSpans:
         return _NULL
 
     def traceparent(self) -> str | None:
+        return None
+
+    def annotate(self, attributes: Mapping[str, str | int]) -> None:
         return None

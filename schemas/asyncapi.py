@@ -238,7 +238,9 @@ def _operations() -> dict[str, Any]:
             "action": "receive",
             "title": "The worker consumes email requests",
             "description": "Manual acknowledgements after the outcome is settled; retries go "
-            "through delay queues, never a requeue. Idempotent by request_id.",
+            "through delay queues, never a requeue. Idempotent by request_id. A request whose "
+            "send_at is ahead is acked and held in the worker's database; at send_at its copy "
+            "is published back to this queue by name (default exchange).",
             "channel": {"$ref": "#/channels/emailQueue"},
             "messages": [{"$ref": "#/channels/emailQueue/messages/inboundMessage"}],
             "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING_VERSION}},

@@ -9,6 +9,8 @@ into a retry or a dead letter.
     ├── PermanentFailure          dead-letter at once
     └── TransientFailure          retry through a delay queue; counts an attempt
         ├── AmbiguousDelivery     connection lost after the final dot of DATA: ledger "unknown"
+        ├── RelayUnavailable      the relay failed before it could accept the message: another
+        │                         relay may take it at once (alone: an attempt, as any other)
         └── DeferredFailure       a dependency is unavailable; retry without counting an attempt
             ├── SystemicFailure   our own configuration or credentials are wrong: also pause
             └── ThrottledFailure  a route (the relay, a recipient domain) asked us to slow down:
@@ -72,6 +74,10 @@ MAX_DETAIL = 200
 class WorkerFailure(Exception):
     """A classified failure. ``detail`` is short and must never hold an address or content."""
 
+    # The relay that answered (its name: a URL without credentials, or the ``?name=`` it was
+    # given), set by the relay router (email_worker/relays/); None when no relay was reached.
+    relay: str | None = None
+
     def __init__(self, reason: Reason, detail: str = "") -> None:
         self.reason = reason
         self.detail = detail[:MAX_DETAIL]
@@ -88,6 +94,13 @@ class TransientFailure(WorkerFailure):
 
 class AmbiguousDelivery(TransientFailure):
     """The relay may hold the message (lost after the final dot): recorded ``unknown``."""
+
+
+class RelayUnavailable(TransientFailure):
+    """The relay failed before it could have accepted the message: connection refused, reset
+    or lost before the final dot of DATA left, a 421 greeting, EHLO refused. Nothing was
+    accepted, so the relay router hands the message to the next healthy relay at once without
+    spending an attempt. When no other relay can take it, it is an ordinary transient failure."""
 
 
 class DeferredFailure(TransientFailure):

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -30,6 +31,7 @@ from pydantic import (
 from schemas.addresses import validate_address
 from schemas.failures import PermanentFailure, Reason
 from schemas.request import EmailRequest
+from schemas.schedule import MAX_SCHEDULE_DAYS, Instant, read_schedule
 from schemas.strict_json import loads_strict
 
 MAX_BYTES = 262144  # 256 KiB, the contract's default
@@ -131,7 +133,9 @@ class InboundMessage(BaseModel):
         | None
     ) = None
     metadata: dict[str, Any] | None = Field(
-        default=None, description="may carry batch_id (string or integer) for batch progress"
+        default=None,
+        description="may carry batch_id (string or integer) for batch progress, and send_at"
+        " or expires_at",
     )
     language: Annotated[str, Field(max_length=35, pattern=LANGUAGE_PATTERN)] | None = None
     notification_id: Id | None = Field(
@@ -153,6 +157,16 @@ class InboundMessage(BaseModel):
     recipient: Address = None
     email: Address = None
     user: InboundUser | None = None
+    send_at: Instant = Field(
+        default=None,
+        validation_alias=AliasChoices("send_at", "sendAt"),
+        description="not sent before; at most MAX_SCHEDULE_DAYS ahead; past or absent: now",
+    )
+    expires_at: Instant = Field(
+        default=None,
+        validation_alias=AliasChoices("expires_at", "expiresAt"),
+        description="not sent after: failed with reason expired",
+    )
 
     def address_fields(self) -> list[tuple[str, object]]:
         """Every place an address may sit, named as the sender spelled it, in priority order."""
@@ -256,7 +270,9 @@ def payload_hash(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _normalise(message: InboundMessage, amqp_correlation_id: str | None) -> EmailRequest:
+def _normalise(
+    message: InboundMessage, amqp_correlation_id: str | None, now: datetime, max_days: int
+) -> EmailRequest:
     variables = dict(message.variables or {})
     if message.user and message.user.name is not None:
         variables.setdefault("name", message.user.name)
@@ -267,6 +283,8 @@ def _normalise(message: InboundMessage, amqp_correlation_id: str | None) -> Emai
         raise PermanentFailure(Reason.RECIPIENT_MISSING, "no recipient address and no user_id")
     if amqp_correlation_id is not None and not is_valid_id(amqp_correlation_id):
         amqp_correlation_id = None  # a property we cannot log safely is ignored
+    top = {"send_at": message.send_at, "expires_at": message.expires_at}
+    schedule = read_schedule(top, metadata, now=now, max_days=max_days)
     core = {
         "request_id": message.request_id,
         "notification_id": message.notification_id or message.request_id,
@@ -282,18 +300,31 @@ def _normalise(message: InboundMessage, amqp_correlation_id: str | None) -> Emai
         "priority": None if message.priority is None else int(message.priority),
         "batch_id": _batch_id(metadata),
         "callback_url": message.callback_url,
-        "payload_hash": payload_hash(core),
+        # The instants in one spelling, wherever they were: a moved send_at is another payload.
+        "payload_hash": payload_hash(schedule.hashed(core)),
+        "send_at": schedule.send_at,
+        "expires_at": schedule.expires_at,
     }
     return EmailRequest.model_validate({**core, **extra})
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def parse_message(
-    body: bytes, *, max_bytes: int = MAX_BYTES, amqp_correlation_id: str | None = None
+    body: bytes,
+    *,
+    max_bytes: int = MAX_BYTES,
+    amqp_correlation_id: str | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+    max_schedule_days: int = MAX_SCHEDULE_DAYS,
 ) -> EmailRequest:
     """Turn a raw message body into an ``EmailRequest``.
 
     Guarantees: the result satisfies every ``EmailRequest`` promise; the same request in any
     accepted envelope or with any accepted field names has the same ``payload_hash``.
+    ``send_at`` is checked against ``clock()`` and ``max_schedule_days`` (schemas.schedule).
     Raises ``PermanentFailure`` with reason ``too_large``, ``invalid_json``,
     ``invalid_message``, ``wrong_type``, ``recipient_invalid`` or ``recipient_missing``.
     """
@@ -305,7 +336,7 @@ def parse_message(
         message = InboundMessage.model_validate(fields)
     except ValidationError as exc:
         raise _invalid(_describe(exc)) from None
-    return _normalise(message, amqp_correlation_id)
+    return _normalise(message, amqp_correlation_id, clock(), max_schedule_days)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ from email_worker.ports import (
     OutgoingEmail,
     Recipient,
     Record,
+    Sent,
 )
+from email_worker.reports.intake import Tied
+from email_worker.reports.model import Report
 from schemas.failures import DeferredFailure, PermanentFailure, Reason, WorkerFailure
 from schemas.request import EmailRequest
 from templates_client.template import Template
@@ -140,11 +143,11 @@ class FakeMailer:
         self.script = list(script)
         self.sent: list[OutgoingEmail] = []
 
-    def send(self, email: OutgoingEmail) -> str:
+    def send(self, email: OutgoingEmail) -> Sent:
         if self.script:
             raise self.script.pop(0)
         self.sent.append(email)
-        return "250 2.0.0 Ok: queued"
+        return Sent("250 2.0.0 Ok: queued", "smtp://fake:25")
 
 
 class FakeNotifier:
@@ -153,3 +156,44 @@ class FakeNotifier:
 
     def hand_over(self, outbox_id: int) -> None:
         self.handed_over.append(outbox_id)
+
+
+class FakeReportLedger:
+    """The ``ReportLedger`` and replay guard of bounce reports (``email_worker.reports``):
+    ``sent`` maps our Message-IDs to (request_id, recipient); a report moves a sent request to
+    its status once, with callback row ``outbox_id``; claims are a set."""
+
+    def __init__(self, sent: dict[str, tuple[str, str]] | None = None) -> None:
+        self.sent = dict(sent or {})
+        self.status: dict[str, str] = {}
+        self.errors: list[tuple[str, str]] = []  # (request_id, callback error)
+        self.claims: set[tuple[str, str]] = set()
+        self._outbox = itertools.count(1)
+
+    def tie(self, report: Report, status: str, error: str) -> Tied | None:
+        found = next((self.sent[m] for m in report.message_ids if m in self.sent), None)
+        if found is None:
+            return None
+        request_id, recipient = found
+        if request_id in self.status:
+            return Tied(request_id, recipient, False, None)
+        self.status[request_id] = status
+        self.errors.append((request_id, error))
+        return Tied(request_id, recipient, True, next(self._outbox))
+
+    def claim(self, provider: str, token: str, seconds: float) -> bool:
+        if (provider, token) in self.claims:
+            return False
+        self.claims.add((provider, token))
+        return True
+
+    def forget(self, provider: str, token: str) -> None:
+        self.claims.discard((provider, token))
+
+
+class FakeSuppressionList:
+    def __init__(self) -> None:
+        self.added: list[tuple[str, str, str, str]] = []  # (address, reason, source, detail)
+
+    def add(self, address: str, reason: str, source: str, detail: str = "") -> None:
+        self.added.append((address, reason, source, detail))

@@ -11,11 +11,19 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.micro import html_text, http_post, log_line, mime_build, report
+from benchmarks.micro import (
+    dkim_sign,
+    html_text,
+    http_post,
+    log_line,
+    mime_build,
+    report,
+    spans,
+)
 from benchmarks.micro.timing import Comparison
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
-PARTS = ("callback_http", "textify", "mime", "logs")
+PARTS = ("callback_http", "textify", "mime", "logs", "tracing", "dkim")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +62,8 @@ def _runs(options: argparse.Namespace) -> dict[str, Callable[[], list[Comparison
         "textify": lambda: html_text.run(rounds, scale),
         "mime": lambda: mime_build.run(rounds, scale),
         "logs": lambda: log_line.run(rounds, scale, options.logs_before),
+        "tracing": lambda: spans.run(rounds, scale),
+        "dkim": lambda: dkim_sign.run(rounds, scale),
     }
 
 

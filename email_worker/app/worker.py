@@ -4,6 +4,7 @@ server, status API), its readiness, its start-up checks, its signals and its dra
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -21,10 +22,15 @@ from email_worker.callbacks.outbox import pending_callbacks
 from email_worker.config import Settings
 from email_worker.ledger.db import Database
 from email_worker.ledger.migrations import check_applied
-from email_worker.ops.health import HealthServer, Readiness, TcpProbe
+from email_worker.ops import cancel_api
+from email_worker.ops.cancel_api import ledger_canceller
+from email_worker.ops.health import HealthServer, Readiness
 from email_worker.ops.metrics import Cached, LiveGauges, LiveSources, WorkerMetrics
 from email_worker.ops.status_api import StatusApi, StatusReader
 from email_worker.ports import Delivery, Notifier
+from email_worker.priority import LanePolicy
+from email_worker.tracing import telemetry
+from email_worker.webhooks.dispatch import PREFIX as WEBHOOKS_PREFIX
 from schemas.failures import DeferredFailure
 
 log = logging.getLogger(__name__)
@@ -41,19 +47,31 @@ class Worker:
         # Scrapes and status queries get a pool of their own: they never take a connection
         # the pipeline is waiting for.
         self.observer_db = Database(settings.database_url.get_secret_value(), pool_size=2)
-        self.metrics = WorkerMetrics()
+        # Tracing (CONTRACT 18): the SDK is built only when an OTLP endpoint is set.
+        self.telemetry = telemetry(settings, "run")
+        self.metrics = WorkerMetrics(self.telemetry.exemplar)
         self._services = build.service_clients(settings)
         self.templates, self.users = self._services.templates, self._services.users
-        self.mailer = build.mailer(settings)
         self.notifier = notifier or build.celery_notifier(settings)
+        # The relays (docs/relays.md).
+        self.mailer = build.mailer(settings, self.metrics, self.db, self.notifier)
         self.topology = Topology.from_settings(settings)
+        self.pacer = build.pacer(settings, self.metrics)  # rate limits (docs/rate-limits.md)
         self.handler = build.handler(
-            settings, self.db, self._services, self.mailer, self.notifier, self.metrics
+            settings,
+            self.db,
+            self._services,
+            self.mailer.router,
+            self.notifier,
+            self.metrics,
+            spans=self.telemetry.spans,
+            pacer=self.pacer,
         )
         amqp = settings.amqp_url.get_secret_value()
         self.publisher = Publisher(
             connection_parameters(amqp, settings.heartbeat_seconds, "email-worker publisher")
         )
+        self.lane = build.lane(settings)  # the bulk lane (docs/priority.md), or None
         self.consumer = Consumer(
             connection_parameters(amqp, settings.heartbeat_seconds, "email-worker consumer"),
             settings.email_queue,
@@ -61,6 +79,11 @@ class Worker:
             prefetch=settings.prefetch,
             concurrency=settings.concurrency,
             drain_seconds=settings.drain_seconds,
+            policy=LanePolicy(settings.priority_high, settings.lane_threshold, bool(self.lane)),
+            lane=self.lane,
+            pause_seconds=settings.pause_seconds,
+            max_message_bytes=settings.max_message_bytes,
+            on_move=self.metrics.lane_moved,
         )
         self.settler = Settler(
             self.publisher,
@@ -68,12 +91,6 @@ class Worker:
             self.consumer,
             pause_seconds=settings.pause_seconds,
             on_settled=self.metrics.settled,
-        )
-        self.smtp_probe = TcpProbe(
-            settings.smtp_host,
-            settings.smtp_port,
-            interval=settings.smtp_probe_interval_seconds,
-            timeout=min(2.0, settings.smtp_timeout),
         )
         self.metrics.registry.register(LiveGauges(self._live_sources()))
 
@@ -84,12 +101,16 @@ class Worker:
         )
         # A scrape must answer quickly even when the broker does not.
         params.socket_timeout, params.stack_timeout, params.blocked_connection_timeout = 2, 3, 3
-        queues = (settings.email_queue, settings.failed_queue)
+        lane = () if self.lane is None else (self.lane.queue,)
+        queues = (settings.email_queue, settings.failed_queue, *lane)
         ttl = settings.metrics_cache_seconds
         breakers = {"template_service": lambda: self.templates.breaker_state}
         if self.users is not None:
             users = self.users
             breakers["user_service"] = lambda: users.breaker_state
+        relays = self.mailer.breaker_states
+        for name in self.mailer.names:  # each relay's own breaker, "relay:<name>"
+            breakers[f"relay:{name}"] = functools.partial(lambda n: relays()[n], name)
         return LiveSources(
             breakers=breakers,
             in_flight=lambda: self.consumer.in_flight,
@@ -99,8 +120,8 @@ class Worker:
             queues=Cached(lambda: queue_stats(params, queues), ttl).get,
             email_queue=settings.email_queue,
             smtp_pool=self.mailer.pool_counts,
+            backlog=self.consumer.dispatcher.backlog.waiting,
         )
-
     def process(self, delivery: Delivery) -> None:
         """Handle one delivery to a decision, then settle it (``settlement.Settler``)."""
         self.metrics.received()
@@ -110,21 +131,26 @@ class Worker:
 
     def readiness(self) -> Readiness:
         """Gating: the consumer is connected (consuming, or deliberately paused), the database
-        answers, the relay accepts TCP connections and consumption is not paused (the body
-        names the pause's cause). Breaker states are reported but do not gate: an outage of a
-        shared dependency would otherwise take every replica out of service at once, and the
-        breakers already defer the work."""
+        answers, at least one relay accepts TCP connections (``relays`` reports each by name,
+        with its breaker) and consumption is not paused (the body names the pause's cause).
+        Breaker states are reported but do not gate: an outage of a shared dependency would
+        otherwise take every replica out of service at once, and the breakers already defer
+        the work."""
         cause = self.consumer.pause_cause
         breakers = {"template_service": self.templates.breaker_state}
         breakers["user_service"] = self.users.breaker_state if self.users else "disabled"
+        reachable, resting = self.mailer.reachable(), self.mailer.breaker_states()
         return Readiness(
             checks={
                 "broker": self.consumer.consuming or cause is not None,
                 "database": self.db.ping(),
-                "smtp": self.smtp_probe.reachable(),
+                "relays": any(reachable.values()),
                 "consumption": cause is None,
             },
             info=breakers,
+            relays={
+                name: {"reachable": up, "breaker": resting[name]} for name, up in reachable.items()
+            },
             paused=None if cause is None else {"cause": cause, "detail": pause_explanation(cause)},
         )
 
@@ -133,7 +159,12 @@ class Worker:
         reader = StatusReader(
             self.observer_db, expose_content=self.settings.status_api_expose_content
         )
-        return StatusApi(reader, token=token, open_access=self.settings.status_api_open)
+        cancel = ledger_canceller(
+            self.observer_db, callback_url=self.settings.callback_url, notifier=self.notifier
+        )
+        return StatusApi(
+            reader, token=token, open_access=self.settings.status_api_open, cancel=cancel
+        )
 
     def run(self, *, install_signals: bool = True) -> None:
         """Serve until stopped; returns after draining. Raises ``TopologyError`` or
@@ -143,20 +174,34 @@ class Worker:
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        health = None
+        health = webhooks = None
         if self.settings.http_port:
+            api = self.status_api()
+            # The status API's POST side (the cancel) is a route of the health server.
+            cancel_route = {cancel_api.PREFIX: cancel_api.post_route(api.post)}
+            routes = build.http_routes(self.settings, self.observer_db) | cancel_route
+            # Bounce and complaint reports (CONTRACT 15); None when no provider is set up.
+            webhooks = build.webhooks(self.settings, self.notifier)
+            if webhooks is not None:
+                routes[WEBHOOKS_PREFIX] = webhooks
             health = HealthServer(
                 self.settings.http_host,
                 self.settings.http_port,
                 self.readiness,
                 registries=(self.metrics.registry, REGISTRY),
-                api=self.status_api(),
+                api=api,
+                routes=routes,
             ).start()
+        # Scheduled sends whose send_at came go back to the queue (CONTRACT section 14).
+        releaser = build.releaser(self.settings).start()
         try:
             self.consumer.run()
         finally:
+            releaser.stop()
             if health is not None:
                 health.stop()
+            if webhooks is not None:
+                webhooks.close()
             self.close()
 
     def stop(self) -> None:
@@ -176,9 +221,11 @@ class Worker:
             close_notifier()
         self.publisher.close()
         self.mailer.close()
+        self.pacer.close()
         self._services.close()
         self.observer_db.close()
         self.db.close()
+        self.telemetry.shutdown()  # after the drain: the last messages' spans are exported
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("stopping: draining in-flight messages", extra={"signal": signum})

@@ -1,4 +1,7 @@
-"""The RabbitMQ consumer: pika on one I/O thread, the work on a thread pool.
+"""The RabbitMQ consumer: pika on one I/O thread, the work on worker threads that take the
+local backlog highest priority first (``dispatch.py``); the email queue and the bulk lane
+(``lane.py``) are consumed on one channel, each by a consumer of its own, so one ack path serves
+both.
 
 Hazards this module exists to handle (RELIABILITY rules 1-5):
 - pika is not thread-safe and heartbeats are only answered while the I/O thread runs
@@ -7,7 +10,8 @@ Hazards this module exists to handle (RELIABILITY rules 1-5):
   back through ``add_callback_threadsafe``.
 - Acks belong to one channel. After a reconnect, a late ack for a delivery of the old channel
   must be dropped (the broker has already requeued it); each delivery carries its generation.
-- Prefetch is per consumer (global QoS on a quorum queue closes the connection on 3.10).
+- Prefetch is per consumer (global QoS on a quorum queue closes the connection on 3.10): the
+  email queue and the lane each get ``prefetch`` unacknowledged deliveries.
 - An ack with ``multiple`` covers every earlier unsettled delivery of the channel, so it is only
   used up to the oldest delivery still being worked on (``acks.coalesce_acks``).
 """
@@ -19,16 +23,22 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPError
 from pika.spec import Basic
 
-from email_worker.broker.acks import Settlement, coalesce_acks
+from email_worker.broker import acks
+from email_worker.broker.acks import Settlement
 from email_worker.broker.delivery import delivery_from
+from email_worker.broker.dispatch import Dispatcher
+from email_worker.broker.lane import Lane, MoveHooks, subscribe
+from email_worker.broker.mover import LaneMover
 from email_worker.ports import Delivery
+from email_worker.priority import LanePolicy
+from schemas.inbound import MAX_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +59,10 @@ def pause_explanation(cause: str) -> str:
 
 
 class Consumer:
-    """Consumes ``queue`` until ``stop()``; reconnects with jittered backoff after any broker
-    failure. On stop: cancel the consumer, finish the work already received (up to
-    ``drain_seconds``), then close; unfinished deliveries return to the queue."""
+    """Consumes ``queue`` (and the ``lane``, when there is one) until ``stop()``; reconnects
+    with jittered backoff after any broker failure. On stop: cancel the consumers, finish the
+    work already received (up to ``drain_seconds``), then close; unfinished deliveries return
+    to their queue."""
 
     def __init__(
         self,
@@ -62,20 +73,35 @@ class Consumer:
         prefetch: int,
         concurrency: int,
         drain_seconds: float,
+        policy: LanePolicy | None = None,
+        lane: Lane | None = None,
+        pause_seconds: float = 30.0,
+        max_message_bytes: int = MAX_BYTES,
+        on_move: Callable[[str], None] = lambda result: None,
     ) -> None:
         self._parameters = parameters
         self._queue = queue
-        self._process = process
         self._prefetch = prefetch
         self._drain_seconds = drain_seconds
-        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="email-worker")
+        self.dispatcher = Dispatcher(
+            process,
+            concurrency=concurrency,
+            policy=policy or LanePolicy(lane=lane is not None),
+            live=self._live,
+            requeue=partial(self.nack, requeue=True),
+            max_message_bytes=max_message_bytes,
+        )
+        self._lane = lane
+        self._mover: LaneMover | None = None
+        if lane is not None:
+            hooks = MoveHooks(self.ack, self._live, on_move)
+            self._mover = LaneMover(lane, self.dispatcher, hooks, off_seconds=pause_seconds)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._in_flight = 0
         self._generation = 0
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
-        self._tag: str | None = None
+        self._tags: list[str] = []  # our consumers on the current channel (I/O thread only)
         self._paused_since: str | None = None  # the cause that cancelled us (I/O thread only)
         self._paused_until = 0.0
         self._pause_cause = ""
@@ -99,11 +125,22 @@ class Consumer:
 
     @property
     def in_flight(self) -> int:
-        with self._lock:
-            return self._in_flight
+        """Deliveries received and not finished: waiting, in progress or being moved."""
+        return self.dispatcher.in_flight
 
     def run(self) -> None:
         """Serve until ``stop()``. Never raises for broker failures; it reconnects."""
+        self.dispatcher.start()
+        if self._mover is not None:
+            self._mover.start()
+        try:
+            self._reconnecting()
+        finally:
+            self.dispatcher.stop()
+            if self._mover is not None:
+                self._mover.stop()
+
+    def _reconnecting(self) -> None:
         delay = 0.5
         while not self._stop.is_set():
             try:
@@ -118,7 +155,6 @@ class Consumer:
                 )
                 self._stop.wait(wait)
                 delay = min(delay * 2, 30.0)
-        self._executor.shutdown(wait=True)
 
     def stop(self) -> None:
         """Thread- and signal-safe: ask ``run`` to drain and return."""
@@ -152,7 +188,7 @@ class Consumer:
             # scheduled on the old connection will never run.
             self._settlements, self._flush_scheduled = [], False
         self._unsettled = {}
-        self._tag = None  # a consumer tag dies with its channel
+        self._tags = []  # consumer tags die with their channel
         try:
             self._loop(connection, channel)
             self._drain(connection, channel)
@@ -167,13 +203,14 @@ class Consumer:
         log.info("consuming", extra={"queue": self._queue, "prefetch": self._prefetch})
         while not self._stop.is_set():
             cause = self.pause_cause
-            if cause is not None and self._tag is not None:
+            if cause is not None and self._tags:
                 self._pause_now(channel, cause)
-            elif cause is None and self._tag is None:
+            elif cause is None and not self._tags:
                 if self._paused_since is not None:
                     log.info("consumption resumed", extra={"cause": self._paused_since})
                     self._paused_since = None
-                self._tag = channel.basic_consume(self._queue, self._on_message)
+                lane = self._lane.queue if self._lane else None
+                self._tags = subscribe(connection, channel, self._queue, lane, self._on_message)
                 self.consuming = True
             connection.process_data_events(time_limit=0.25)
 
@@ -187,9 +224,9 @@ class Consumer:
 
     def _cancel(self, channel: BlockingChannel) -> None:
         # basic_cancel nacks (requeues) deliveries not yet dispatched to our callback.
-        if self._tag is not None and channel.is_open:
-            channel.basic_cancel(self._tag)
-        self._tag = None
+        for tag in self._tags if channel.is_open else ():
+            channel.basic_cancel(tag)
+        self._tags = []
         self.consuming = False
 
     def _drain(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
@@ -212,24 +249,17 @@ class Consumer:
         method: Basic.Deliver,
         properties: pika.BasicProperties,
         body: bytes,
+        *,
+        lane: bool = False,
     ) -> None:
         delivery = delivery_from(method, properties, body, self._generation)
         self._unsettled[delivery.delivery_tag] = None
-        with self._lock:
-            self._in_flight += 1
-        self._executor.submit(self._run, delivery)
+        self.dispatcher.receive(delivery, from_lane=lane)
 
-    def _run(self, delivery: Delivery) -> None:
-        try:
-            self._process(delivery)
-        except Exception:
-            # The processor settles every message itself; reaching here is a bug. Requeue so
-            # nothing is lost; the delivery limit catches a message that keeps doing this.
-            log.exception("unhandled error while processing a message")
-            self.nack(delivery, requeue=True)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+    def _live(self, delivery: Delivery) -> bool:
+        """Whether ``delivery``'s channel is the open one (else the broker requeued it)."""
+        with self._lock:
+            return self._connection is not None and delivery.generation == self._generation
 
     def _settle(self, settlement: Settlement) -> None:
         with self._lock:
@@ -260,23 +290,8 @@ class Consumer:
         if channel is None or not channel.is_open:
             return
         cause = self.pause_cause
-        if cause is not None and self._tag is not None:
+        if cause is not None and self._tags:
             # A pause asked for before these settlements: cancel first, so a requeued message
             # waits in the queue instead of coming straight back to us (a hot loop).
             self._pause_now(channel, cause)
-        acks: set[int] = set()
-        for settlement in pending:
-            if settlement.generation != generation:
-                continue
-            if settlement.ack:
-                acks.add(settlement.tag)
-            else:  # before the acks: a nacked tag is then no longer covered by a multiple ack
-                channel.basic_nack(settlement.tag, requeue=settlement.requeue)
-                self._unsettled.pop(settlement.tag, None)
-        upto, singles = coalesce_acks(self._unsettled, acks)
-        if upto is not None:
-            channel.basic_ack(upto, multiple=True)
-        for tag in singles:
-            channel.basic_ack(tag)
-        for tag in acks:
-            self._unsettled.pop(tag, None)
+        acks.send(channel, pending, generation, self._unsettled)

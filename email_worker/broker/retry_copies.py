@@ -40,6 +40,9 @@ PROPERTIES = (
     "reply_to",
 )
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+# W3C trace context (CONTRACT section 18): a gateway may send it as a byte array, which JSON
+# cannot keep; its ASCII text is kept instead, so a re-driven or released copy stays in the trace.
+_TRACE_HEADERS = ("traceparent", "tracestate")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SHORTSTR = 255  # bytes in an AMQP table key
 
@@ -68,6 +71,8 @@ def scalar_headers(headers: Mapping[str, object]) -> dict[str, Scalar]:
         if name.startswith(_BROKER_HEADERS):
             continue
         scalar = _scalar(value)
+        if scalar is None and isinstance(value, bytes) and name.lower() in _TRACE_HEADERS:
+            scalar = _ascii(value)
         if scalar is None or _text_of(name) is None:
             continue
         if len(name.encode()) <= _SHORTSTR:
@@ -119,6 +124,13 @@ def _text_of(value: str) -> str | None:
     except UnicodeEncodeError:
         return None
     return value if "\0" not in value else None
+
+
+def _ascii(value: bytes) -> str | None:
+    try:
+        return _text_of(value.decode("ascii"))
+    except UnicodeDecodeError:
+        return None
 
 
 def _mapping(value: object) -> Mapping[str, object]:

@@ -1,5 +1,6 @@
 """What the worker wants on the broker (CONTRACT section 2): the exchange, ``email.queue``,
-``failed.queue`` and one retry queue per delay, each with the declaration the worker would make.
+``failed.queue``, one retry queue per delay and the bulk lane (CONTRACT section 13, unless it is
+turned off), each with the declaration the worker would make.
 
 Wanting is not insisting: a queue that exists is adopted as it is (``topology_survey``), so
 nothing here may assume its arguments. The guarantees rest on what the worker controls itself:
@@ -32,7 +33,7 @@ class QueueSpec:
     """One queue as the worker would declare it (always durable, never auto-delete)."""
 
     name: str
-    role: str  # "email", "failed" or "retry"
+    role: str  # "email", "failed", "retry" or "lane"
     arguments: Mapping[str, Any] = field(default_factory=dict)
     routing_keys: tuple[str, ...] = ()  # bindings on the worker's exchange
     delay: float | None = None  # retry queues: the fixed delay in seconds
@@ -54,6 +55,8 @@ class Topology:
     delivery_limit: int = 10
     queue_arguments: Mapping[str, Any] | None = None  # QUEUE_ARGUMENTS; None: the defaults
     retry_queue_type: str = "quorum"
+    lane_queue: str | None = None  # the bulk lane; None: no lane
+    lane_queue_type: str = "quorum"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
@@ -69,6 +72,8 @@ class Topology:
             delivery_limit=settings.delivery_limit,
             queue_arguments=settings.queue_arguments,
             retry_queue_type=settings.retry_queue_type,
+            lane_queue=settings.lane_queue,
+            lane_queue_type=settings.priority_lane_queue_type,
         )
 
     def retry_queue_for(self, delay: float) -> str:
@@ -81,9 +86,17 @@ class Topology:
         """``QUEUE_ARGUMENTS`` exactly (plus ``x-queue-type`` for quorum) when set; else the
         defaults: crash-loop dead letters to ``failed.queue`` (a delivery limit of N gives N+1
         deliveries on 3.10), at least once on a quorum queue."""
-        quorum = {"x-queue-type": "quorum"} if self.queue_type == "quorum" else {}
         if self.queue_arguments is not None:
+            quorum = {"x-queue-type": "quorum"} if self.queue_type == "quorum" else {}
             return {**self.queue_arguments, **quorum}
+        return self._own_queue_arguments(self.queue_type)
+
+    def lane_queue_arguments(self) -> dict[str, Any]:
+        """The lane is the worker's own: the email queue's default arguments for its type."""
+        return self._own_queue_arguments(self.lane_queue_type)
+
+    def _own_queue_arguments(self, queue_type: str) -> dict[str, Any]:
+        quorum = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
         args: dict[str, Any] = {
             "x-dead-letter-exchange": self.exchange,
             "x-dead-letter-routing-key": self.failed_routing_key,
@@ -118,6 +131,7 @@ class Topology:
 
     def queues(self) -> tuple[QueueSpec, ...]:
         """Every queue the worker consumes from or publishes to, the email queue first."""
+        lane = () if self.lane_queue is None else (self.lane_queue,)
         return (
             QueueSpec(self.email_queue, "email", self.email_queue_arguments(), self.routing_keys),
             QueueSpec(self.failed_queue, "failed", {}, (self.failed_routing_key,)),
@@ -125,6 +139,7 @@ class Topology:
                 QueueSpec(name, "retry", self.retry_queue_arguments(delay), (), delay)
                 for name, delay in self.retry_queues
             ),
+            *(QueueSpec(name, "lane", self.lane_queue_arguments()) for name in lane),
         )
 
 

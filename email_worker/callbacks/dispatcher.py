@@ -28,6 +28,7 @@ from email_worker.callbacks.backoff import backoff, is_final, retry_after_second
 from email_worker.callbacks.sender import CallbackHttp, NoAnswer
 from email_worker.callbacks.shape import CallbackEvent, CallbackShape, fill_url
 from email_worker.callbacks.signing import sign_with_key, signing_key
+from email_worker.callbacks.trace_context import TRACEPARENT_HEADER, CallbackTracing, PassThrough
 from email_worker.ledger.db import Cursor, Database
 from email_worker.ops.metrics import count_callback
 from schemas.callback import CallbackStatus
@@ -47,6 +48,8 @@ class _Job:
     url: str
     request_id: str
     body: bytes
+    status: str = ""  # the callback's status: delivered, pending, failed
+    traceparent: str | None = None  # of the message's span (CONTRACT 18), when it was traced
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,12 @@ class CallbackDispatcher:
         shape: CallbackShape | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        tracing: CallbackTracing | None = None,
     ) -> None:
         """``secret``: ``whsec_<base64>`` (``signing.signing_key`` raises ``SignatureError``
-        for anything else) or None to send unsigned callbacks."""
+        for anything else) or None to send unsigned callbacks. ``tracing``: the span around
+        each POST (default: none, the row's ``traceparent`` forwarded as it is)."""
+        self._tracing: CallbackTracing = tracing or PassThrough()
         self._db = db
         self._http = http
         self._key = signing_key(secret) if secret else None
@@ -106,7 +112,7 @@ class CallbackDispatcher:
             if time.monotonic() - claimed_at > self._lease / 2:
                 outcomes[job.outbox_id] = "expired"
                 continue
-            answers.append((job, self._post(job)))  # no transaction is open here
+            answers.append((job, self._traced_post(job)))  # no transaction is open here
         outcomes |= self._settle_all(answers)
         for job, answer in answers:
             self._log(job, answer, outcomes[job.outbox_id])
@@ -155,7 +161,16 @@ class CallbackDispatcher:
             cur.execute(callback_sql.DUE, (self._lease, limit))
             return sorted(int(row[0]) for row in cur.fetchall())
 
-    def _post(self, job: _Job) -> _Answer:
+    def _traced_post(self, job: _Job) -> _Answer:
+        """The POST inside its span (CONTRACT 18), carrying the trace's ``traceparent``."""
+        attributes: dict[str, str | int] = {"request_id": job.request_id, "attempt": job.attempt}
+        attributes |= {"outbox_id": job.outbox_id, "callback_status": job.status}
+        with self._tracing.post(job.traceparent, attributes) as call:
+            answer = self._post(job, call.traceparent)
+            call.answered(answer.code, "delivered" if _accepted(answer) else "not_delivered")
+        return answer
+
+    def _post(self, job: _Job, traceparent: str | None = None) -> _Answer:
         timestamp = int(self._clock())
         headers = {
             "Content-Type": "application/json",
@@ -166,6 +181,8 @@ class CallbackDispatcher:
         if self._key is not None:  # over the exact bytes sent
             signature = sign_with_key(self._key, job.webhook_id, timestamp, job.body)
             headers["webhook-signature"] = signature
+        if traceparent is not None:
+            headers[TRACEPARENT_HEADER] = traceparent
         try:
             answer = self._http.post(job.url, job.body, headers)
         except NoAnswer as exc:
@@ -204,7 +221,7 @@ class CallbackDispatcher:
 
     def _job(self, row: tuple[Any, ...]) -> _Job:
         outbox_id, attempt, webhook_id, url, request_id, notification_id, correlation_id = row[:7]
-        status, error, event_at, request_attempts = row[7:]
+        status, error, event_at, request_attempts, traceparent = row[7:]
         event = CallbackEvent(
             notification_id=notification_id,
             request_id=request_id,
@@ -215,7 +232,8 @@ class CallbackDispatcher:
             attempts=request_attempts,
         )
         body = self._shape.body(event)
-        return _Job(int(outbox_id), attempt, webhook_id, fill_url(url, event), request_id, body)
+        url = fill_url(url, event)
+        return _Job(int(outbox_id), attempt, webhook_id, url, request_id, body, status, traceparent)
 
 
 def _accepted(answer: _Answer) -> bool:

@@ -26,7 +26,7 @@ WHERE o.id = ANY(%(ids)s) AND o.state = 'pending'
                   WHERE p.request_id = o.request_id AND p.id < o.id
                     AND p.state = 'pending' AND p.in_flight_until > now())
 RETURNING o.id, o.attempts, o.webhook_id, o.callback_url, o.request_id, o.notification_id,
-          o.correlation_id, o.status, o.error, o.event_at, o.request_attempts
+          o.correlation_id, o.status, o.error, o.event_at, o.request_attempts, o.traceparent
 """
 
 EXPLAIN = """

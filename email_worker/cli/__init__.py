@@ -1,12 +1,13 @@
 """The ``email-worker`` console script (also ``python -m email_worker``).
 
 Commands: ``migrate``, ``run``, ``callbacks``, ``beat``, ``dlq list|show|replay|export|purge``,
-``topology show|apply`` and ``demo``. A bad setting stops start-up with exit code 2 and a message
-naming the variable; a topology the worker cannot live with (passive mode and something missing,
-or a declaration the broker refuses) exits 3; ``run`` against a database that lacks a
-migration exits 4. The ``dlq`` commands exit 1 when the broker refuses or a record is not found,
-and 2 when they refuse to act (see docs/dlq.md); ``topology show`` exits 1 when a piece is
-missing.
+``topology show|apply``, ``cancel`` and ``demo``. A bad setting stops start-up with exit code 2
+and a message naming the variable; a topology the worker cannot live with (passive mode and
+something missing, or a declaration the broker refuses) exits 3; ``run`` against a database
+that lacks a migration exits 4. The ``dlq`` commands exit 1 when the broker refuses or a record
+is not found, and 2 when they refuse to act (see docs/dlq.md); ``topology show`` exits 1 when a
+piece is missing; ``cancel`` exits 1 when any id could not be cancelled; ``suppression check``
+exits 1 when the address is not suppressed (see docs/suppression.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from pydantic import ValidationError
 
 from email_worker import logs
 from email_worker.broker.topology import BROKER_ERRORS, TopologyError, connector
+from email_worker.cli.cancel import cancel_command, cancel_parser
 from email_worker.cli.dlq import EXIT_FAILED, dlq_command, dlq_parser
+from email_worker.cli.suppression import suppression_command, suppression_parser
 from email_worker.config import PREFIX, Settings
 from email_worker.ledger.migrations import SchemaBehind
 
@@ -36,7 +39,9 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         for error in exc.errors():
-            name = PREFIX + "_".join(str(part) for part in error["loc"][:1]).upper()
+            name = "_".join(str(part) for part in error["loc"][:1]).upper()
+            # The standard OTEL_* variables are read under their own names (config/otel.py).
+            name = name if name.startswith("OTEL_") else PREFIX + name
             print(f"configuration error: {name}: {error['msg']}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
 
@@ -53,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     verbs = topology.add_subparsers(dest="topology_command", required=True)
     for verb, text in (("show", "what exists beside what the worker wants"), ("apply", _APPLY)):
         verbs.add_parser(verb, help=text).add_argument("--json", action="store_true")
+    cancel_parser(commands)
+    suppression_parser(commands)
     demo = commands.add_parser("demo", help="the whole pipeline on the local services")
     demo.add_argument("--timeout", type=float, default=60.0)
     return parser
@@ -92,6 +99,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return dlq_command(args, settings)
     if args.command == "topology":
         return _topology(args, settings)
+    if args.command == "cancel":
+        return cancel_command(args, settings)
+    if args.command == "suppression":
+        return suppression_command(args, settings)
     return _demo(args, settings)
 
 

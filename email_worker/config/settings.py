@@ -25,6 +25,8 @@ from email_worker.callbacks.shape import (
     parse_field_names,
 )
 from email_worker.callbacks.signing import signing_key
+from email_worker.config import otel
+from email_worker.config.sender import SENDER_CHECKS, parse_mailbox
 from email_worker.config.sources import (
     HEADER_NAME,
     PREFIX,
@@ -35,7 +37,13 @@ from email_worker.config.sources import (
     default_state_dir,
     split_list,
 )
+from email_worker.dkim.keys import load_signing_key
+from email_worker.pacing.routes import parse_domain_limits
+from email_worker.ports import Mailbox
 from email_worker.recipients import USER_FIELD_NAMES
+from email_worker.relays.urls import RelaySpec, check_implemented, parse_relays, smtp_spec
+from email_worker.suppression.policy import check_unsubscribe_url
+from email_worker.webhooks.signatures import check_sendgrid_key, check_sns_certificates
 from schemas.inbound import LANGUAGE_PATTERN
 from templates_client.fields import parse_field_paths
 from templates_client.template import TEMPLATE_FIELD_NAMES
@@ -44,7 +52,8 @@ from templates_client.template import TEMPLATE_FIELD_NAMES
 class Settings(BaseSettings):
     """Every knob of the worker, with defaults that run against the local services."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+    # Errors never carry the value given: several settings hold credentials (RELAYS, URLs).
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", hide_input_in_errors=True)
 
     # Connections.
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -80,6 +89,16 @@ class Settings(BaseSettings):
     heartbeat_seconds: int = Field(default=30, ge=0)
     pause_seconds: float = Field(default=30.0, ge=0.1)
 
+    # Priority (CONTRACT section 13, docs/priority.md). The bulk lane: a queue of the worker's
+    # own that low-priority deliveries move to while the worker has a backlog; unset, named
+    # "<EMAIL_QUEUE>.bulk"; empty, no lane (the local priority order only).
+    priority_high: int = Field(default=5, ge=0, le=10)
+    priority_lane_queue: str | None = None
+    priority_lane_queue_type: str = Field(default="quorum", pattern="^(quorum|classic)$")
+    # Unfinished deliveries from the email queue past which low-priority ones move to the
+    # lane; unset, half of PREFETCH.
+    priority_lane_threshold: int | None = Field(default=None, ge=1)
+
     # Retries and idempotency.
     max_attempts: int = Field(default=5, ge=1, le=100)
     max_deferrals: int = Field(default=200, ge=1)
@@ -93,6 +112,10 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=5, ge=1)
     # Beat re-publishes a scheduled retry whose copy is this late (the broker lost it).
     retry_overdue_seconds: float = Field(default=300.0, gt=0)
+    # Scheduled sends (CONTRACT section 14): how far ahead send_at may be, and how often each
+    # `run` looks for held requests that are due.
+    max_schedule_days: int = Field(default=30, ge=1, le=3650)
+    schedule_poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
     # SMTP (CONTRACT section 9).
     smtp_host: str = "127.0.0.1"
@@ -104,7 +127,29 @@ class Settings(BaseSettings):
     # Connections to the relay per `run` process, shared by the CONCURRENCY threads.
     smtp_connections: int = Field(default=8, ge=1, le=256)
     smtp_ca_file: Path | None = None
-    from_address: str = "notifications@example.com"
+    # Rate limits shared by every replica (CONTRACT section 12, docs/rate-limits.md): emails a
+    # second to the relay and per recipient domain (gmail.com=20,outlook.com=10), kept in
+    # Postgres, or in Redis when REDIS_URL is set. Unset: unlimited until a relay throttles.
+    rate_limit: float | None = Field(default=None, gt=0)
+    domain_rate_limits: str = ""
+    redis_url: SecretStr | None = None
+    # A send whose slot is further away is deferred at once (no attempt spent).
+    rate_limit_max_wait_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Slots are (1 + margin) / rate apart: the jitter a relay counting over one second absorbs.
+    rate_limit_margin: float = Field(default=0.05, ge=0.01, le=0.5)
+    # Several relays with failover (CONTRACT section 16, docs/relays.md): ordered relay URLs,
+    # credentials inside (a secret); unset, the SMTP_* settings make the one relay.
+    relays: SecretStr | None = None
+    sandbox: bool = False  # send nothing: the recipient's local part picks the outcome
+    from_address: str = "notifications@example.com"  # a display name allowed: Acme <a@acme.com>
+    # The rest of the sender (CONTRACT section 11, docs/sender-and-dkim.md).
+    from_name: str | None = None  # sets or replaces FROM_ADDRESS's display name
+    reply_to: str | None = None  # one mailbox, a display name allowed
+    return_path: str | None = None  # the envelope sender (MAIL FROM), else FROM_ADDRESS's
+    # DKIM (CONTRACT section 17): all three, or none (messages go unsigned).
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key_file: Path | None = Field(default=None, validate_default=True)
 
     # Template and user services (CONTRACT sections 5 and 6).
     template_service_url: str = "http://127.0.0.1:8081"
@@ -137,6 +182,18 @@ class Settings(BaseSettings):
     callback_field_names: str = ""
     callback_extra_fields: str = ""  # a JSON object merged into every body: {"channel": "email"}
 
+    # Suppression list and one-click unsubscribe (CONTRACT section 15, docs/suppression.md).
+    suppress_hard_bounces: bool = True  # a 5.1.x refusal at RCPT adds the address
+    unsubscribe_url: str | None = None  # https://.../{token}: one-click headers on bulk mail
+    # Bounce and complaint webhooks (CONTRACT section 15, docs/webhooks.md): each endpoint is
+    # off (404) while its setting is unset.
+    ses_sns_cert_file: Path | None = None  # PEM certificate(s) SNS signs with, never fetched
+    sendgrid_webhook_public_key: str | None = None  # base64 DER, as SendGrid shows it
+    mailgun_webhook_signing_key: SecretStr | None = None
+    postmark_webhook_username: str | None = None
+    postmark_webhook_password: SecretStr | None = Field(default=None, validate_default=True)
+    dsn_webhook_token: SecretStr | None = None
+
     # Operations.
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -152,6 +209,27 @@ class Settings(BaseSettings):
 
     # SRE tooling: where `dlq export` records what it exported (checked by `dlq purge`).
     dlq_state_dir: Path = Field(default_factory=default_state_dir)
+
+    # Tracing (CONTRACT section 18): standard OTEL_* names, no prefix (email_worker/config/otel.py).
+    # On only when an endpoint is set; the SDK reads its other standard variables itself.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias=otel.standard("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, validation_alias=otel.standard("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    otel_exporter_otlp_protocol: str | None = Field(
+        default=None, validation_alias=otel.standard("OTEL_EXPORTER_OTLP_PROTOCOL")
+    )
+    otel_exporter_otlp_traces_protocol: str | None = Field(
+        default=None, validation_alias=otel.standard("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    )
+    otel_service_name: str | None = Field(
+        default=None, validation_alias=otel.standard("OTEL_SERVICE_NAME")
+    )
+    otel_sdk_disabled: bool = Field(
+        default=False, validation_alias=otel.standard("OTEL_SDK_DISABLED")
+    )
 
     @field_validator("routing_keys", "callback_allowed_hosts", mode="before")
     @classmethod
@@ -169,10 +247,53 @@ class Settings(BaseSettings):
     def _strict_arguments(cls, value: object) -> object:
         return check_queue_arguments(value)
 
+    @field_validator("domain_rate_limits")
+    @classmethod
+    def _domain_rate_limits(cls, value: str) -> str:
+        parse_domain_limits(value)  # raises ValueError naming the bad item
+        return value
+
     @field_validator("callback_url")
     @classmethod
     def _callback_url(cls, value: str | None) -> str | None:
         return check_url_template(value) if value else None
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _unsubscribe_url(cls, value: str | None) -> str | None:
+        return check_unsubscribe_url(value) if value else None
+
+    @field_validator("ses_sns_cert_file")
+    @classmethod
+    def _sns_certificates(cls, value: Path | None) -> Path | None:
+        return check_sns_certificates(value) if value else None
+
+    @field_validator("sendgrid_webhook_public_key")
+    @classmethod
+    def _sendgrid_key(cls, value: str | None) -> str | None:
+        return check_sendgrid_key(value) if value and value.strip() else None
+
+    @field_validator("mailgun_webhook_signing_key", "dsn_webhook_token")
+    @classmethod
+    def _unset_when_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("postmark_webhook_password")
+    @classmethod
+    def _postmark_pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        given = value is not None and bool(value.get_secret_value())
+        if given != bool(info.data.get("postmark_webhook_username")):
+            raise ValueError(f"set it together with {PREFIX}POSTMARK_WEBHOOK_USERNAME, or neither")
+        return value if given else None
+
+    @field_validator("relays")
+    @classmethod
+    def _relay_urls(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        # Raises ValueError naming the relay by position, never echoing a credential.
+        check_implemented(parse_relays(value.get_secret_value()))
+        return value
 
     @field_validator("callback_secret")
     @classmethod
@@ -207,13 +328,53 @@ class Settings(BaseSettings):
             raise ValueError("needs one or more positive delays in seconds, e.g. 5,30,120")
         return value
 
+    @field_validator(
+        "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_traces_endpoint",
+        "otel_exporter_otlp_protocol",
+        "otel_exporter_otlp_traces_protocol",
+        "otel_service_name",
+        mode="before",
+    )
+    @classmethod
+    def _otel_unset_when_empty(cls, value: object) -> object:
+        return otel.unset_when_empty(value)
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str | None) -> str | None:
+        return otel.check_endpoint(value)
+
+    @field_validator("otel_exporter_otlp_protocol", "otel_exporter_otlp_traces_protocol")
+    @classmethod
+    def _otlp_protocol(cls, value: str | None) -> str | None:
+        return otel.check_protocol(value)
+
     @field_validator("from_address")
     @classmethod
-    def _plain_from(cls, value: str) -> str:
-        if any(ch in value for ch in '\r\n<>,;" ') or value.count("@") != 1:
-            raise ValueError("must be one plain address like notifications@example.com")
-        if not value.isascii():  # the Message-ID domain is taken from it
-            raise ValueError("must be ASCII: give an internationalised domain in punycode")
+    def _from_address(cls, value: str) -> str:
+        parse_mailbox(value)  # raises ValueError naming the fault
+        return value.strip()
+
+    @field_validator("from_name", "reply_to", "return_path", "dkim_domain", "dkim_selector")
+    @classmethod
+    def _sender_values(cls, value: str | None, info: ValidationInfo) -> str | None:
+        text = (value or "").strip()
+        if not text:
+            return None  # unset or empty: not used
+        SENDER_CHECKS[str(info.field_name)](text)  # raises ValueError naming the fault
+        return text
+
+    @field_validator("dkim_private_key_file")
+    @classmethod
+    def _dkim_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        names = [name for name in ("dkim_domain", "dkim_selector") if info.data.get(name)]
+        if value is None and names:
+            raise ValueError(f"required with {PREFIX}{names[0].upper()}")
+        if value is not None and len(names) < 2:
+            raise ValueError(f"needs {PREFIX}DKIM_DOMAIN and {PREFIX}DKIM_SELECTOR too")
+        if value is not None:
+            load_signing_key(value)  # unreadable, encrypted, RSA under 2048 bits: ValueError
         return value
 
     @classmethod
@@ -232,6 +393,14 @@ class Settings(BaseSettings):
         """Celery's broker: ``CELERY_BROKER_URL`` when set, else ``AMQP_URL``."""
         return (self.celery_broker_url or self.amqp_url).get_secret_value()
 
+    def relay_specs(self) -> tuple[RelaySpec, ...]:
+        """The relays: ``RELAYS`` when set, else the one relay of the ``SMTP_*`` settings."""
+        if self.relays is not None:
+            return parse_relays(self.relays.get_secret_value())
+        password = self.smtp_password.get_secret_value() if self.smtp_password else None
+        security = str(self.smtp_security)
+        return (smtp_spec(self.smtp_host, self.smtp_port, security, self.smtp_username, password),)
+
     def template_field_paths(self) -> dict[str, tuple[str, ...]]:
         return parse_field_paths(self.template_fields, TEMPLATE_FIELD_NAMES)
 
@@ -243,8 +412,44 @@ class Settings(BaseSettings):
         renames = parse_field_names(self.callback_field_names)
         return CallbackShape(renames, parse_extra_fields(self.callback_extra_fields, renames))
 
+    def sender(self) -> Mailbox:
+        """The From mailbox: ``FROM_ADDRESS``'s address, named by ``FROM_NAME`` or else by
+        ``FROM_ADDRESS``'s display name (checked at start-up)."""
+        name, address = parse_mailbox(self.from_address)
+        return Mailbox(address, self.from_name or name)
+
+    def reply_to_mailbox(self) -> Mailbox | None:
+        """``REPLY_TO`` as a mailbox, None when unset."""
+        if self.reply_to is None:
+            return None
+        name, address = parse_mailbox(self.reply_to)
+        return Mailbox(address, name)
+
     def retry_queue_name(self, delay: float) -> str:
         return f"{self.retry_queue_prefix}.{int(delay * 1000)}ms"
+
+    @property
+    def otlp_traces_url(self) -> str | None:
+        """Where spans are exported; None when tracing is off (no endpoint, or
+        ``OTEL_SDK_DISABLED=true``): then no SDK object is built at all."""
+        if self.otel_sdk_disabled:
+            return None
+        return otel.traces_url(
+            self.otel_exporter_otlp_endpoint, self.otel_exporter_otlp_traces_endpoint
+        )
+
+    @property
+    def lane_queue(self) -> str | None:
+        """The bulk lane's name (``PRIORITY_LANE_QUEUE``, else ``<EMAIL_QUEUE>.bulk``); None
+        when it is set empty (no lane)."""
+        if self.priority_lane_queue is None:
+            return f"{self.email_queue}.bulk"
+        return self.priority_lane_queue.strip() or None
+
+    @property
+    def lane_threshold(self) -> int:
+        """``PRIORITY_LANE_THRESHOLD``, else half of ``PREFETCH`` (at least 1)."""
+        return self.priority_lane_threshold or max(1, self.prefetch // 2)
 
     def deprecations(self) -> list[str]:
         """One message per setting that is still accepted but ignored (logged at start-up)."""

@@ -31,6 +31,7 @@ SERVICE_SHAPE_CHECKS: dict[str, Callable[[str], object]] = {
 SECRET_FIELDS = (
     "status_api_token",
     "smtp_password",
+    "relays",
     "user_service_token",
     "template_service_token",
     "callback_secret",
@@ -38,6 +39,10 @@ SECRET_FIELDS = (
     "amqp_url",
     "database_url",
     "celery_broker_url",
+    "redis_url",
+    "mailgun_webhook_signing_key",
+    "postmark_webhook_password",
+    "dsn_webhook_token",
 )
 
 

@@ -156,6 +156,7 @@ def _reset_queues(settings: Settings) -> None:
             topology.email_queue,
             topology.failed_queue,
             *(n for n, _ in topology.retry_queues),
+            *([topology.lane_queue] if topology.lane_queue else []),
         ]:
             channel.queue_delete(name)
         channel.exchange_delete(topology.exchange)

@@ -29,13 +29,14 @@ from email_worker.ledger.statements import (
     CLAIM_MANY,
     ENQUEUE_CALLBACK,
     EVENT,
-    FINISH_MANY,
     REJECT,
     Outcome,
     claim_rows,
     error_text,
     finish_rows,
+    finish_statement,
     outbox_params,
+    traceparents,
 )
 from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record
 from schemas.callback import CallbackStatus
@@ -98,7 +99,7 @@ class PgLedger:
         return self._finishes.submit((claim, request, record))
 
     def _claimed(self, request: EmailRequest, lease: str, row: tuple[Any, ...]) -> Claim:
-        """The ``Claim`` a row of ``ew_claim_batch`` makes, classified by its delivery count
+        """The ``Claim`` a row of ``ew_claim_batch2`` makes, classified by its delivery count
         (this claim included: ``deliveries - 1`` redeliveries died without an outcome)."""
         _, attempts, claimed_from, deliveries = row
         failure = None
@@ -150,14 +151,16 @@ class PgLedger:
         would raise as the item's value. Each row is fenced by its own lease. ``lock_timeout_ms``
         as for ``claim_many`` (nothing is written then)."""
         order = _by_request_id([claim.request_id for claim, _, _ in outcomes])
+        batch = [outcomes[i] for i in order]
         params = {
-            "batch": finish_rows([outcomes[i] for i in order]),
+            "batch": finish_rows(batch),
             "grace": HANDOVER_GRACE_SECONDS,
             "lock_timeout": _lock_timeout(lock_timeout_ms),
+            "traceparents": traceparents(batch),  # None with tracing off
         }
         try:
             with self._db.autocommit() as cur:
-                cur.execute(FINISH_MANY, params)
+                cur.execute(finish_statement(params["traceparents"] is not None), params)
                 written = {pos - 1: outbox_id for pos, outbox_id in cur}
         except DeferredFailure as down:
             if _blocked(down):
@@ -225,16 +228,20 @@ def _copy(failure: DeferredFailure) -> DeferredFailure:
 
 
 def _refusal(cur: cursor, request: EmailRequest) -> AlreadySent | WorkerFailure:
-    """Why a claim returned no row: sent, conflicting, or leased by someone else (the error
-    ``claim`` raises, as a value)."""
+    """Why a claim returned no row: sent, cancelled, conflicting, or leased by someone else
+    (the error ``claim`` raises, as a value)."""
     cur.execute(
-        "SELECT status, payload_hash, message_id FROM email_requests WHERE request_id = %s",
+        "SELECT status, payload_hash, message_id, failure_reason FROM email_requests"
+        " WHERE request_id = %s",
         (request.request_id,),
     )
     row = cur.fetchone()
     if row is None:  # pruned between the two statements: the next delivery claims it
         return DeferredFailure(Reason.LEASE_BUSY, "the request changed during the claim")
-    status, payload_hash, message_id = row
+    status, payload_hash, message_id, failure_reason = row
+    # Cancelled before it was sent (CONTRACT 14): acked, never sent, whatever payload it has.
+    if status == LedgerStatus.FAILED and failure_reason == Reason.CANCELLED:
+        return AlreadySent(request.request_id, message_id, outcome="cancelled")
     if payload_hash not in ("", request.payload_hash):
         return PermanentFailure(
             Reason.IDEMPOTENCY_CONFLICT, "request_id already used with a different payload"

@@ -1,5 +1,6 @@
-"""The ledger's SQL: the calls of the functions that migrations ``002_batched_ledger`` and
-``003_redeliveries_and_retry_copies`` create, and the JSON rows those functions read.
+"""The ledger's SQL: the calls of the functions that migrations ``002_batched_ledger``,
+``003_redeliveries_and_retry_copies`` and ``006_schedules_and_cancel`` create, and the JSON
+rows those functions read.
 
 A batch travels as one JSON array of row objects (psycopg2 formats each parameter on the
 client, about 5 us each: one parameter instead of one per field), each with its 1-based
@@ -24,9 +25,14 @@ from schemas.request import EmailRequest
 # preparing the outer SELECT saved nothing measurable (benchmarks/micro/RESULTS.md).
 CLAIM_MANY = (
     "SELECT pos, attempts, claimed_from, deliveries"
-    " FROM ew_claim_batch(%(batch)s, %(lease_seconds)s, %(lock_timeout)s)"
+    " FROM ew_claim_batch2(%(batch)s, %(lease_seconds)s, %(lock_timeout)s)"
 )
-FINISH_MANY = "SELECT pos, outbox_id FROM ew_finish_batch(%(batch)s, %(grace)s, %(lock_timeout)s)"
+# ew_finish_batch2 (migration 010): 003's, and it records the relay (a row's "relay" key).
+FINISH_MANY = "SELECT pos, outbox_id FROM ew_finish_batch2(%(batch)s, %(grace)s, %(lock_timeout)s)"
+# Tracing (migration 009): the outcomes' traceparents reach their outbox rows through a
+# transaction-local setting that the outbox's trigger reads. It goes in the same simple query as
+# FINISH_MANY (one round trip, one implicit transaction), and only when an outcome carries one.
+SET_TRACEPARENTS = "SELECT set_config('email_worker.traceparents', %(traceparents)s, true);"
 
 # One callback row outside an outcome (a rejected message); its id, or NULL.
 ENQUEUE_CALLBACK = """
@@ -49,7 +55,7 @@ Outcome = tuple[Claim, EmailRequest, Record]  # what ``finish`` writes
 
 
 def claim_rows(batch: Sequence[EmailRequest], leases: list[str]) -> str:
-    """The JSON rows ``ew_claim_batch`` reads, ``pos`` counted from 1."""
+    """The JSON rows ``ew_claim_batch2`` reads, ``pos`` counted from 1."""
     return _json(
         {
             "pos": k,
@@ -90,6 +96,8 @@ def _finish_row(claim: Claim, request: EmailRequest, record: Record) -> dict[str
         "html_body": email.html if email else None,
         "version": email.template_version if email else None,
     }
+    if record.relay is not None:  # absent: the row keeps the relay it had
+        row["relay"] = record.relay
     if record.retry is not None:  # only retries carry these keys (absent keys read as NULL)
         row |= {
             "retry_in": record.retry.due_in,
@@ -97,6 +105,22 @@ def _finish_row(claim: Claim, request: EmailRequest, record: Record) -> dict[str
             "retry_props": dict(record.retry.properties),
         }
     return row
+
+
+def traceparents(outcomes: Sequence[Outcome]) -> str | None:
+    """The JSON object ``request_id`` -> ``traceparent`` of the outcomes whose callback
+    continues their message's trace, or None when none does (tracing off)."""
+    found = {
+        claim.request_id: record.traceparent
+        for claim, _, record in outcomes
+        if record.traceparent is not None and record.callback is not None
+    }
+    return json.dumps(found, separators=(",", ":")) if found else None
+
+
+def finish_statement(traced: bool) -> str:
+    """``FINISH_MANY``, preceded by ``SET_TRACEPARENTS`` when ``traceparents`` found some."""
+    return SET_TRACEPARENTS + FINISH_MANY if traced else FINISH_MANY
 
 
 def error_text(reason: Reason | None, detail: str) -> str | None:

@@ -15,12 +15,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class Readiness:
     checks: dict[str, bool]
     info: dict[str, str] = field(default_factory=dict)
     paused: dict[str, str] | None = None
+    # Each relay by name: {"reachable": bool, "breaker": state} (docs/relays.md).
+    relays: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -42,6 +45,14 @@ class Readiness:
 ReadinessCheck = Callable[[], Readiness]
 # (path with query string, Authorization header) -> (status, JSON body, extra headers)
 ApiHandler = Callable[[str, str | None], tuple[int, dict[str, Any], dict[str, str]]]
+# Routes served under a path prefix (``/unsubscribe/``, ``/webhooks/``), unauthenticated here
+# (each checks its own credentials): (method, path with query, request headers, body) ->
+# (status, payload, content type, extra headers). The body is at most MAX_ROUTE_BODY bytes.
+Answer = tuple[int, bytes, str, dict[str, str]]
+HttpRoute = Callable[[str, str, Mapping[str, str], bytes], Answer]
+MAX_ROUTE_BODY = 1_048_576
+_NOT_FOUND: Answer = (404, b'{"status": "not_found"}', "application/json", {})
+_EOF = b"# EOF\n"  # the end of an OpenMetrics exposition
 
 
 class TcpProbe:
@@ -83,10 +94,12 @@ class HealthServer:
         *,
         registries: Sequence[CollectorRegistry] = (REGISTRY,),
         api: ApiHandler | None = None,
+        routes: Mapping[str, HttpRoute] | None = None,
     ) -> None:
         self._readiness = readiness
         self._registries = tuple(registries)
         self._api = api
+        self._routes = dict(routes or {})
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -107,9 +120,17 @@ class HealthServer:
             self._server.shutdown()
         self._server.server_close()
 
-    def metrics(self) -> bytes:
-        """The exposition of every registry, concatenated (their metric names are disjoint)."""
-        return b"".join(generate_latest(registry) for registry in self._registries)
+    def metrics(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition of every registry, concatenated (their metric names are disjoint),
+        and its content type: OpenMetrics (which carries the latency histograms' exemplars,
+        the trace ids) when the scraper's ``Accept`` asks for it, as Prometheus does, else the
+        text format."""
+        encode, content_type = choose_encoder(accept or "")
+        parts = [encode(registry) for registry in self._registries]
+        if content_type.startswith("application/openmetrics-text"):
+            # One exposition: each registry's "# EOF" would end it early; one goes at the end.
+            parts = [part.removesuffix(_EOF) for part in parts] + [_EOF]
+        return b"".join(parts), content_type
 
     def ready_answer(self) -> tuple[int, dict[str, Any]]:
         state = _safe(self._readiness)
@@ -121,7 +142,47 @@ class HealthServer:
             body["breakers"] = state.info
         if state.paused is not None:
             body["paused"] = state.paused
+        if state.relays:
+            body["relays"] = state.relays
         return (200 if state.ready else 503), body
+
+    def route(self, path: str) -> HttpRoute | None:
+        """The route whose prefix ``path`` starts with, if any."""
+        return next((r for p, r in self._routes.items() if path.startswith(p)), None)
+
+    def got(self, request: BaseHTTPRequestHandler, path: str) -> Answer:
+        """A GET no fixed endpoint took: the status API's answer under ``/api/`` when one is
+        mounted, else its route's, else 404."""
+        if path.startswith("/api/") and self._api is not None:
+            code, body, headers = self._api(request.path, request.headers.get("Authorization"))
+            return code, json.dumps(body).encode(), "application/json", headers
+        route = self.route(path)
+        return _NOT_FOUND if route is None else self.answer(route, request, b"")
+
+    def posted(self, request: BaseHTTPRequestHandler) -> Answer:
+        """A POST's answer: its route's, 404 without one, 400/413 for a missing, bad or
+        oversized Content-Length (the body is then left unread and the connection closed)."""
+        route = self.route(request.path.split("?", 1)[0])
+        if route is None:
+            return _NOT_FOUND
+        try:
+            length = int(request.headers.get("Content-Length") or "")
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_ROUTE_BODY:
+            request.close_connection = True
+            code = 413 if length > MAX_ROUTE_BODY else 411
+            return code, b'{"status": "bad_length"}', "application/json", {}
+        return self.answer(route, request, request.rfile.read(length))
+
+    def answer(self, route: HttpRoute, request: BaseHTTPRequestHandler, body: bytes) -> Answer:
+        """``route``'s answer (headers given lower-cased); 500 if it raises."""
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        try:
+            return route(request.command, request.path, headers, body)
+        except Exception:
+            log.exception("an HTTP route failed")
+            return 500, b"", "text/plain", {}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
@@ -134,12 +195,12 @@ class HealthServer:
                 elif path == "/readyz":
                     self._json(*owner.ready_answer())
                 elif path == "/metrics":
-                    self._send(200, owner.metrics(), CONTENT_TYPE_LATEST)
-                elif path.startswith("/api/") and owner._api is not None:
-                    code, body, headers = owner._api(self.path, self.headers.get("Authorization"))
-                    self._json(code, body, headers)
-                else:
-                    self._json(404, {"status": "not_found"})
+                    self._send(200, *owner.metrics(self.headers.get("Accept")))
+                else:  # the status API, a route's GET (its page, or 405), else 404
+                    self._send(*owner.got(self, path))
+
+            def do_POST(self) -> None:
+                self._send(*owner.posted(self))
 
             def _json(
                 self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None

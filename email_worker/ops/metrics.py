@@ -25,7 +25,8 @@ from prometheus_client.registry import Collector
 from email_worker import __version__
 from email_worker.broker.queue_stats import QueueStats
 from email_worker.disposition import Ack, Decision, Hold, Retry
-from email_worker.ports import Mailer, OutgoingEmail
+from email_worker.ports import Mailer, OutgoingEmail, Sent
+from email_worker.relays.failover import RESULTS as SEND_RESULTS
 from email_worker.smtp.pool import PoolCounts
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,47 @@ def count_redriven(count: int) -> None:
         _REDRIVEN.inc(count)
 
 
+_RELEASED = Counter(
+    "email_worker_schedules_released_total",
+    "Scheduled sends whose send_at came: their copy published from the ledger to the queue.",
+)
+
+
+def count_released(count: int) -> None:
+    """Count ``count`` held requests released (``broker.release.Releaser``)."""
+    if count > 0:
+        _RELEASED.inc(count)
+
+
+# Bounce and complaint intake (CONTRACT 15), process-wide: the webhook route serves them.
+REPORT_PROVIDERS = ("ses", "sendgrid", "mailgun", "postmark", "dsn", "sandbox")
+REPORT_KINDS = ("hard_bounce", "soft_bounce", "complaint", "unsubscribe")
+_REPORTS = Counter(
+    "email_worker_reports_total",
+    "Bounce and complaint reports taken from providers, by provider and kind (soft bounces "
+    "are only counted).",
+    ["provider", "kind"],
+)
+_WEBHOOKS = Counter(
+    "email_worker_webhooks_total",
+    "Webhook POSTs answered, by provider and result (accepted, malformed, unauthenticated, "
+    "bad_signature, stale, replayed, deferred, error).",
+    ["provider", "result"],
+)
+
+
+def count_report(provider: str, kind: str) -> None:
+    """Count one report; labels outside the closed sets are not exported. Never raises."""
+    if provider in REPORT_PROVIDERS and kind in REPORT_KINDS:
+        _REPORTS.labels(provider=provider, kind=kind).inc()
+
+
+def count_webhook(provider: str, result: str) -> None:
+    """Count one webhook answer (``provider`` is one of ours: the route knows no other)."""
+    if provider in REPORT_PROVIDERS:
+        _WEBHOOKS.labels(provider=provider, result=result).inc()
+
+
 def publish_age(timestamp: object, now: float) -> float | None:
     """Seconds since the AMQP ``timestamp`` property, or None when it is absent, unusable or
     too far in the future. Gateways that put milliseconds there (JavaScript) are recognised."""
@@ -88,10 +130,17 @@ def outcome_labels(decision: Decision) -> tuple[str, str]:
     return "dead_lettered", str(decision.reason)
 
 
-class WorkerMetrics:
-    """The counters and histograms of one worker, in their own registry."""
+# The trace of the current (or just finished) message, as exemplar labels for the latency
+# histograms (``trace_id``, ``span_id``); None when not traced (email_worker/tracing).
+Exemplar = Callable[[], dict[str, str] | None]
 
-    def __init__(self) -> None:
+
+class WorkerMetrics:
+    """The counters and histograms of one worker, in their own registry. With ``exemplar``
+    (tracing on), each latency observation points at its trace (OpenMetrics exemplars)."""
+
+    def __init__(self, exemplar: Exemplar | None = None) -> None:
+        self.exemplar = exemplar
         self.registry = CollectorRegistry(auto_describe=True)
         self.consumed = Counter(
             "email_worker_messages_consumed",
@@ -123,6 +172,37 @@ class WorkerMetrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
             registry=self.registry,
         )
+        self.lane_moves = Counter(
+            "email_worker_lane_moves",
+            "Low-priority messages moved to the bulk lane (docs/priority.md), by result: moved, "
+            "or failed (the original was kept and processed in place).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("moved", "failed"):
+            self.lane_moves.labels(result=result)
+        self.sends = Counter(
+            "email_worker_sends",
+            "Sends through each relay, by result (docs/relays.md): sent, unavailable (handed to"
+            " the next relay), unknown, rejected, throttled, transient, deferred.",
+            ["relay", "result"],
+            registry=self.registry,
+        )
+        # Rate limits and throttling (CONTRACT section 12, docs/rate-limits.md).
+        self.throttles = Counter(
+            "email_worker_throttled",
+            "Throttling answers from the relay (421, 4.7.x, 454, 429), by route: relay, "
+            "relay:<name> or domain:<domain> (50 throttled domains at most, then domain:other).",
+            ["route"],
+            registry=self.registry,
+        )
+        self.throttles.labels(route="relay")
+        self.rate_limited = Counter(
+            "email_worker_rate_limited_seconds",
+            "Seconds sends waited for a rate limit's slot (RATE_LIMIT, DOMAIN_RATE_LIMITS, a "
+            "throttled route), summed over the threads.",
+            registry=self.registry,
+        )
         Info("email_worker_build", "Version of the worker.", registry=self.registry).info(
             {"version": __version__}
         )
@@ -136,7 +216,32 @@ class WorkerMetrics:
         if isinstance(decision, Ack) and decision.outcome == "delivered":
             age = publish_age(timestamp, time.time())
             if age is not None:
-                self.end_to_end.observe(age)
+                self.end_to_end.observe(age, self.exemplar() if self.exemplar else None)
+
+    def lane_moved(self, result: str) -> None:
+        self.lane_moves.labels(result=result).inc()
+
+    def relays(self, names: Iterable[str]) -> None:
+        """Export every relay's sends at 0 from the start, so increase() sees the first."""
+        for name in names:
+            for result in SEND_RESULTS:
+                self.sends.labels(relay=name, result=result)
+
+    def sent_through(self, relay: str, result: str) -> None:
+        """One send through ``relay`` (the router's observer)."""
+        self.sends.labels(relay=relay, result=result).inc()
+
+    def throttled(self, label: str) -> None:
+        """A throttling answer on a route (the pacer's events; ``label`` is bounded)."""
+        self.throttles.labels(route=label).inc()
+
+    def waited(self, seconds: float) -> None:
+        """A send waited ``seconds`` for its rate limits' slots."""
+        self.rate_limited.inc(seconds)
+
+    def watch_routes(self, rates: Callable[[], Mapping[str, float]]) -> None:
+        """Export ``email_worker_route_rate`` from ``rates`` (the pacer's) at scrape time."""
+        self.registry.register(_RouteRates(rates))
 
     def ledger_batch(self, statement: str, size: int) -> None:
         self.ledger_batch_size.labels(statement=statement).observe(size)
@@ -148,19 +253,43 @@ class WorkerMetrics:
 
 
 class MeteredMailer:
-    """The ``Mailer`` port, timed: every attempt lands in ``send_duration_seconds``."""
+    """The ``Mailer`` port, timed: every attempt lands in ``send_duration_seconds`` (with
+    ``exemplar``, pointing at the send's trace)."""
 
-    def __init__(self, inner: Mailer, histogram: Histogram) -> None:
+    def __init__(
+        self, inner: Mailer, histogram: Histogram, exemplar: Exemplar | None = None
+    ) -> None:
         self._inner = inner
         self._histogram = histogram
+        self._exemplar = exemplar
 
-    def send(self, email: OutgoingEmail) -> str:
+    def send(self, email: OutgoingEmail) -> Sent:
         """Exactly what the inner mailer returns or raises."""
         started = time.perf_counter()
         try:
             return self._inner.send(email)
         finally:
-            self._histogram.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._histogram.observe(elapsed, self._exemplar() if self._exemplar else None)
+
+
+class _RouteRates(Collector):
+    """``email_worker_route_rate{route}``: the rate in force of each limited or throttled
+    route, in emails per second, read from the pacer when scraped."""
+
+    def __init__(self, rates: Callable[[], Mapping[str, float]]) -> None:
+        self._rates = rates
+
+    def collect(self) -> Iterable[Metric]:
+        gauge = GaugeMetricFamily(
+            "email_worker_route_rate",
+            "Rate in force per route (emails per second): the configured limit, or less while "
+            "a throttled route recovers; absent while a route is unlimited.",
+            labels=["route"],
+        )
+        for route, rate in sorted(self._rates().items()):
+            gauge.add_metric([route], rate)
+        yield gauge
 
 
 T = TypeVar("T")
@@ -200,6 +329,7 @@ class LiveSources:
     email_queue: str
     smtp_pool: Callable[[], PoolCounts]
     pause_cause: Callable[[], str | None] = lambda: None  # the cause code while paused
+    backlog: Callable[[], tuple[int, int]] = lambda: (0, 0)  # waiting: (high, low) priority
 
 
 class LiveGauges(Collector):
@@ -222,6 +352,15 @@ class LiveGauges(Collector):
             "email_worker_in_flight_messages", "Messages being processed now.", src.in_flight()
         )
         yield _paused_gauge(src.paused(), src.pause_cause())
+        backlog = GaugeMetricFamily(
+            "email_worker_backlog_messages",
+            "Messages received and waiting for a worker thread, by priority class (high: "
+            "PRIORITY_HIGH and above; they are taken first).",
+            labels=["priority"],
+        )
+        for label, count in zip(("high", "low"), src.backlog(), strict=True):
+            backlog.add_metric([label], count)
+        yield backlog
         yield from _smtp_gauges(src.smtp_pool())
         pending = src.pending_callbacks()
         if pending is not None:

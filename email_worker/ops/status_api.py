@@ -1,11 +1,15 @@
-"""The read-only status API (``/api/v1/...``) and its read model over the ledger.
+"""The status API (``/api/v1/...``), its read model over the ledger, and its one write: the
+cancel of CONTRACT section 14 (``POST .../{request_id}/cancel``, in ``cancel_api.py``).
 
 ``StatusReader`` holds the SQL (parameterised, read-only) and maps ledger states to the public
-statuses: ``sent`` → ``delivered``; ``pending``, ``sending``, ``unknown`` → ``pending`` (an
-``unknown`` send may or may not have reached the relay, and is re-driven); ``failed`` →
-``failed``. ``StatusApi`` routes a request, checks the bearer token in constant time and answers
-in the gateway's envelope ``{success, data, error, message, meta}``. Neither the recipient nor
-any content leaves unless the operator sets ``status_api_expose_content``.
+statuses: ``sent`` → ``delivered``; ``pending``, ``sending``, ``unknown``, ``scheduled`` →
+``pending`` (an ``unknown`` send may or may not have reached the relay, and is re-driven; a
+``scheduled`` one waits for its send_at); ``failed`` → ``failed``; ``bounced`` and
+``complained`` stay themselves (a delivered message a provider then reported, CONTRACT section
+15). ``StatusApi`` routes a
+request, checks the bearer token in constant time and answers in the gateway's envelope
+``{success, data, error, message, meta}``. Neither the recipient nor any content leaves unless
+the operator sets ``status_api_expose_content``.
 
 Access (CONTRACT section 19): with ``STATUS_API_TOKEN`` set, every data endpoint needs
 ``Authorization: Bearer <token>`` (401 otherwise). With no token the API is off (404 on every
@@ -22,13 +26,16 @@ import hmac
 import logging
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from email_worker.ledger.db import Database
+from email_worker.ops.cancel_api import Cancel, cancel_answer, cancel_target, unseen_flag
 from schemas.deadletter import rfc3339
 from schemas.failures import DeferredFailure
+from schemas.inbound import is_valid_id
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +45,15 @@ PUBLIC_STATUS = {
     "sending": "pending",
     "unknown": "pending",
     "failed": "failed",
+    "scheduled": "pending",  # held until its send_at (CONTRACT section 14)
+    # Delivered, then reported by the provider (CONTRACT section 15): final, like failed.
+    "bounced": "bounced",
+    "complained": "complained",
 }
+PUBLIC_STATUSES = ("delivered", "pending", "failed", "bounced", "complained")
 LEDGER_STATES = {
     public: tuple(state for state, mapped in PUBLIC_STATUS.items() if mapped == public)
-    for public in ("delivered", "pending", "failed")
+    for public in PUBLIC_STATUSES
 }
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 # A list page may reach at most this many rows deep (page * limit): OFFSET makes Postgres read
@@ -51,7 +63,8 @@ MAX_PAGE = 9_999_999  # what parses as a page number at all; MAX_DEPTH refuses f
 _NUMBER = re.compile(r"^[0-9]{1,7}$")
 _COLUMNS = (
     "request_id, notification_id, correlation_id, status, attempts, template_code, "
-    "template_version, batch_id, failure_reason, failure_detail, created_at, updated_at, sent_at"
+    "template_version, batch_id, failure_reason, failure_detail, created_at, updated_at, sent_at,"
+    " relay"
 )
 _LIST_CONTENT = ", recipient, message_id, subject"
 _FULL_CONTENT = _LIST_CONTENT + ", smtp_reply, text_body, html_body"
@@ -104,7 +117,7 @@ class StatusReader:
 
     def batch(self, batch_id: str) -> dict[str, int]:
         """Counts per public status of the requests carrying ``metadata.batch_id``."""
-        counts = {"delivered": 0, "pending": 0, "failed": 0}
+        counts = dict.fromkeys(PUBLIC_STATUSES, 0)
         for row in self._rows(
             "SELECT status, count(*) AS n FROM email_requests WHERE batch_id = %s GROUP BY status",
             (batch_id,),
@@ -150,7 +163,8 @@ def _status_filter(params: dict[str, list[str]]) -> str | None:
     if not values or values == [""]:
         return None
     if len(values) > 1 or values[0] not in LEDGER_STATES:
-        raise ApiError(400, "invalid_parameter", "status must be delivered, pending or failed")
+        names = ", ".join(LEDGER_STATES)
+        raise ApiError(400, "invalid_parameter", f"status must be one of {names}")
     return values[0]
 
 
@@ -166,9 +180,15 @@ class StatusApi:
     ``open_access`` is true, else 404 to everything (it is off)."""
 
     def __init__(
-        self, reader: StatusReader, *, token: str | None, open_access: bool = False
+        self,
+        reader: StatusReader,
+        *,
+        token: str | None,
+        open_access: bool = False,
+        cancel: Cancel | None = None,
     ) -> None:
         self._reader = reader
+        self._cancel = cancel  # POST .../{request_id}/cancel (ops/cancel_api.py); None: 404
         self._token = _digest(token) if token else None
         self._off = self._token is None and not open_access
         if self._off:
@@ -177,9 +197,18 @@ class StatusApi:
             log.warning("the status API is open: anyone who reaches HTTP_PORT may read it")
 
     def __call__(self, target: str, authorization: str | None) -> Answer:
+        return self._guarded(target, authorization, self._route)
+
+    def post(self, target: str, authorization: str | None) -> Answer:
+        """Answers one POST under ``/api/v1``: the cancel (CONTRACT section 14). Never raises."""
+        return self._guarded(target, authorization, self._route_post)
+
+    def _guarded(
+        self, target: str, authorization: str | None, route: Callable[[SplitResult], Answer]
+    ) -> Answer:
         try:
             self._authorize(authorization)
-            return self._route(urlsplit(target))
+            return route(urlsplit(target))
         except ApiError as error:
             return _fail(error)
         except DeferredFailure:
@@ -209,6 +238,18 @@ class StatusApi:
             if path.startswith(prefix) and len(path) > len(prefix):
                 return answer(unquote(path[len(prefix) :]))
         raise ApiError(404, "not_found", "no such endpoint")
+
+    def _route_post(self, target: SplitResult) -> Answer:
+        request_id = cancel_target(target.path.rstrip("/"))
+        if request_id is None or self._cancel is None:
+            raise ApiError(404, "not_found", "no such endpoint")
+        if not is_valid_id(request_id):
+            raise ApiError(400, "invalid_parameter", "request_id: 1-128 printable characters")
+        result = self._cancel(request_id, unseen_flag(target.query))
+        status, data, message, error = cancel_answer(result)
+        if error is not None:
+            raise ApiError(status, error, message)
+        return _ok(data, message)
 
     def _one(self, request_id: str) -> Answer:
         found = self._reader.one(request_id)
@@ -248,7 +289,7 @@ class StatusApi:
         total = sum(counts.values())
         if total == 0:
             raise ApiError(404, "not_found", "no notification carries this batch_id")
-        settled = counts["delivered"] + counts["failed"]
+        settled = total - counts["pending"]
         data = {
             "batch_id": batch_id,
             "total": total,

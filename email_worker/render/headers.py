@@ -11,9 +11,11 @@ pre-encoded is a trick). Values are also capped in length.
 
 from __future__ import annotations
 
+import functools
 import re
 from email.charset import QP, Charset
 from email.header import Header
+from email.utils import formataddr
 
 from schemas.failures import PermanentFailure, Reason
 
@@ -99,3 +101,22 @@ def _fold_at_spaces(head: str, value: str) -> list[str]:
 
 def _encoded_words(name: str, value: str) -> str:
     return Header(value, _UTF8_QP, header_name=name).encode(linesep="\r\n", maxlinelen=SOFT_LINE)
+
+
+@functools.lru_cache(maxsize=64)
+def mailbox_line(name: str, display_name: str, address: str) -> str:
+    """``name: Display Name <address>`` (``From``, ``Reply-To``; CONTRACT section 11), folded.
+
+    An ASCII display name is quoted when it holds specials (``email.utils.formataddr``); any
+    other is written as RFC 2047 encoded words (``email.header``), never raw, so the header is
+    ASCII in every message. ``email.headerregistry``'s folder is not used: on Python 3.11 it
+    drops the space between two encoded words it splits a long name into. Both arguments must
+    have passed ``check_header_value`` and ``address`` be one bare address. Cached: the sender
+    is the same for every email."""
+    if display_name.isascii():
+        return header_line(name, formataddr((display_name, address)), words=True)
+    lines = f"{name}: {_encoded_words(name, display_name)}".split("\r\n")
+    # The address on the last line when it fits in 78 characters, else on a line of its own.
+    fits = len(lines[-1]) + len(address) + 3 <= SOFT_LINE
+    lines[-1:] = [f"{lines[-1]} <{address}>"] if fits else [lines[-1], f" <{address}>"]
+    return "\r\n".join(lines)

@@ -7,12 +7,16 @@ in profiles; our own header check makes that parsing redundant. Its generator wo
 a long ``List-Unsubscribe`` URL as encoded words, which no client reads as a URL. Messages with
 a non-ASCII address (SMTPUTF8) get UTF-8 headers (RFC 6532), the others ASCII headers.
 
-Headers: ``From`` (the configured sender), ``To`` (the one validated recipient),
-``Subject``, ``Message-ID``, ``Date`` (UTC), ``MIME-Version`` and, when the template gives one,
-``List-Unsubscribe``. Every value is checked by ``email_worker.render.headers`` (CVE-2024-6923) and
-folded within RFC 5322's line limits on every path (``header_line``).
-``List-Unsubscribe-Post`` (RFC 8058 one-click) is deliberately not added: it promises that a
-bare POST to the URL unsubscribes, which only the template's owner can know.
+Headers: ``From`` (the configured sender, its display name quoted or RFC 2047 encoded),
+``Reply-To`` when configured, ``To`` (the one validated recipient), ``Subject``, ``Message-ID``,
+``Date`` (UTC), ``MIME-Version`` and, when the template gives one, ``List-Unsubscribe``. A
+template gives only the subject, the bodies and ``List-Unsubscribe``: no template field can set
+``From``, ``Sender``, ``To``, ``Cc`` or ``Bcc`` (CONTRACT section 11). Every value is checked
+by ``email_worker.render.headers`` (CVE-2024-6923) and folded within RFC 5322's line limits on
+every path (``header_line``, ``mailbox_line``).
+``List-Unsubscribe-Post`` (RFC 8058 one-click) is added only beside the worker's own one-click
+URL (``UNSUBSCRIBE_URL``, email_worker/suppression/policy.py), never beside a template's: it
+promises that a bare POST to the URL unsubscribes, which only the template's owner can know.
 """
 
 from __future__ import annotations
@@ -27,20 +31,24 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from email_worker.ports import OutgoingEmail
-from email_worker.render.headers import check_header_value, header_line
+from email_worker.render.headers import check_header_value, header_line, mailbox_line
 from schemas.failures import PermanentFailure, Reason
 
 
 def _headers(outgoing: OutgoingEmail) -> dict[str, str]:
     content = outgoing.content
-    headers = {
-        "From": outgoing.sender,
+    headers = {"From": outgoing.sender}
+    if outgoing.reply_to is not None:
+        headers["Reply-To"] = outgoing.reply_to.address
+    headers |= {
         "To": outgoing.recipient,
         "Subject": content.subject,
         "Message-ID": outgoing.message_id,
     }
     if content.list_unsubscribe:
         headers["List-Unsubscribe"] = content.list_unsubscribe
+        if content.list_unsubscribe_post:  # only beside the worker's own one-click URL
+            headers["List-Unsubscribe-Post"] = content.list_unsubscribe_post
     return headers
 
 
@@ -64,12 +72,16 @@ def build_message(outgoing: OutgoingEmail) -> bytes:
     headers = _headers(outgoing)
     for name, value in headers.items():
         check_header_value(name, value)
+    names = _display_names(outgoing)
     # A header parser would read "a@x, b@y" as two visible recipients: one bare address only.
-    if not is_bare_address(outgoing.recipient):
-        raise PermanentFailure(Reason.UNSAFE_CONTENT, "header To: not exactly one address")
+    for name in ("To", "Reply-To", *names):
+        if name in headers and not is_bare_address(headers[name]):
+            raise PermanentFailure(Reason.UNSAFE_CONTENT, f"header {name}: not exactly one address")
     utf8 = not (outgoing.sender + outgoing.recipient).isascii()
     lines = [
-        header_line(name, value, utf8=utf8, words=name != "Subject")
+        mailbox_line(name, names[name], value)
+        if name in names
+        else header_line(name, value, utf8=utf8, words=name != "Subject")
         for name, value in headers.items()
     ]
     # "=_" cannot occur in a quoted-printable body (it would be "=3D_"): a safe boundary.
@@ -89,6 +101,14 @@ def build_message(outgoing: OutgoingEmail) -> bytes:
             f"--{boundary}--\r\n".encode("ascii"),
         ]
     )
+
+
+def _display_names(outgoing: OutgoingEmail) -> dict[str, str]:
+    """The display names of ``From`` and ``Reply-To`` (from configuration, never from a
+    template), each checked like any header value."""
+    reply_to = outgoing.reply_to
+    given = {"From": outgoing.sender_name, "Reply-To": reply_to.name if reply_to else None}
+    return {name: check_header_value(name, value) for name, value in given.items() if value}
 
 
 def _part(boundary: str, subtype: str, text: str) -> bytes:

@@ -1,15 +1,19 @@
 """The SMTP adapter: build the MIME message, send it once, classify what happened.
 
+The envelope sender (MAIL FROM) is ``OutgoingEmail.envelope_sender`` (``RETURN_PATH`` or the From
+address). With a ``sign`` function (DKIM, ``email_worker/dkim/``) the built bytes are signed as
+they go out: dot-stuffing, which the relay undoes, is the only change after it.
+
 ``SmtpMailer`` implements the ``Mailer`` port over ``smtplib`` with a pool of at most
 ``max_connections`` persistent connections, shared by the calling threads. It drives MAIL, RCPT
 and DATA itself, in one write when the relay offers PIPELINING (RFC 2920), and reads their
 replies in order, so every failure is known by its phase:
 
     pool                   none free in time     DeferredFailure(SMTP_UNAVAILABLE), no attempt spent
-    connect / TLS / AUTH   refused, timeout      TransientFailure(SMTP_UNAVAILABLE), retried briefly
+    connect / TLS / AUTH   refused, timeout      RelayUnavailable(SMTP_UNAVAILABLE), retried briefly
                            bad certificate       SystemicFailure(SMTP_TLS_FAILED)
                            530/534/535           SystemicFailure(SMTP_AUTH_FAILED)
-    MAIL, RCPT, DATA       connection lost       TransientFailure(SMTP_UNAVAILABLE)
+    MAIL, RCPT, DATA       connection lost       RelayUnavailable(SMTP_UNAVAILABLE)
                            4xx                   TransientFailure(SMTP_TRANSIENT)
                            5xx at RCPT           PermanentFailure(RECIPIENT_REJECTED)
                            5xx elsewhere         PermanentFailure(MESSAGE_REJECTED)
@@ -19,6 +23,8 @@ The window after the final dot cannot be closed, only detected (RELIABILITY rule
 and its terminating dot go out in one ``sendall``; a failure inside it means the relay cannot
 have completed the message, a failure after it means it may have. Nothing is ever retried around
 DATA. Failure details carry codes and phases, never the relay's text (it echoes addresses).
+``RelayUnavailable`` (and ``SystemicFailure``) mean the relay cannot have accepted the message:
+the relay router (email_worker/relays/) may hand it to another relay at once.
 """
 
 from __future__ import annotations
@@ -40,8 +46,8 @@ from schemas.failures import (
     AmbiguousDelivery,
     PermanentFailure,
     Reason,
+    RelayUnavailable,
     SystemicFailure,
-    TransientFailure,
 )
 
 _CONNECT_ATTEMPTS = 3  # quick, jittered: well within a few seconds in total
@@ -52,7 +58,7 @@ class _StaleConnection(Exception):
 
 
 def _connect_failed(error: BaseException) -> bool:
-    return type(error) is TransientFailure and error.reason is Reason.SMTP_UNAVAILABLE
+    return type(error) is RelayUnavailable and error.reason is Reason.SMTP_UNAVAILABLE
 
 
 def _send_then_reply(smtp: smtplib.SMTP, sender: str, recipient: str) -> tuple[int, bytes]:
@@ -78,10 +84,15 @@ class SmtpMailer:
         local_hostname: str | None = None,
         max_connections: int = 8,
         connection_wait: float | None = None,
+        connect_attempts: int | None = None,
+        sign: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._host, self._port, self._security = host, port, security
+        self._sign = sign  # DKIM (email_worker/dkim/): the built bytes in, the sent bytes out
         self._username, self._password = username, password
         self._timeout, self._local_hostname = timeout, local_hostname
+        # One when other relays can take the message at once (failover beats a quick retry).
+        self._connect_attempts = connect_attempts or _CONNECT_ATTEMPTS
         # Always an explicit, verifying context: starttls() without one verifies nothing.
         self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         self._pool = SmtpPool(
@@ -94,6 +105,8 @@ class SmtpMailer:
         """Send ``email`` once to its one recipient; return the relay's final reply.
         Raises the failures in the module docstring (``schemas.failures`` only)."""
         message = build_message(email)  # checks every header first: UNSAFE_CONTENT
+        if self._sign is not None:  # before the pool: no connection is held while signing
+            message = self._sign(message)
         with self._pool.slot():
             # The second round only after a stale pooled connection, and on a new one: after a
             # relay restart every idle connection is dead.
@@ -109,7 +122,7 @@ class SmtpMailer:
                     raise
                 self._pool.give_back(smtp)
                 return reply
-        raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL")
+        raise RelayUnavailable(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL")
 
     def close(self) -> None:
         """QUIT and close every pooled connection."""
@@ -122,7 +135,7 @@ class SmtpMailer:
     # Connections.
     def _connect_retrying(self) -> smtplib.SMTP:
         retrying = Retrying(
-            stop=stop_after_attempt(_CONNECT_ATTEMPTS),
+            stop=stop_after_attempt(self._connect_attempts),
             wait=wait_random_exponential(multiplier=0.2, max=1.0),
             retry=retry_if_exception(_connect_failed),
             reraise=True,
@@ -151,9 +164,9 @@ class SmtpMailer:
         except ssl.SSLError as exc:
             raise tls_failure(exc) from None
         except smtplib.SMTPConnectError as exc:
-            raise TransientFailure(Reason.SMTP_UNAVAILABLE, f"{exc.smtp_code} at connect") from None
+            raise RelayUnavailable(Reason.SMTP_UNAVAILABLE, f"{exc.smtp_code} at connect") from None
         except OSError as exc:
-            raise TransientFailure(
+            raise RelayUnavailable(
                 Reason.SMTP_UNAVAILABLE, f"connect failed: {type(exc).__name__}"
             ) from None
 
@@ -169,9 +182,9 @@ class SmtpMailer:
         except smtplib.SMTPNotSupportedError:
             raise SystemicFailure(Reason.SMTP_AUTH_FAILED, "AUTH not offered") from None
         except smtplib.SMTPResponseException as exc:  # EHLO/HELO refused
-            raise TransientFailure(Reason.SMTP_UNAVAILABLE, f"{exc.smtp_code} at EHLO") from None
+            raise RelayUnavailable(Reason.SMTP_UNAVAILABLE, f"{exc.smtp_code} at EHLO") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransientFailure(
+            raise RelayUnavailable(
                 Reason.SMTP_UNAVAILABLE, f"handshake failed: {type(exc).__name__}"
             ) from None
 
@@ -203,7 +216,7 @@ class SmtpMailer:
         try:
             smtp.send(payload)
         except OSError:  # the final dot did not leave: the relay cannot have the message
-            raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost in DATA") from None
+            raise RelayUnavailable(Reason.SMTP_UNAVAILABLE, "connection lost in DATA") from None
         try:
             code, reply = smtp.getreply()
         except OSError:  # after the final dot: the relay may have the message
@@ -216,20 +229,20 @@ class SmtpMailer:
 
         A failure is raised for the first phase that failed; the replies after it are left
         unread, which is safe only because a failed transaction's connection is discarded."""
-        sender, recipient = mailbox(email.sender), mailbox(email.recipient)
+        sender, recipient = mailbox(email.envelope_sender), mailbox(email.recipient)
         self._mail(smtp, reused, lambda: _send_then_reply(smtp, sender, recipient))
         self._command(smtp, "RCPT", smtp.getreply)
         self._command(smtp, "DATA", smtp.getreply, expect=354)
 
     def _stepwise(self, smtp: smtplib.SMTP, email: OutgoingEmail, reused: bool) -> None:
-        sender, recipient = mailbox(email.sender), mailbox(email.recipient)
+        sender, recipient = mailbox(email.envelope_sender), mailbox(email.recipient)
         self._mail(smtp, reused, lambda: smtp.docmd("MAIL", f"FROM:{sender}"))
         self._command(smtp, "RCPT", lambda: smtp.docmd("RCPT", f"TO:{recipient}"))
         self._command(smtp, "DATA", lambda: smtp.docmd("DATA"), expect=354)
 
     def _stepwise_utf8(self, smtp: smtplib.SMTP, email: OutgoingEmail, reused: bool) -> None:
         # smtplib's own mail() switches the command encoding to UTF-8 for SMTPUTF8.
-        self._mail(smtp, reused, lambda: smtp.mail(email.sender, ["SMTPUTF8"]))
+        self._mail(smtp, reused, lambda: smtp.mail(email.envelope_sender, ["SMTPUTF8"]))
         self._command(smtp, "RCPT", lambda: smtp.rcpt(email.recipient))
         self._command(smtp, "DATA", lambda: smtp.docmd("DATA"), expect=354)
 
@@ -241,7 +254,7 @@ class SmtpMailer:
         except OSError:  # smtplib's disconnects are OSErrors too
             if reused:
                 raise _StaleConnection from None
-            raise TransientFailure(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL") from None
+            raise RelayUnavailable(Reason.SMTP_UNAVAILABLE, "connection lost at MAIL") from None
         if reused and code == 421:  # an idle connection the relay has timed out
             raise _StaleConnection
         classify(code, reply, "MAIL")
@@ -256,5 +269,5 @@ class SmtpMailer:
         try:
             code, reply = call()
         except OSError:
-            raise TransientFailure(Reason.SMTP_UNAVAILABLE, f"connection lost at {phase}") from None
+            raise RelayUnavailable(Reason.SMTP_UNAVAILABLE, f"connection lost at {phase}") from None
         classify(code, reply, phase, expect)

@@ -14,9 +14,21 @@ import smtplib
 import ssl
 
 from email_worker.render.mime import is_bare_address
-from schemas.failures import PermanentFailure, Reason, SystemicFailure, TransientFailure
+from schemas.failures import (
+    PermanentFailure,
+    Reason,
+    SystemicFailure,
+    ThrottledFailure,
+    TransientFailure,
+)
 
 _AUTH_CODES = frozenset({530, 534, 535})
+# Throttling answers (CONTRACT section 12): 421 in any phase; 450/451/452 (and 454, SES's
+# "454 Throttling failure", which carries no enhanced code) with an enhanced code 4.7.x or one
+# of these words; 454 4.7.0. Plain substring checks over a bounded prefix: linear time.
+_THROTTLE_CODES = frozenset({450, 451, 452, 454})
+_THROTTLE_WORDS = (b"rate", b"throttl", b"too many")
+_THROTTLE_SCAN = 512  # bytes of the reply's text searched for the words
 _ENHANCED = re.compile(rb"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
 # A whitespace-delimited word holding an "@", matched only from the word's start (the
 # lookbehind) and never given back (``*+``): ``\S+@\S+`` retried from every position of a long
@@ -55,12 +67,45 @@ def classify(code: int, reply: bytes, phase: str, expect: int | None = None) -> 
     if code == expect or (expect is None and 200 <= code < 300):
         return
     detail = reply_status(code, reply, phase)
+    route = throttle_route(code, reply, phase)
+    if route is not None:
+        raise ThrottledFailure(route, detail)
     if code in _AUTH_CODES:
         raise SystemicFailure(Reason.SMTP_AUTH_FAILED, detail)
     if 500 <= code < 600:
         reason = Reason.RECIPIENT_REJECTED if phase == "RCPT" else Reason.MESSAGE_REJECTED
         raise PermanentFailure(reason, detail)
     raise TransientFailure(Reason.SMTP_TRANSIENT, detail)
+
+
+def throttle_route(code: int, reply: bytes, phase: str) -> str | None:
+    """The route a throttling answer slows, or None when ``code``/``reply`` is no throttle:
+    ``domain`` for a 450/451/452 with an enhanced code 4.7.x at RCPT (the relay speaks of the
+    recipient's domain), ``relay`` for every other throttle (a 421 closes the whole session)."""
+    enhanced = _ENHANCED.match(reply)
+    policy = enhanced is not None and enhanced.group(1).startswith(b"4.7.")
+    if code == 421:
+        return "relay"
+    if code not in _THROTTLE_CODES:
+        return None
+    if code == 454 and enhanced is not None and not policy:
+        return None  # 454 4.x.y other than 4.7.x: a TLS or other transient trouble
+    if not policy:
+        text = reply[:_THROTTLE_SCAN].lower()
+        if not any(_starts_word(text, word) for word in _THROTTLE_WORDS):
+            return None
+    return "domain" if policy and phase == "RCPT" and code != 454 else "relay"
+
+
+def _starts_word(text: bytes, word: bytes) -> bool:
+    """``word`` at the start of a word of ``text`` ("rate limited", "ratelimit"; not
+    "generate"). Each search resumes after the previous hit: linear in ``text``."""
+    at = text.find(word)
+    while at >= 0:
+        if at == 0 or not text[at - 1 : at].isalpha():
+            return True
+        at = text.find(word, at + 1)
+    return False
 
 
 def accepted_reply(code: int, reply: bytes) -> str:

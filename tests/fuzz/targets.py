@@ -23,6 +23,8 @@ from email_worker.render.mime import build_message
 from email_worker.render.renderer import TemplateRenderer
 from email_worker.render.sizes import brace_width, percent_width
 from email_worker.render.textify import html_to_text
+from email_worker.reports.dsn import mime_reports
+from email_worker.reports.model import Malformed
 from schemas.failures import PermanentFailure, Reason
 from schemas.inbound import parse_message, peek_ids
 from templates_client.template import Template
@@ -118,9 +120,35 @@ def _check_formats(fmt: str) -> None:
     brace_width(fmt)
 
 
+# Raw bounce and complaint reports (anyone can mail the bounce mailbox): reports or
+# Malformed, never anything else, and no address in what a report carries onwards.
+def _check_mime_report(raw: bytes) -> None:
+    try:
+        reports = mime_reports(raw)
+    except Malformed:
+        return
+    assert all("@" not in report.summary.replace("***@", "") for report in reports)
+
+
 # Templates: rendered, or refused as the template's fault, never anything else; and never more
 # than a bounded amount of memory on the way (the allowance is 32 x 64 KiB here).
 _RENDERER = TemplateRenderer(max_rendered_bytes=64 * 1024, max_render_seconds=0.2)
+_REPORT_PIECES = (
+    b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n",
+    b"Content-Type: multipart/report; report-type=feedback-report; boundary=b\r\n\r\n",
+    b"--b\r\n",
+    b"--b--\r\n",
+    b"Content-Type: message/delivery-status\r\n\r\n",
+    b"Content-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\n",
+    b"Content-Type: message/rfc822\r\n\r\nMessage-ID: <a@b>\r\n",
+    b"Content-Type: text/rfc822-headers\r\n\r\nMessage-ID: <a@b>\r\n",
+    b"Final-Recipient: rfc822; ann@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n",
+    b"Diagnostic-Code: smtp; 550 <ann@example.org> unknown\r\n",
+    b"\r\n",
+    b'; boundary="',
+    b"\xff",
+    b"\t",
+)
 _PIECES = (
     """
 {{ x }}|{{ xs }}|{{ xs * 50 }}|{{ [xs, xs] }}|{% for i in xs %}|{% endfor %}|{{ x|center(500) }}
@@ -188,6 +216,9 @@ TARGETS: dict[str, Target] = {
         _check_inbound,
     ),
     "formats": Target(_mixed("%()*.0123456789-+ #sdrf{}:>", max_size=300), _check_formats),
+    "mime_report": Target(
+        st.lists(st.sampled_from(_REPORT_PIECES), max_size=40).map(b"".join), _check_mime_report
+    ),
     "template": Target(
         st.lists(st.sampled_from(_PIECES), max_size=12).map("".join), _check_template
     ),

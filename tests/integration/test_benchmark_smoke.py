@@ -33,7 +33,7 @@ def test_benchmark_runs_every_phase_and_writes_its_report(
     argv = [
         sys.executable, "-m", "benchmarks", "--messages", str(MESSAGES), "--workers", "1",
         "--rounds", "2",
-        "--naive-messages", "10", "--baseline-messages", "20",
+        "--naive-messages", "10", "--baseline-messages", "20", "--realistic-messages", "100",
         "--capacity-seconds", "0.3", "--capacity-messages", "200",
         "--half-rate-seconds", "1", "--sink", "builtin", "--timeout", "40",
         "--amqp-url", amqp_url, "--database-url", postgres_admin_url,
@@ -65,6 +65,11 @@ def test_benchmark_runs_every_phase_and_writes_its_report(
     assert set(worker["machine_cpu"]) == {"PostgreSQL", "RabbitMQ", "SMTP sink", "harness"}
     assert worker["machine_cpu"]["PostgreSQL"] > 0 and worker["machine_cpu"]["harness"] > 0
     assert "## Where the cores go" in text
+    assert [r["round_number"] for r in data["realistic"]] == [1, 2]
+    for real in data["realistic"]:  # recipient 13 refused with 550; 7 and 57 get 451 once
+        assert (real["sent"], real["failed"], real["callbacks"]) == (99, 1, 99)
+        assert real["workload"] == "realistic"
+    assert "## Realistic workload" in text
     assert "## Stronger baselines" in text and ">= 3x the better stronger baseline" in text
     assert "| 1 (round 2) |" in text and "ran 2 times, the configurations alternating" in text
 

@@ -120,6 +120,7 @@ class Broker:
                 self.settings.email_queue,
                 self.settings.failed_queue,
                 self.settings.retry_queue_name(60),
+                f"{self.settings.email_queue}.bulk",  # the priority lane
             ):
                 channel.queue_delete(name)
             channel.exchange_delete(self.settings.exchange)

@@ -112,11 +112,11 @@ def test_passive_start_up_lists_every_missing_piece_and_exits_3(bare_stack: Stac
     assert refused.returncode == 3, refused.stderr
     message = refused.stderr
     retry_queues = [names.retry_queue_name(d) for d in names.retry_delays]
-    for piece in (names.failed_queue, *retry_queues):
+    for piece in (names.failed_queue, *retry_queues, names.lane_queue):
         assert f"queue '{piece}'" in message
         assert f"rabbitmqadmin declare queue name={piece} durable=true" in message
     assert f"binding '{names.exchange} -> {names.failed_queue} (failed)'" in message
-    assert f"{len(retry_queues) + 2} missing piece(s)" in message
+    assert f"{len(retry_queues) + 3} missing piece(s)" in message
     assert "email-worker topology apply" in message
     assert cli(env, "topology", "apply").returncode == 0
     assert cli(env, "topology", "show").returncode == 0

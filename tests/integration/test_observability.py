@@ -147,14 +147,17 @@ def test_readiness_follows_the_smtp_relay(stack: Stack) -> None:
     port = free_port()
     stack.start_worker(http_port=port, smtp_probe_interval_seconds=0.2)
     wait_for(lambda: ready(port)[0] == 200, 10, "ready")
-    checks = {"broker": True, "database": True, "smtp": True, "consumption": True}
+    checks = {"broker": True, "database": True, "relays": True, "consumption": True}
     assert ready(port)[1]["checks"] == checks
+    relay = f"smtp://127.0.0.1:{stack.smtp.port}"
+    assert ready(port)[1]["relays"] == {relay: {"reachable": True, "breaker": "closed"}}
     stack.smtp.stop()
     try:
         wait_for(lambda: ready(port)[0] == 503, 10, "not ready without SMTP")
         code, body = ready(port)
         assert code == 503 and body["status"] == "not_ready"
-        assert body["checks"]["smtp"] is False
+        assert body["checks"]["relays"] is False
+        assert body["relays"][relay]["reachable"] is False
         assert body["checks"]["broker"] and body["checks"]["database"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
             assert json.loads(response.read()) == {"status": "ok"}  # liveness is unaffected

@@ -188,6 +188,8 @@ def test_batch_progress(traffic: tuple[Stack, int, list[str], str, str]) -> None
         "delivered": 3,
         "pending": 0,
         "failed": 1,
+        "bounced": 0,
+        "complained": 0,
         "progress_percent": 100.0,
         "complete": True,
     }

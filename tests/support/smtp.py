@@ -22,9 +22,10 @@ import email.policy
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Literal
 
@@ -74,6 +75,7 @@ class ReceivedMessage:
     rcpt_tos: tuple[str, ...]
     data: bytes
     ambiguous: bool = False  # the client was never told the message was accepted
+    received_at: float = field(default_factory=time.time)  # when the server kept it (epoch s)
 
     def parsed(self) -> EmailMessage:
         message = email.message_from_bytes(self.data, policy=email.policy.default)
@@ -122,6 +124,7 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         behaviour: Behaviour = getattr(envelope, "behaviour", ACCEPT)
         self.owner.data_received()
+        await self.owner.paced()
         if behaviour.keep_first:
             self.owner.record(envelope, ambiguous=False)
         if behaviour.delay:
@@ -133,6 +136,9 @@ class _Handler:
             raise asyncio.CancelledError
         if behaviour.data is not None:
             return behaviour.data
+        refusal = self.owner.refusal()  # a server of its own may refuse here (throttling)
+        if refusal is not None:
+            return refusal
         if not behaviour.keep_first:
             self.owner.record(envelope, ambiguous=False)
         return "250 2.0.0 Ok: queued as TEST"
@@ -193,6 +199,11 @@ class SmtpTestServer:
         self._scripts: dict[str, deque[Behaviour]] = {}
         self._queue: deque[Behaviour] = deque()
         self._messages: list[ReceivedMessage] = []
+        # At most this many end-of-DATA replies per second, all connections together (a relay
+        # that paces its replies); None: as fast as it can.
+        self.reply_rate: float | None = None
+        self._next_reply = 0.0
+        self._rcpts: dict[str, int] = {}
         self._opened = 0  # factory calls, the start-up probes included
         self._probes = 0
         self._data_count = 0
@@ -220,8 +231,14 @@ class SmtpTestServer:
         with self._lock:
             return self._opened - self._probes
 
-    def next_behaviour(self, address: str) -> Behaviour:
+    def rcpt_count(self, address: str) -> int:
+        """RCPT commands naming ``address`` (any case) so far, accepted or refused."""
         with self._lock:
+            return self._rcpts.get(address.lower(), 0)
+
+    def next_behaviour(self, address: str) -> Behaviour:  # called once per RCPT command
+        with self._lock:
+            self._rcpts[address.lower()] = self._rcpts.get(address.lower(), 0) + 1
             script = self._scripts.get(address.lower())
             if script:
                 return script.popleft()
@@ -239,6 +256,20 @@ class SmtpTestServer:
         """Messages whose final dot arrived (replied to or not), since start."""
         with self._lock:
             return self._data_count
+
+    async def paced(self) -> None:
+        """Wait for this reply's turn under ``reply_rate`` (in the server's loop only)."""
+        if not self.reply_rate:
+            return
+        now = time.monotonic()
+        turn = max(now, self._next_reply)
+        self._next_reply = turn + 1 / self.reply_rate
+        await asyncio.sleep(turn - now)
+
+    def refusal(self) -> str | None:
+        """The reply refusing a message about to be accepted at the end of DATA, or None
+        (accept). Called in the server's loop; subclasses refuse (``tests.support.throttling``)."""
+        return None
 
     def data_received(self) -> None:  # called by the handler at the end of DATA
         with self._lock:

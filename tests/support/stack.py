@@ -97,10 +97,12 @@ class Stack:
         # Tests override the names and delays: remember every queue so cleanup finds it.
         self.queues.update({settings.email_queue, settings.failed_queue, settings.callback_queue})
         self.queues.update(settings.retry_queue_name(d) for d in settings.retry_delays)
+        self.queues.update([settings.lane_queue] if settings.lane_queue else [])
         return settings
 
     def environment(self, **overrides: Any) -> dict[str, str]:
-        """The same settings as ``EMAIL_WORKER_*`` variables, for subprocess workers."""
+        """The same settings as ``EMAIL_WORKER_*`` variables (the standard ``OTEL_*`` ones
+        under their own names), for subprocess workers."""
         settings = self.settings(**overrides)
         env: dict[str, str] = {}
         for name, value in settings.model_dump().items():
@@ -111,7 +113,8 @@ class Stack:
                 raw = ",".join(str(v) for v in raw)
             elif isinstance(raw, dict):  # QUEUE_ARGUMENTS: a JSON object
                 raw = json.dumps(raw)
-            env[f"EMAIL_WORKER_{name.upper()}"] = str(raw)
+            variable = name.upper() if name.startswith("otel_") else f"EMAIL_WORKER_{name.upper()}"
+            env[variable] = str(raw)
         return env
 
     @contextmanager
@@ -181,11 +184,12 @@ class Stack:
             connection.close()
 
     def queued(self) -> int:
-        """Messages ready or unacked in the email queue and the delay queues."""
+        """Messages ready in the email queue, the delay queues and the priority lane."""
         settings = self.settings()
         names = [settings.email_queue] + [
             settings.retry_queue_name(d) for d in settings.retry_delays
         ]
+        names += [settings.lane_queue] if settings.lane_queue else []
         connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
         try:
             channel = connection.channel()

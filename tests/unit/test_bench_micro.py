@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.micro import (
+    dkim_sign,
     html_text,
     http_post,
     log_line,
@@ -19,6 +20,7 @@ from benchmarks.micro import (
     report,
     runner,
     samples,
+    spans,
 )
 from benchmarks.micro.timing import Comparison, Measure, Side, measure_pair
 from email_worker.render.mime import build_message
@@ -142,6 +144,54 @@ def test_log_line_now_and_before_write_the_same_fields() -> None:
 
     assert len(found) == 1
     _measured(found)
+
+
+def test_tracing_off_on_and_before_the_hooks_deliver_the_same_email() -> None:
+    if spans.load_before() is None:
+        skip_or_fail(f"git or commit {spans.BEFORE_REF} is not available")
+
+    found = spans.run(rounds=1, scale=0.002)
+
+    assert [c.case for c in found] == [
+        "one delivered message, tracing off",
+        "one delivered message, tracing on",
+    ]
+    assert all("same Message-ID" in c.equivalent for c in found)
+    assert "spans exported by the tracing-on side" in found[1].notes[0]
+    _measured(found)
+
+
+def test_the_tracing_verdict_states_the_cost_when_off_and_on() -> None:
+    found = [_comparison("tracing", "off", 100, 98), _comparison("tracing", "on", 300, 100)]
+
+    text = report.verdict("tracing", found)
+
+    assert "no measurable cost" in text and "+200 µs of CPU per message" in text
+    slower = [_comparison("tracing", "off", 130, 100), found[1]]
+    assert "+30.0 µs per message (+30%)" in report.verdict("tracing", slower)
+
+
+def test_dkim_signer_and_both_dkimpy_ways_give_signatures_that_verify() -> None:
+    found = dkim_sign.run(rounds=1, scale=0.02, sizes={"4 KB": 4000})
+
+    assert {c.library.label for c in found} == {
+        "dkimpy (dkim.sign)",
+        "dkimpy canonicalisation + cryptography",
+    }
+    assert {c.case.split(",")[0] for c in found} == {"rsa-sha256", "ed25519-sha256"}
+    assert all("verifies with dkimpy" in c.equivalent for c in found)
+    _measured(found)
+
+
+def test_the_dkim_check_sees_a_signature_that_does_not_verify() -> None:
+    key = dkim_sign.new_key("ed25519")
+    message = build_message(dkim_sign.digest_email(2000))
+    names = [b"from", b"to", b"subject"]
+    signed = dkim_sign.dkimpy_canonical(message, key, names)
+
+    assert "verifies" in dkim_sign.check({"ok": signed}, key)
+    with pytest.raises(AssertionError, match="tampered"):
+        dkim_sign.check({"tampered": signed.replace(b"Subject: ", b"Subject: Re: ")}, key)
 
 
 def test_runner_writes_the_report_and_json(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def test_secrets_may_come_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     [
         ("EMAIL_WORKER_SMTP_PORT", "not-a-port"),
         ("EMAIL_WORKER_RETRY_DELAYS", "5,-1"),
-        ("EMAIL_WORKER_FROM_ADDRESS", "Acme <noreply@example.com>"),
+        ("EMAIL_WORKER_FROM_ADDRESS", "Acme <noreply@example.com>, Bob <bob@example.com>"),
         ("EMAIL_WORKER_FROM_ADDRESS", "noreply@exämple.com"),
         ("EMAIL_WORKER_SMTP_SECURITY", "ssl"),
         ("EMAIL_WORKER_QUEUE_TYPE", "stream"),

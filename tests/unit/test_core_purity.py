@@ -1,7 +1,7 @@
 """The core is pure: importing any core module, in a fresh interpreter, loads no adapter
 library, not even indirectly (a package ``__init__`` that imports one counts). The adapters
-(pika, psycopg2, smtplib, celery, httpx, http.client, pybreaker) are imported only inside their
-own sub-packages, wired in ``email_worker.app``."""
+(pika, psycopg2, smtplib, celery, httpx, http.client, pybreaker, cryptography...) are imported
+only inside their own sub-packages, wired in ``email_worker.app``."""
 
 from __future__ import annotations
 
@@ -20,8 +20,22 @@ CORE = (
     "email_worker.ports",
     "email_worker.message_ids",
     "email_worker.render.renderer",
+    "email_worker.suppression.policy",
+    "email_worker.suppression.entries",
+    "email_worker.relays",  # the package: every module in it
+    "schemas.schedule",
 )
-ADAPTERS = ("pika", "psycopg2", "smtplib", "celery", "httpx", "http.client", "pybreaker")
+ADAPTERS = (
+    "pika",
+    "psycopg2",
+    "smtplib",
+    "celery",
+    "httpx",
+    "http.client",
+    "pybreaker",
+    "opentelemetry",
+    "cryptography",
+)
 
 _PROBE = """
 import importlib, json, pkgutil, sys
@@ -56,6 +70,9 @@ HOMES = {
     "httpx": ("templates_client/",),
     "pybreaker": ("templates_client/",),
     "aiosmtpd": ("email_worker/demo/",),
+    "opentelemetry": ("email_worker/tracing/",),
+    # DKIM signatures, unsubscribe tokens, the providers' webhook signatures.
+    "cryptography": ("email_worker/dkim/", "email_worker/suppression/", "email_worker/webhooks/"),
 }
 # Not moved yet: the callback URL policy still parses URLs with httpx (one parser for the check
 # and the sender, but not the sender's own urllib).

@@ -39,6 +39,8 @@ KNOWN_METRICS = {
     "email_worker_queue_messages",
     "email_worker_queue_consumers",
     "email_worker_retries_redriven_total",
+    "email_worker_lane_moves_total",
+    "email_worker_backlog_messages",
 }
 SETTINGS = set(Settings.model_fields)
 
@@ -64,7 +66,10 @@ def run(*argv: str, cwd: Path = ROOT) -> str:
 
 
 def setting_of(variable: str) -> str:
-    """``EMAIL_WORKER_SMTP_PASSWORD_FILE`` -> ``smtp_password``; asserts it names a setting."""
+    """``EMAIL_WORKER_SMTP_PASSWORD_FILE`` -> ``smtp_password``; asserts it names a setting.
+    The standard ``OTEL_*`` variables keep their own names (email_worker/config/otel.py)."""
+    if variable.startswith("OTEL_") and variable.lower() in SETTINGS:
+        return variable.lower()
     assert variable.startswith("EMAIL_WORKER_"), variable
     name = variable.removeprefix("EMAIL_WORKER_").lower()
     name = name.removesuffix("_file") if name not in SETTINGS else name
@@ -310,7 +315,9 @@ def test_workflow_is_valid_and_runs_every_stage_on_real_services() -> None:
 
 def test_operator_guide_documents_every_setting() -> None:
     guide = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
-    rows = dict(re.findall(r"^\| `(EMAIL_WORKER_[A-Z_]+)` \| ([^|]+) \|", guide, re.MULTILINE))
+    rows = dict(
+        re.findall(r"^\| `((?:EMAIL_WORKER|OTEL)_[A-Z_]+)` \| ([^|]+) \|", guide, re.MULTILINE)
+    )
     assert {setting_of(variable) for variable in rows} == SETTINGS
     for name in SECRET_FIELDS:
         assert "*secret*" in guide.split(f"`EMAIL_WORKER_{name.upper()}`", 1)[1].split("\n", 1)[0]

@@ -1,0 +1,77 @@
+"""The sender settings (CONTRACT section 11): ``FROM_ADDRESS``, ``FROM_NAME``, ``REPLY_TO``,
+``RETURN_PATH``, and the names ``DKIM_DOMAIN`` and ``DKIM_SELECTOR`` (section 17), read once
+at start-up into plain values.
+
+A mailbox setting is one address, optionally with a display name (``Acme Support
+<noreply@acme.com>``, ``"Acme, Inc." <noreply@acme.com>``): ``email-validator`` parses it
+(RFC 5322: a display name with specials or non-ASCII letters is quoted; ``FROM_NAME`` takes any
+name as it is). Every address must be ASCII (an internationalised domain in punycode): the
+Message-ID domain is the From address's, and a non-ASCII envelope sender would need SMTPUTF8
+for every message. A display name passes the header check every header value passes
+(``render.headers``: no control character, line separator or encoded word). Every function
+raises ``ValueError`` with what is wrong; ``Settings`` names the setting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from email_validator import EmailNotValidError, validate_email
+
+from email_worker.render.headers import unsafe_reason
+
+# A DNS name as DKIM uses it (RFC 6376 section 3.5, ``d=`` and ``s=``): dot-separated labels
+# of letters, digits and inner hyphens, ASCII (punycode for an internationalised name).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def parse_mailbox(value: str, *, display_name: bool = True) -> tuple[str | None, str]:
+    """``(display name or None, address)`` of a mailbox setting. Without ``display_name``,
+    a bare address only (``RETURN_PATH``)."""
+    text = value.strip()
+    try:
+        checked = validate_email(
+            text,
+            allow_display_name=display_name,
+            allow_smtputf8=False,  # an ASCII address (see the module docstring)
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_empty_local=False,
+            check_deliverability=False,
+            test_environment=True,  # a ".test" domain in tests and staging
+        )
+    except EmailNotValidError as exc:
+        example = "Acme Support <noreply@acme.com>" if display_name else "bounces@acme.com"
+        raise ValueError(f"must be one ASCII address like {example}: {exc}") from None
+    address = checked.normalized
+    if not address.isascii():
+        raise ValueError("must be ASCII: give an internationalised domain in punycode")
+    name = checked.display_name.strip() if checked.display_name else None
+    return (check_display_name(name) if name else None), address
+
+
+def check_display_name(value: str) -> str:
+    """``value`` when it is safe as a display name (the header check), else ``ValueError``."""
+    problem = unsafe_reason(value)
+    if problem is not None:
+        raise ValueError(f"display name: {problem}")
+    return value
+
+
+def check_dns_name(value: str) -> str:
+    """``value`` when it is an ASCII DNS name (``DKIM_DOMAIN``, ``DKIM_SELECTOR``)."""
+    if len(value) > 253 or _DNS_NAME.fullmatch(value) is None:
+        raise ValueError("must be an ASCII DNS name like example.com (punycode for IDN)")
+    return value
+
+
+# The checks of the optional sender settings, by field name (``Settings`` runs them).
+SENDER_CHECKS: dict[str, Callable[[str], object]] = {
+    "from_name": check_display_name,
+    "reply_to": parse_mailbox,
+    "return_path": lambda value: parse_mailbox(value, display_name=False),
+    "dkim_domain": check_dns_name,
+    "dkim_selector": check_dns_name,
+}

@@ -1,0 +1,224 @@
+"""``RoutePacer``: the ``Pacer`` port over the shared store (CONTRACT section 12).
+
+Which routes a send waits for: its recipient domain's (``domain:<d>``, when ``DOMAIN_RATE_LIMITS``
+names it or the domain was throttled), then the relays' (``relay:<name>`` of a relay that
+throttled: the relay router names the route after the relay, and then ``relay`` under
+``RATE_LIMIT`` or after a throttle reported without a relay name). ``relay`` comes last so that
+a send leaves right after the relay slot it took: ``RATE_LIMIT`` holds exactly whatever the
+other routes do, while a domain's own limit may see its sends late by the relay wait when the
+relay is the tighter one.
+
+Zero cost when unset: with no limit configured and no throttle seen, ``wait_turn`` returns
+after two set look-ups and no store is ever called. Once a route is limited or throttled, the
+pacer reads the store's throttled routes about once a second (on a sending thread, one at a
+time, off the lock), so that a throttle one replica heard slows every replica within a second.
+
+``report`` turns a ``ThrottledFailure`` into one debounced halving in the store (and a pause
+when the answer advised one), drops this replica's slots of that route (reserved at the old
+rate) and counts it; a success only feeds the observed rate a first halving starts from.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from email_worker.pacing.adaptive import Recovery, RouteState, SuccessMeter, rate_in_force
+from email_worker.pacing.limiter import RouteLimiter, Wait, condition_wait
+from email_worker.pacing.routes import RELAY, RELAY_PREFIX, RouteLabels, domain_route, route_of
+from email_worker.pacing.store import RateStore, Snapshot, StoreClock
+from schemas.failures import AmbiguousDelivery, ThrottledFailure, WorkerFailure
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class PacerConfig:
+    relay_rate: float | None  # RATE_LIMIT
+    domain_rates: Mapping[str, float]  # DOMAIN_RATE_LIMITS
+    max_wait: float = 5.0  # RATE_LIMIT_MAX_WAIT_SECONDS
+    margin: float = 0.05  # RATE_LIMIT_MARGIN
+    recovery: Recovery = field(default_factory=Recovery)
+
+
+class PacerEvents(Protocol):
+    """What the pacer tells the metrics (``ops.metrics.WorkerMetrics``)."""
+
+    def throttled(self, label: str) -> None:
+        """A throttling answer on the route labelled ``label``."""
+
+    def waited(self, seconds: float) -> None:
+        """A send waited this long for its slots."""
+
+
+class NoEvents:
+    """Tells nobody."""
+
+    def throttled(self, label: str) -> None:
+        return None
+
+    def waited(self, seconds: float) -> None:
+        return None
+
+
+class RoutePacer:
+    """Thread-safe ``Pacer``. ``rates()`` gives the rate in force per route label (gauge)."""
+
+    def __init__(
+        self,
+        config: PacerConfig,
+        store: RateStore,
+        events: PacerEvents | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Wait = condition_wait,
+    ) -> None:
+        self._config, self._store = config, store
+        self._events: PacerEvents = events or NoEvents()
+        self._clock, self._sleep = clock, wait
+        self._ceilings: dict[str, float] = {
+            domain_route(d): r for d, r in config.domain_rates.items()
+        }
+        if config.relay_rate is not None:
+            self._ceilings[RELAY] = config.relay_rate
+        self.labels = RouteLabels(set(self._ceilings))
+        self._lock = threading.Lock()
+        self._limiters: dict[str, RouteLimiter] = {}
+        self._throttled: frozenset[str] = frozenset()  # unconfigured routes with a rate now
+        self._relay_routes = _relay_routes(self._ceilings)  # what every send waits for last
+        self._states: dict[str, RouteState] = {}  # throttled routes, as the store last said
+        self._offset = 0.0  # the store's clock minus ours, as of the store's last answer
+        self._meter = SuccessMeter(clock)
+        self._refreshing = threading.Lock()
+        self._next_refresh = 0.0
+        self._halved_at: dict[str, float] = {}  # local debounce: no store call per refusal
+        self._store_clock = StoreClock()
+        self._turns = threading.local()  # the slots the thread's current send took
+
+    def wait_turn(self, domain: str, priority: int) -> None:
+        if not self._ceilings and not self._throttled:
+            return  # nothing limited, nothing throttled: the usual case costs this
+        self._maybe_refresh()
+        route = domain_route(domain)
+        routes = self._relay_routes
+        if route in self._ceilings or route in self._throttled:
+            routes = (route, *routes)
+        arrived, turns = self._clock(), []
+        try:
+            for name in routes:
+                limiter = self._limiter(name)
+                slot = limiter.acquire(priority)
+                if slot is not None:
+                    turns.append((limiter, slot))
+        finally:
+            self._turns.last = turns  # this thread's send: report() measures its lateness
+            waited = self._clock() - arrived
+            if turns and waited > 0:
+                self._events.waited(waited)
+
+    def report(self, domain: str, failure: WorkerFailure | None) -> None:
+        try:
+            turns, self._turns.last = getattr(self._turns, "last", ()), ()
+            if failure is None or isinstance(failure, AmbiguousDelivery):  # maybe accepted
+                self._meter.note((RELAY, domain_route(domain)))
+                finished = self._clock()
+                for limiter, slot in turns:
+                    limiter.finished(slot, finished)
+            elif isinstance(failure, ThrottledFailure):
+                self._throttle(route_of(failure.route, domain), failure.retry_after)
+        except Exception:  # the send already happened: never fail it for bookkeeping
+            log.warning("could not record a send's pacing", exc_info=True)
+
+    def rates(self) -> dict[str, float]:
+        """The rate in force per route label: configured routes and throttled ones."""
+        with self._lock:
+            states, now = dict(self._states), self._clock() + self._offset
+        found: dict[str, float] = {}
+        for route in set(self._ceilings) | set(states):
+            state = states.get(route, RouteState())
+            rate = rate_in_force(self._ceilings.get(route), state, now, self._config.recovery)
+            label = self.labels.label(route)
+            if rate is not None and not label.endswith(":other"):
+                found[label] = rate
+        return found
+
+    def close(self) -> None:
+        self._store.close()
+
+    def _limiter(self, route: str) -> RouteLimiter:
+        limiter = self._limiters.get(route)
+        if limiter is None:
+            with self._lock:
+                limiter = self._limiters.get(route)
+                if limiter is None:
+                    limiter = RouteLimiter(
+                        route,
+                        self._ceilings.get(route),
+                        self._store,
+                        max_wait=self._config.max_wait,
+                        margin=self._config.margin,
+                        clock=self._clock,
+                        wait=self._sleep,
+                        store_clock=self._store_clock,
+                    )
+                    self._limiters[route] = limiter
+        return limiter
+
+    def _throttle(self, route: str, retry_after: float | None) -> None:
+        self._events.throttled(self.labels.label(route))
+        now = self._clock()
+        with self._lock:
+            recent = now - self._halved_at.get(route, -1e9) < self._config.recovery.debounce
+            if recent and retry_after is None:
+                return
+            self._halved_at[route] = now
+        # What the relay took lately: every relay route starts from all accepted sends (the
+        # router names a relay's route after the relay; the meter counts them together).
+        observed = self._meter.rate(RELAY if route.startswith(RELAY) else route)
+        result = self._store.throttle(route, self._ceilings.get(route), observed, retry_after)
+        self._limiter(route).drop()
+        self._learn(Snapshot(result.now, {route: result.state}), complete=False)
+        log.info("route throttled", extra={"route": self.labels.label(route)})
+
+    def _maybe_refresh(self) -> None:
+        now = self._clock()
+        if now < self._next_refresh or not self._refreshing.acquire(blocking=False):
+            return
+        try:
+            self._next_refresh = now + REFRESH_SECONDS
+            self._learn(self._store.snapshot(), complete=True)
+        except Exception:  # the limits still hold; only news of throttles waits
+            log.warning("could not read the throttled routes", exc_info=True)
+        finally:
+            self._refreshing.release()
+
+    def _learn(self, snapshot: Snapshot, *, complete: bool) -> None:
+        """Take the store's view of throttled routes: which unconfigured routes now have a
+        rate (so sends wait for them) and the states behind the gauge."""
+        recovery = self._config.recovery
+        with self._lock:
+            self._offset = snapshot.now - self._clock()
+            if complete:
+                self._states = {}
+            self._states.update(snapshot.routes)
+            self._throttled = frozenset(
+                route
+                for route, state in self._states.items()
+                if route not in self._ceilings
+                and rate_in_force(None, state, snapshot.now, recovery) is not None
+            )
+            self._relay_routes = _relay_routes(self._throttled | set(self._ceilings))
+
+
+def _relay_routes(routes: Iterable[str]) -> tuple[str, ...]:
+    """The relay routes among ``routes``, ``relay`` (``RATE_LIMIT``) last. A send waits for
+    every one of them: the pacer cannot know which relay the router will pick, and with one
+    relay (the router names its route ``relay:<name>``) that is exactly right; with several, a
+    throttled relay slows them all until per-relay pacing asks the router first."""
+    found = [r for r in routes if r == RELAY or r.startswith(RELAY_PREFIX)]
+    return tuple(sorted(found, key=lambda r: (r == RELAY, r)))

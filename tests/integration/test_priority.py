@@ -1,0 +1,166 @@
+"""Priority behind a real backlog (CONTRACT section 13), on RabbitMQ, Postgres and an SMTP server
+that accepts at most ``RATE`` messages a second (it paces its replies: a behaviour of the relay,
+not a synchronisation of the test): a high-priority message published behind 1,500 bulk ones is
+sent within seconds, on the default quorum ``email.queue`` (no broker priorities) and on a
+gateway's classic ``x-max-priority`` queue; one priority keeps its order with one worker thread;
+a ``kill -9`` while messages move to the lane loses nothing. Figures are printed (``-s``)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from typing import Any
+
+import pika
+import pytest
+
+from email_worker.app import Worker, declare_topology
+from tests.support.ledger_check import KEY_HEADER, LedgerCheck, Request
+from tests.support.stack import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+RATE = 50  # messages a second the relay accepts
+BULK = 1500
+
+
+def bulk(check: LedgerCheck, prefix: str, count: int, priority: int | None = 1) -> list[str]:
+    keys = []
+    for n in range(count):
+        key = f"{prefix}-{n:05d}-{uuid.uuid4().hex[:4]}"
+        body: dict[str, Any] = {
+            "request_id": key,
+            "template_code": "welcome",
+            "to_email": f"{key}@example.com",
+            "variables": {"name": "Ada", "link": "https://example.com/x"},
+        }
+        if priority is not None:
+            body["priority"] = priority
+        check.add(key, body=body)
+        keys.append(key)
+    return keys
+
+
+def publish_urgent(stack: Stack, check: LedgerCheck, *, body_priority: int | None) -> str:
+    """One password reset: priority 9 as the AMQP property (and in the body when given)."""
+    key = f"urgent-{uuid.uuid4().hex[:8]}"
+    body: dict[str, Any] = {"request_id": key, "template_code": "welcome"}
+    body |= {"to_email": f"{key}@example.com", "variables": {"name": "Ada", "link": "x"}}
+    if body_priority is not None:
+        body["priority"] = body_priority
+    check.requests.append(Request(key, f"{key}@example.com"))
+    stack.publish(body, priority=9, headers={KEY_HEADER: key})
+    return key
+
+
+def accepted(stack: Stack) -> list[tuple[str, float]]:
+    """(recipient, when) of every message the relay accepted, in the order it accepted them."""
+    return [(m.rcpt_tos[0], m.received_at) for m in stack.smtp.messages if not m.ambiguous]
+
+
+def moves(worker: Worker, result: str = "moved") -> float:
+    value = worker.metrics.registry.get_sample_value(
+        "email_worker_lane_moves_total", {"result": result}
+    )
+    return value or 0.0
+
+
+def gateway_priority_queue(stack: Stack) -> None:
+    """What an aio-pika gateway declares before the worker starts."""
+    connection = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
+    try:
+        arguments = {"x-max-priority": 10}
+        connection.channel().queue_declare(
+            stack.settings().email_queue, durable=True, arguments=arguments
+        )
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("queue", ["default-quorum", "gateway-x-max-priority"])
+def test_a_high_priority_message_overtakes_a_backlog_of_bulk(bare_stack: Stack, queue: str) -> None:
+    stack = bare_stack
+    if queue == "gateway-x-max-priority":
+        gateway_priority_queue(stack)
+    declare_topology(stack.settings())  # adopts the gateway's queue as it is
+    stack.smtp.reply_rate = RATE
+    check = stack.ledger_check()
+    bulk(check, "bulk", BULK)
+    check.publish()  # 1,500 bulk messages wait in email.queue
+
+    worker = stack.start_worker()
+    published = time.time()
+    # On the gateway's queue the priority is in the AMQP property only: the broker orders by it.
+    urgent = publish_urgent(stack, check, body_priority=None if "gateway" in queue else 9)
+    wait_for(lambda: stack.status(urgent) == "sent", 30, "the urgent message")
+
+    order = [rcpt for rcpt, _ in accepted(stack)]
+    position = order.index(f"{urgent}@example.com") + 1
+    latency = dict(accepted(stack))[f"{urgent}@example.com"] - published
+    print(
+        f"MEASURED priority {queue}: sent {latency:.2f} s after its publish behind {BULK} bulk, "
+        f"{position}th accepted, {moves(worker):.0f} moved to the lane so far"
+    )
+    assert position <= 150 and latency < 10
+    assert moves(worker) > 0 and moves(worker, "failed") == 0
+
+    stack.smtp.reply_rate = None  # the rest as fast as the relay goes: all delivered once
+    report = stack.settle_and_check(check, 120)
+    assert report.ok, report.summary()
+    assert report.counts["delivered_once"] == BULK + 1, report.summary()
+
+
+def test_one_priority_keeps_its_order_with_one_worker_thread(stack: Stack) -> None:
+    stack.smtp.reply_rate = 200
+    check = stack.ledger_check()
+    cycle = [1, 3, 1, 7, 1, 0, 3, 9, 1, 7]
+    keys: dict[int, list[str]] = {p: [] for p in set(cycle)}
+    for n in range(300):
+        priority = cycle[n % len(cycle)]
+        keys[priority] += bulk(check, f"p{priority}-{n:03d}", 1, priority)
+    check.publish()
+    worker = stack.start_worker(concurrency=1)
+    later = bulk(check, "p1-later", 60, 1)  # a second wave while the lane holds the first
+    check.publish()
+    keys[1] += later
+
+    report = stack.settle_and_check(check, 120)
+    assert report.ok, report.summary()
+    order = [rcpt.split("@")[0] for rcpt, _ in accepted(stack)]
+    for priority, published in keys.items():
+        assert [k for k in order if k in set(published)] == published, priority
+    print(f"MEASURED fifo: {moves(worker):.0f} of 360 moved to the lane, one thread, in order")
+    assert moves(worker) > 0  # the order held across the lane, not only in the backlog
+
+
+def ready(stack: Stack, name: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
+    try:
+        return int(connection.channel().queue_declare(name, passive=True).method.message_count)
+    finally:
+        connection.close()
+
+
+def test_a_kill_9_while_messages_move_to_the_lane_loses_nothing(stack: Stack) -> None:
+    settings = stack.settings()
+    assert settings.lane_queue is not None
+    stack.smtp.reply_rate = 20
+    check = stack.ledger_check()
+    bulk(check, "kill", 800)
+    check.publish()
+    with stack.spawn(lease_seconds=2) as process:
+        wait_for(lambda: ready(stack, settings.lane_queue or "") >= 100, 30, "moves under way")
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    in_lane, in_queue = ready(stack, settings.lane_queue), ready(stack, settings.email_queue)
+    print(f"MEASURED kill mid-move: {in_lane} in the lane, {in_queue} still in email.queue")
+    assert in_lane > 0 and in_queue > 0  # killed while moving, not after
+
+    stack.smtp.reply_rate = None
+    with stack.spawn(lease_seconds=2):
+        report = stack.settle_and_check(check, 120)
+    assert report.ok, report.summary()
+    assert report.counts["lost"] == 0 and report.counts["unexpected"] == 0
+    print(f"MEASURED kill mid-move: {json.dumps(dict(report.counts))}")
