@@ -31,6 +31,7 @@ class Report:
     realistic: list[RunResult] = field(default_factory=list)
     realistic_notes: str = ""
     half_rate: RunResult | None = None
+    limited: RunResult | None = None  # the peak configuration under a RATE_LIMIT far above it
     naive: RunResult | None = None
     # The stronger baselines of issue 20, by kind: "tuned" (Celery) and "asyncio".
     stronger: dict[str, RunResult] = field(default_factory=dict)
@@ -214,6 +215,26 @@ def _half_rate(report: Report) -> list[str]:
     ]
 
 
+def _limiter(report: Report) -> list[str]:
+    run, peak = report.limited, report.peak
+    if run is None or peak is None or peak.emails_per_s <= 0:
+        return []
+    before, after = peak.cpu_per_thousand("run"), run.cpu_per_thousand("run")
+    return [
+        "## The rate limiter's cost",
+        "",
+        f"The peak configuration ({run.workers} worker process(es)) again with `{run.label}`, "
+        f"far above its rate, so every send takes a slot and none waits: "
+        f"**{format_rate(run.emails_per_s)} emails/s** "
+        f"({run.emails_per_s / peak.emails_per_s:.0%} of its median run without a limit), "
+        f"`run` CPU {after:.2f} s per 1,000 against {before:.2f} "
+        f"({(after - before) / before if before else 0:+.0%}), p99 "
+        f"{format_ms(run.latency.p99 if run.latency else None)}. One run: compare it with "
+        "the spread of the unlimited rounds above.",
+        "",
+    ]
+
+
 def _naive(report: Report) -> list[str]:
     run = report.naive
     if run is None:
@@ -340,7 +361,7 @@ def markdown(report: Report) -> str:
         *_table(["", ""], [[k, v] for k, v in report.machine.items()]),
     ]
     lines += _limits(report) + _runs(report) + _cpu_budget(report) + _realistic(report)
-    lines += _half_rate(report) + _naive(report) + _stronger(report)
+    lines += _half_rate(report) + _limiter(report) + _naive(report) + _stronger(report)
     lines += _verdict(report)
     if report.errors:
         lines += ["## Errors", "", *(f"- {e}" for e in report.errors), ""]

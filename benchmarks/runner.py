@@ -68,13 +68,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=10_000,
         help="emails for each stronger baseline (tuned Celery, asyncio consumer)",
     )
+    add(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="RATE_LIMIT of the rate limiter's cost run (the peak configuration once more; "
+        "default 10 x its emails/s, at least 1000: far above what it achieves)",
+    )
     add("--realistic-messages", type=int, default=5_000, help="emails per realistic run")
     add("--realistic-workers", type=int, default=2, help="worker processes, realistic runs")
     add(
         "--skip",
         action="append",
         default=[],
-        choices=("limits", "half-rate", "naive", "tuned", "asyncio", "realistic"),
+        choices=("limits", "half-rate", "limiter", "naive", "tuned", "asyncio", "realistic"),
     )
     add(
         "--write-results",
@@ -185,6 +193,19 @@ def _half_rate(target: Target, args: argparse.Namespace, rep: report.Report) -> 
     _progress(rep.half_rate)
 
 
+def _limiter_cost(target: Target, args: argparse.Namespace, rep: report.Report) -> None:
+    """The peak configuration again, with ``RATE_LIMIT`` far above its rate: every send takes
+    a slot from the limiter (batches from Postgres), none waits; the difference is its cost."""
+    peak = rep.peak
+    if peak is None or peak.emails_per_s <= 0:
+        raise RuntimeError("no successful worker run to take the peak rate from")
+    limit = args.rate_limit or max(1000.0, 10 * peak.emails_per_s)
+    label = f"RATE_LIMIT={limit:g}"
+    scenario = Scenario(target, label, peak.workers, args.messages, settings={"rate_limit": limit})
+    rep.limited = scenario.run(args.timeout or 120 + args.messages / 100)
+    _progress(rep.limited)
+
+
 def _progress(run: object) -> None:
     print(f"[bench]   {run}", file=sys.stderr, flush=True)
 
@@ -197,6 +218,8 @@ def _run_phases(target: Target, args: argparse.Namespace, rep: report.Report) ->
         _realistic_runs(target, args, rep, target.processes.log_dir)
     if "half-rate" not in args.skip:
         _phase(rep, "latency at half of peak rate", lambda: _half_rate(target, args, rep))
+    if "limiter" not in args.skip:
+        _phase(rep, "the rate limiter's cost", lambda: _limiter_cost(target, args, rep))
     if "naive" not in args.skip:
         timeout = 120 + args.naive_messages / 5  # it does 10-80/s depending on the load
 

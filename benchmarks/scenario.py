@@ -124,6 +124,7 @@ class Scenario:
         workers: int,
         messages: int,
         workload: Workload = SIMPLE,
+        settings: dict[str, object] | None = None,  # more worker settings (e.g. rate_limit)
     ) -> None:
         self.target, self.label, self.workers, self.messages = target, label, workers, messages
         self.workload = workload
@@ -132,6 +133,7 @@ class Scenario:
         self.prefix, self.db_name = f"bench-{tag}", f"bench_{tag}"
         self.db_url = database.with_database(target.admin_database_url, self.db_name)
         self.values = worker_settings(self.prefix, self.db_url, target) | workload.settings
+        self.values |= settings or {}
         self.settings = Settings(**self.values)  # type: ignore[arg-type]
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 

@@ -94,6 +94,7 @@ class Attempt:
     email: OutgoingEmail | None = None
     reply: str | None = None
     relay: str | None = None  # the relay that took (or answered) the send, by name
+    provider_message_id: str | None = None  # an HTTP API provider's id of the message
     fingerprint: tuple[str, str] | None = None
     hold_until: datetime | None = None  # a scheduled send not yet due: held in the ledger
 
@@ -126,6 +127,7 @@ class Attempt:
             smtp_reply=self.reply,
             email=email.content if email else None,
             relay=self.relay,
+            provider_message_id=self.provider_message_id,
         )
 
 
@@ -320,6 +322,7 @@ class Pipeline:
                 self._suppressions.hard_bounce(email.recipient, failure.detail)
             return failure
         attempt.reply, attempt.relay = sent.reply, sent.relay
+        attempt.provider_message_id = sent.provider_message_id
         self._pacer.report(domain, None)
         return None
 

@@ -160,6 +160,7 @@ class Record:
     callback_url: str | None = None
     retry: RetryCopy | None = None  # set when the outcome schedules a retry
     relay: str | None = None  # the relay that took (or answered) the send: its name
+    provider_message_id: str | None = None  # an HTTP API provider's id (migration 008)
     # The W3C traceparent of the message's span (tracing on): kept in the outbox row, so the
     # callback's POST continues the trace (CONTRACT section 18).
     traceparent: str | None = None
@@ -233,6 +234,18 @@ class Sent:
 
     reply: str
     relay: str
+    # The id an HTTP API provider gave the message (email_worker/providers/), kept in the
+    # ledger so that its bounce reports tie back to the request; None for SMTP relays.
+    provider_message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What a relay transport that names the message returns instead of a bare reply (the
+    HTTP API providers): the reply and the provider's id of the message."""
+
+    reply: str
+    provider_message_id: str | None = None
 
 
 class Mailer(Protocol):

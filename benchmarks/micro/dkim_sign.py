@@ -103,7 +103,8 @@ def dkimpy_canonical(message: bytes, key: SigningKey, names: list[bytes]) -> byt
         (b"h", b" : ".join(names)),  # spaces: dkimpy folds only at a space or mid-word
         (b"bh", body_hash),
     ]
-    value = dkim.fold(b"; ".join(b"=".join(tag) for tag in tags), namelen=15) + b";\r\n b="
+    folded: bytes = dkim.fold(b"; ".join(b"=".join(tag) for tag in tags), namelen=15)
+    value = folded + b";\r\n b="
     hasher = hashlib.sha256()
     canonical = _RELAXED.canonicalize_headers(headers)
     dkim.hash_headers(hasher, _RELAXED, canonical, names, (b"DKIM-Signature", b" " + value), {})

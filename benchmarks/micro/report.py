@@ -36,6 +36,7 @@ HOT_PATH = {
     "logs": "one line per email, in `run`",
     "tracing": "every message, in `run`",
     "dkim": "once per email when DKIM_* are set, in `run`",
+    "pacing": "every send (`wait_turn` and `report`), in `run`",
 }
 TITLES = {
     "callback_http": "`callback_http.py` (http.client) vs httpx",
@@ -44,6 +45,7 @@ TITLES = {
     "logs": "`logs.py` outcome line, now vs before field scrubbing",
     "tracing": "tracing per message: off (`NoSpans`) vs before the hooks, and on vs off",
     "dkim": "`dkim/` (relaxed canonicalisation, cryptography) vs dkimpy",
+    "pacing": "`pacing/` per send: no limit, and a RATE_LIMIT far above the rate, vs `NoPacer`",
 }
 
 
@@ -98,6 +100,13 @@ def verdict(part: str, found: Sequence[Comparison]) -> str:
         )
     if part == PART_TRACING:
         return _tracing_verdict(found)
+    if part == "pacing":
+        costs = [
+            f"{c.case}: {c.ours.cpu_us - c.library.cpu_us:+.1f} µs of CPU per send" for c in found
+        ]
+        return (
+            f"the limiter's cost against `NoPacer`: {'; '.join(costs)}. Hot path: {HOT_PATH[part]}."
+        )
     best: dict[str, Comparison] = {}
     for comparison in found:  # per case, the cheapest library is the one to beat
         held = best.get(comparison.case)

@@ -17,13 +17,14 @@ from benchmarks.micro import (
     http_post,
     log_line,
     mime_build,
+    pacing,
     report,
     spans,
 )
 from benchmarks.micro.timing import Comparison
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
-PARTS = ("callback_http", "textify", "mime", "logs", "tracing", "dkim")
+PARTS = ("callback_http", "textify", "mime", "logs", "tracing", "dkim", "pacing")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +65,7 @@ def _runs(options: argparse.Namespace) -> dict[str, Callable[[], list[Comparison
         "logs": lambda: log_line.run(rounds, scale, options.logs_before),
         "tracing": lambda: spans.run(rounds, scale),
         "dkim": lambda: dkim_sign.run(rounds, scale),
+        "pacing": lambda: pacing.run(rounds, scale),
     }
 
 

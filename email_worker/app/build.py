@@ -253,7 +253,11 @@ def bulk_mail(settings: Settings, db: Database) -> BulkMail:
     """``PRIORITY_HIGH`` and, when ``UNSUBSCRIBE_URL`` is set, one-click links for bulk mail."""
     url = settings.unsubscribe_url
     links = UnsubscribeLinks(url, unsubscribe_tokens(db)) if url else None
-    return BulkMail(priority_high=settings.priority_high, links=links)
+    return BulkMail(
+        priority_high=settings.priority_high,
+        links=links,
+        unsubscribe_stops_bulk_only=settings.unsubscribe_scope == "bulk",
+    )
 
 
 def http_routes(settings: Settings, db: Database) -> dict[str, HttpRoute]:

@@ -67,6 +67,11 @@ class Releaser:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._thread.is_alive():
+            # Stuck in a publish (a blocked broker): closing the publisher would wait for its
+            # lock forever. The thread is a daemon; the process exit ends it.
+            log.warning("the schedule release did not stop in time; leaving it to the exit")
+            return
         for resource in self._owned:
             resource.close()
 

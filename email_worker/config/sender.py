@@ -25,12 +25,14 @@ from email_worker.render.headers import unsafe_reason
 # of letters, digits and inner hyphens, ASCII (punycode for an internationalised name).
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_TRAILING_DOMAIN = re.compile(r"@([A-Za-z0-9.-]{1,253})>?$")
 
 
 def parse_mailbox(value: str, *, display_name: bool = True) -> tuple[str | None, str]:
     """``(display name or None, address)`` of a mailbox setting. Without ``display_name``,
     a bare address only (``RETURN_PATH``)."""
     text = value.strip()
+    text, local_domain = _stand_in_for_dotless_domain(text)
     try:
         checked = validate_email(
             text,
@@ -46,10 +48,22 @@ def parse_mailbox(value: str, *, display_name: bool = True) -> tuple[str | None,
         example = "Acme Support <noreply@acme.com>" if display_name else "bounces@acme.com"
         raise ValueError(f"must be one ASCII address like {example}: {exc}") from None
     address = checked.normalized
+    if local_domain is not None:
+        address = address.rpartition("@")[0] + "@" + local_domain.lower()
     if not address.isascii():
         raise ValueError("must be ASCII: give an internationalised domain in punycode")
     name = checked.display_name.strip() if checked.display_name else None
     return (check_display_name(name) if name else None), address
+
+
+def _stand_in_for_dotless_domain(text: str) -> tuple[str, str | None]:
+    """email-validator refuses dotless and special-use domains (``localhost``, ``mailhost``)
+    that internal relays accept and that ``FROM_ADDRESS`` always took: such a domain is checked
+    here as a DNS name and replaced by a stand-in for the validator (then put back)."""
+    found = _TRAILING_DOMAIN.search(text)
+    if found is None or "." in found.group(1) or not _DNS_NAME.fullmatch(found.group(1)):
+        return text, None
+    return text[: found.start(1)] + "example.com" + text[found.end(1) :], found.group(1)
 
 
 def check_display_name(value: str) -> str:

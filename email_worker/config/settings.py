@@ -40,6 +40,12 @@ from email_worker.config.sources import (
 from email_worker.dkim.keys import load_signing_key
 from email_worker.pacing.routes import parse_domain_limits
 from email_worker.ports import Mailbox
+from email_worker.providers.credentials import (
+    CREDENTIALS,
+    URL_SETTINGS,
+    check_api_url,
+    needing,
+)
 from email_worker.recipients import USER_FIELD_NAMES
 from email_worker.relays.urls import RelaySpec, check_implemented, parse_relays, smtp_spec
 from email_worker.suppression.policy import check_unsubscribe_url
@@ -47,6 +53,9 @@ from email_worker.webhooks.signatures import check_sendgrid_key, check_sns_certi
 from schemas.inbound import LANGUAGE_PATTERN
 from templates_client.fields import parse_field_paths
 from templates_client.template import TEMPLATE_FIELD_NAMES
+
+PROVIDER_CREDENTIALS = tuple(sorted({name for names in CREDENTIALS.values() for name in names}))
+PROVIDER_URLS = tuple(sorted(URL_SETTINGS.values()))
 
 
 class Settings(BaseSettings):
@@ -141,6 +150,17 @@ class Settings(BaseSettings):
     # credentials inside (a secret); unset, the SMTP_* settings make the one relay.
     relays: SecretStr | None = None
     sandbox: bool = False  # send nothing: the recipient's local part picks the outcome
+    # HTTP API relays (CONTRACT section 16, docs/providers/): credentials (required by a RELAYS
+    # entry of their kind) and base URLs overriding the providers' own (regions, tests).
+    ses_access_key_id: SecretStr | None = Field(default=None, validate_default=True)
+    ses_secret_access_key: SecretStr | None = Field(default=None, validate_default=True)
+    ses_endpoint_url: str | None = None
+    sendgrid_api_key: SecretStr | None = Field(default=None, validate_default=True)
+    sendgrid_api_url: str | None = None
+    mailgun_api_key: SecretStr | None = Field(default=None, validate_default=True)
+    mailgun_api_url: str | None = None
+    postmark_server_token: SecretStr | None = Field(default=None, validate_default=True)
+    postmark_api_url: str | None = None
     from_address: str = "notifications@example.com"  # a display name allowed: Acme <a@acme.com>
     # The rest of the sender (CONTRACT section 11, docs/sender-and-dkim.md).
     from_name: str | None = None  # sets or replaces FROM_ADDRESS's display name
@@ -185,6 +205,8 @@ class Settings(BaseSettings):
     # Suppression list and one-click unsubscribe (CONTRACT section 15, docs/suppression.md).
     suppress_hard_bounces: bool = True  # a 5.1.x refusal at RCPT adds the address
     unsubscribe_url: str | None = None  # https://.../{token}: one-click headers on bulk mail
+    # What an ``unsubscribe`` entry stops: all mail (the contract), or bulk mail only.
+    unsubscribe_scope: str = Field(default="all", pattern="^(all|bulk)$")
     # Bounce and complaint webhooks (CONTRACT section 15, docs/webhooks.md): each endpoint is
     # off (404) while its setting is unset.
     ses_sns_cert_file: Path | None = None  # PEM certificate(s) SNS signs with, never fetched
@@ -294,6 +316,24 @@ class Settings(BaseSettings):
         # Raises ValueError naming the relay by position, never echoing a credential.
         check_implemented(parse_relays(value.get_secret_value()))
         return value
+
+    @field_validator(*PROVIDER_CREDENTIALS)
+    @classmethod
+    def _provider_credentials(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        given = value if value is not None and value.get_secret_value().strip() else None
+        relays = info.data.get("relays")
+        if given is None and relays is not None and not info.data.get("sandbox"):
+            needed_by = needing(str(info.field_name), parse_relays(relays.get_secret_value()))
+            if needed_by:
+                raise ValueError(f"required by relay {needed_by[0]} of {PREFIX}RELAYS")
+        return given
+
+    @field_validator(*PROVIDER_URLS)
+    @classmethod
+    def _provider_urls(cls, value: str | None) -> str | None:
+        return check_api_url(value) if value and value.strip() else None
 
     @field_validator("callback_secret")
     @classmethod

@@ -43,6 +43,11 @@ SECRET_FIELDS = (
     "mailgun_webhook_signing_key",
     "postmark_webhook_password",
     "dsn_webhook_token",
+    "ses_access_key_id",
+    "ses_secret_access_key",
+    "sendgrid_api_key",
+    "mailgun_api_key",
+    "postmark_server_token",
 )
 
 

@@ -98,6 +98,8 @@ def _finish_row(claim: Claim, request: EmailRequest, record: Record) -> dict[str
     }
     if record.relay is not None:  # absent: the row keeps the relay it had
         row["relay"] = record.relay
+    if record.provider_message_id is not None:  # ew_finish_batch2 sets the column of 008
+        row["provider_message_id"] = record.provider_message_id
     if record.retry is not None:  # only retries carry these keys (absent keys read as NULL)
         row |= {
             "retry_in": record.retry.due_in,

@@ -77,10 +77,11 @@ def halved(
 
 class SuccessMeter:
     """Accepted sends per route lately (two one-second buckets), the starting point of a route
-    throttled before it had a rate. A route seen for less than a second is measured over one
-    second, not two: a relay that throttles half a second after the first send must not look
-    half as fast as it was. Memory is bounded by the routes seen within two seconds.
-    Thread-safe; ``note`` is a dictionary update under a lock."""
+    throttled before it had a rate. A route seen for less than two seconds is measured over the
+    time it was seen (half a second at least, against a burst of two sends): a relay that
+    throttles half a second after the first send must not look four times slower than it was.
+    Memory is bounded by the routes seen within two seconds. Thread-safe; ``note`` is a
+    dictionary update under a lock."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -99,12 +100,12 @@ class SuccessMeter:
 
     def rate(self, route: str) -> float:
         """Accepted per second on ``route`` since it was first seen, over two seconds at most
-        and one at least."""
+        and half a second at least."""
         with self._lock:
             now = self._roll()
             previous = self._previous.get(route, 0)
             since = self._second - 1 if previous else self._first.get(route, now)
-            span = min(2.0, max(1.0, now - since))
+            span = min(2.0, max(0.5, now - since))
             return (self._current.get(route, 0) + previous) / span
 
     def _roll(self) -> float:

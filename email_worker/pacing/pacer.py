@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -130,7 +130,7 @@ class RoutePacer:
                 for limiter, slot in turns:
                     limiter.finished(slot, finished)
             elif isinstance(failure, ThrottledFailure):
-                self._throttle(route_of(failure.route, domain), failure.retry_after)
+                self._throttle(route_of(failure.route, domain), failure.retry_after, turns)
         except Exception:  # the send already happened: never fail it for bookkeeping
             log.warning("could not record a send's pacing", exc_info=True)
 
@@ -169,8 +169,12 @@ class RoutePacer:
                     self._limiters[route] = limiter
         return limiter
 
-    def _throttle(self, route: str, retry_after: float | None) -> None:
+    def _throttle(
+        self, route: str, retry_after: float | None, turns: Sequence[tuple[RouteLimiter, float]]
+    ) -> None:
         self._events.throttled(self.labels.label(route))
+        if retry_after is None and self._stale(route, turns):
+            return  # an advised pause is always taken
         now = self._clock()
         with self._lock:
             recent = now - self._halved_at.get(route, -1e9) < self._config.recovery.debounce
@@ -184,6 +188,15 @@ class RoutePacer:
         self._limiter(route).drop()
         self._learn(Snapshot(result.now, {route: result.state}), complete=False)
         log.info("route throttled", extra={"route": self.labels.label(route)})
+
+    def _stale(self, route: str, turns: Sequence[tuple[RouteLimiter, float]]) -> bool:
+        """A refusal of a send that left before the route's rate in force: the route is
+        limited now, but this send took no slot of it since the last halving (it was in
+        flight, unlimited or at the old rate). Halving again for it would halve for the same
+        overload twice: the relay still counted the sends of the burst that caused the first."""
+        if route not in self._throttled and route not in self._ceilings:
+            return False
+        return not any(limiter.route == route and limiter.fresh(slot) for limiter, slot in turns)
 
     def _maybe_refresh(self) -> None:
         now = self._clock()

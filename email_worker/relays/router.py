@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from email_worker.ports import OutgoingEmail, Sent
+from email_worker.ports import Accepted, OutgoingEmail, Sent
 from email_worker.relays.breaker import Health, RelayBreaker
 from email_worker.relays.failover import fails_over, health, relabel_throttling, result
 from email_worker.relays.selection import RelayOrder
@@ -48,8 +48,9 @@ SendObserver = Callable[[str, str], None]  # (relay name, result)
 class RelayTransport(Protocol):
     """One relay's way of sending: the SMTP adapter, an HTTP provider, the sandbox."""
 
-    def send(self, email: OutgoingEmail) -> str:
-        """Send once; return the final reply. Raises ``schemas.failures`` errors only, with
+    def send(self, email: OutgoingEmail) -> str | Accepted:
+        """Send once; return the final reply (with the provider's id of the message, for an
+        HTTP API provider). Raises ``schemas.failures`` errors only, with
         ``RelayUnavailable`` (or ``SystemicFailure``) exactly when the relay cannot have
         accepted the message."""
         ...
@@ -148,6 +149,8 @@ class RelayRouter:
         breaker.end(ticket, Health.HEALTHY)
         self._remember(relay, None)
         self._observe(relay.name, "sent")
+        if isinstance(reply, Accepted):
+            return Sent(reply.reply, relay.name, reply.provider_message_id)
         return Sent(reply, relay.name)
 
     def close(self) -> None:

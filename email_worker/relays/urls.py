@@ -6,9 +6,10 @@
     ses://REGION  sendgrid://  mailgun://DOMAIN  postmark://     HTTP API providers; their
                                               credentials come from their own settings
 
-Each URL may end with ``?weight=N`` (0-9999) and ``name=NAME``, comma-separated in priority
-order. Credentials are percent-decoded; ``/ ? # @`` inside them must be percent-encoded, a comma
-may stay as it is (a piece that does not start with a scheme belongs to the previous URL).
+Each URL may end with ``?weight=N`` (0-9999) and ``name=NAME`` (``postmark://`` also
+``stream=ID``, its message stream), comma-separated in priority order. Credentials are
+percent-decoded; ``/ ? # @`` inside them must be percent-encoded, a comma may stay as it is (a
+piece that does not start with a scheme belongs to the previous URL).
 
 A relay's **name** is its URL without credentials or query (``smtp://relay.example.com:587``,
 ``ses://eu-west-1``, ``sendgrid://``) or the ``name=`` it was given. Names label metrics, logs
@@ -36,9 +37,9 @@ class RelayKind(StrEnum):
 
 
 SMTP_KINDS = frozenset({RelayKind.SMTP, RelayKind.SMTP_STARTTLS, RelayKind.SMTPS})
-# The kinds this build can send through (email_worker/app/relays.py builds them); the HTTP API
-# providers are parsed already and join this set when their transports land.
-IMPLEMENTED = SMTP_KINDS
+# The kinds this build can send through (email_worker/app/relays.py builds them; the HTTP API
+# providers' transports are in email_worker/providers/).
+IMPLEMENTED = frozenset(RelayKind)
 DEFAULT_PORTS = {RelayKind.SMTP: 25, RelayKind.SMTP_STARTTLS: 587, RelayKind.SMTPS: 465}
 SANDBOX_NAME = "sandbox://"
 MAX_WEIGHT = 9999
@@ -49,6 +50,7 @@ _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,99}")
 _WEIGHT = re.compile(r"[0-9]{1,4}")
+_STREAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
 class RelayUrlError(ValueError):
@@ -67,6 +69,7 @@ class RelaySpec:
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
     weight: int | None = None
+    stream: str | None = None  # Postmark's message stream (``?stream=``); None: its default
 
     @property
     def smtp(self) -> bool:
@@ -155,7 +158,9 @@ def _parse_one(url: str, position: int) -> RelaySpec:
     name = options.get("name", default_name)
     if password and password in name:
         raise RelayUrlError(f"{where}: a relay's name may not hold its password")
-    return RelaySpec(kind, name, host, port, username, password, _weight(options, where))
+    stream = _stream(kind, options, where)
+    weight = _weight(options, where)
+    return RelaySpec(kind, name, host, port, username, password, weight, stream)
 
 
 def _credentials(
@@ -177,14 +182,26 @@ def _options(query: str, where: str) -> dict[str, str]:
         raise RelayUrlError(f"{where}: the query must be weight=N and/or name=NAME") from None
     options: dict[str, str] = {}
     for key, value in pairs:
-        if key not in ("weight", "name") or key in options:
-            raise RelayUrlError(f"{where}: the query may hold weight=N and name=NAME, once each")
+        if key not in ("weight", "name", "stream") or key in options:
+            raise RelayUrlError(
+                f"{where}: the query may hold weight=N, name=NAME, stream=ID, once each"
+            )
         options[key] = value
     if "name" in options and not _NAME.fullmatch(options["name"]):
         raise RelayUrlError(
             f"{where}: name must be 1-100 of A-Z a-z 0-9 . _ : / + - (starting alphanumeric)"
         )
     return options
+
+
+def _stream(kind: RelayKind, options: dict[str, str], where: str) -> str | None:
+    if "stream" not in options:
+        return None
+    if kind is not RelayKind.POSTMARK:
+        raise RelayUrlError(f"{where}: only postmark:// takes stream=")
+    if not _STREAM.fullmatch(options["stream"]):
+        raise RelayUrlError(f"{where}: stream must be 1-100 of A-Z a-z 0-9 _ - (a stream ID)")
+    return options["stream"]
 
 
 def _weight(options: dict[str, str], where: str) -> int | None:

@@ -23,6 +23,7 @@ are soft (counted, never suppressed).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from email_worker.reports.model import (
     Kind,
@@ -58,6 +59,7 @@ class SnsMessage:
     fields: dict[str, str]
     signature: str
     signature_version: str
+    signing_cert_url: str | None = None  # what the message claims: never fetched, only shown
 
     @property
     def topic_arn(self) -> str:
@@ -84,7 +86,25 @@ def parse_sns(body: bytes) -> SnsMessage:
     signature, version = document.get("Signature"), document.get("SignatureVersion")
     if not isinstance(signature, str) or not isinstance(version, str):
         raise Malformed("the SNS message carries no Signature and SignatureVersion")
-    return SnsMessage(kind, fields, signature, version)
+    url = document.get("SigningCertURL")
+    return SnsMessage(kind, fields, signature, version, url if isinstance(url, str) else None)
+
+
+def sns_certificate_url(url: str | None) -> str | None:
+    """``url`` when it is an HTTPS URL of an SNS host (``sns.<region>.amazonaws.com``, or
+    ``.amazonaws.com.cn``) naming a ``.pem`` file, else None: shown to the operator, never
+    fetched."""
+    if not url or len(url) > 300:
+        return None
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # "https://[" and the like
+        return None
+    official = host.startswith("sns.") and host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+    if parts.scheme != "https" or not official or not parts.path.endswith(".pem"):
+        return None
+    return url
 
 
 def string_to_sign(message: SnsMessage) -> bytes:

@@ -25,6 +25,9 @@ from email_worker.ports import RenderedEmail, UnsubscribeLinks
 
 ONE_CLICK = "List-Unsubscribe=One-Click"  # the List-Unsubscribe-Post value RFC 8058 fixes
 DEFAULT_PRIORITY_HIGH = 5
+# With UNSUBSCRIBE_SCOPE=bulk, these reasons stop bulk mail only (a newsletter unsubscribe
+# keeps password resets flowing). The default, ``all``, is the contract's: a suppressed
+# address gets nothing.
 BULK_ONLY_REASONS = frozenset({"unsubscribe"})
 # A token is up to ~440 characters: with this, "List-Unsubscribe: <url>" fits one 998-octet line.
 MAX_URL_TEMPLATE = 400
@@ -58,13 +61,16 @@ class BulkMail:
 
     priority_high: int = DEFAULT_PRIORITY_HIGH
     links: UnsubscribeLinks | None = None
+    unsubscribe_stops_bulk_only: bool = False  # UNSUBSCRIBE_SCOPE=bulk
 
     def is_bulk(self, priority: int) -> bool:
         return priority < self.priority_high
 
     def suppresses(self, reason: str, priority: int) -> bool:
         """Whether an entry with ``reason`` stops a message of ``priority``."""
-        return reason not in BULK_ONLY_REASONS or self.is_bulk(priority)
+        if not self.unsubscribe_stops_bulk_only or reason not in BULK_ONLY_REASONS:
+            return True
+        return self.is_bulk(priority)
 
     def headers(self, content: RenderedEmail, address: str, priority: int) -> RenderedEmail:
         """``content`` with the one-click headers for ``address`` when the message is bulk and

@@ -47,12 +47,16 @@ def telemetry(settings: Settings, command: str) -> Telemetry:
         return Telemetry()
     from email_worker.tracing.setup import TracingConfig, relay_name, start
 
+    # The send step names the relay: the SMTP_* one, unless RELAYS (or the sandbox) chooses per
+    # send, when the pipeline annotates the step with the relay that took it instead.
+    one_relay = not (getattr(settings, "relays", None) or getattr(settings, "sandbox", False))
+    relay = relay_name(settings.smtp_security, settings.smtp_host, settings.smtp_port)
     return start(
         TracingConfig(
             url=url,
             service_name=settings.otel_service_name,
             command=command,
             destination=settings.email_queue,
-            relay=relay_name(settings.smtp_security, settings.smtp_host, settings.smtp_port),
+            relay=relay if one_relay else "",
         )
     )

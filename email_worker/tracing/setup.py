@@ -38,7 +38,7 @@ class TracingConfig:
     service_name: str | None  # OTEL_SERVICE_NAME; None: OTEL_RESOURCE_ATTRIBUTES', else ours
     command: str  # run, callbacks, beat: a resource attribute, to tell the processes apart
     destination: str  # the queue a message span consumes from
-    relay: str  # the send step's relay name (CONTRACT 16: its URL without credentials)
+    relay: str  # the send step's relay (CONTRACT 16: its URL without credentials); "": none
 
 
 def relay_name(security: str, host: str, port: int) -> str:
@@ -76,7 +76,7 @@ def start(config: TracingConfig, processor: SpanProcessor | None = None) -> Tele
     spans = OtelSpans(
         tracer,
         destination=config.destination,
-        step_attributes={"send": {RELAY_ATTRIBUTE: config.relay}},
+        step_attributes={"send": {RELAY_ATTRIBUTE: config.relay}} if config.relay else None,
     )
     service = str(built.resource.attributes.get(SERVICE_NAME))
     log.info("tracing on", extra={"otlp_endpoint": config.url, "service_name": service})

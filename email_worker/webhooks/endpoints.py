@@ -35,7 +35,13 @@ from email_worker.reports.intake import Outcome, ReportIntake
 from email_worker.reports.mailgun import mailgun_reports, parse_mailgun
 from email_worker.reports.postmark import postmark_reports
 from email_worker.reports.sendgrid import sendgrid_reports
-from email_worker.reports.ses import NOTIFICATION, parse_sns, ses_reports, string_to_sign
+from email_worker.reports.ses import (
+    NOTIFICATION,
+    parse_sns,
+    ses_reports,
+    sns_certificate_url,
+    string_to_sign,
+)
 from email_worker.webhooks.shared_secrets import (
     basic_auth_ok,
     bearer_ok,
@@ -99,6 +105,13 @@ class SesEndpoint:
         message = parse_sns(body)
         signed = string_to_sign(message)
         if not self._certificates.verify(signed, message.signature, message.signature_version):
+            # Where the operator can get the certificate from, when it really is SNS's (it
+            # rotates): the URL a message claims, shown only when it is an SNS host's.
+            claimed = sns_certificate_url(message.signing_cert_url)
+            log.warning(
+                "SNS signature does not verify against SES_SNS_CERT_FILE",
+                extra={"topic_arn": message.topic_arn, "signing_cert_url": claimed},
+            )
             raise Refused(403, "bad_signature", "the SNS signature does not verify")
         if message.type != NOTIFICATION:
             return self._confirmation(message.type, message.topic_arn, message.fields)

@@ -53,6 +53,7 @@ def test_benchmark_runs_every_phase_and_writes_its_report(
     slower = min(run["emails_per_s"] for run in data["runs"])  # the median of two: the lower
     assert data["half_rate"]["sent"] == data["half_rate"]["messages"] >= 50
     assert data["half_rate"]["paced_rate"] == pytest.approx(slower / 2)
+    assert data["limited"]["sent"] == data["limited"]["callbacks"] == MESSAGES  # RATE_LIMIT set
     assert data["naive"]["sent"] == data["naive"]["sink_accepted"] == 10
     for kind in ("tuned", "asyncio"):  # the stronger baselines, measured in the same run
         stronger = data["stronger"][kind]

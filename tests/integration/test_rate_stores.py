@@ -159,3 +159,14 @@ def test_an_unconfigured_route_starts_from_the_observed_rate_and_recovers_to_unl
             break
         recovered.wait(0.05)
     assert recovered.is_set()
+
+
+def test_a_push_moves_the_next_free_slot_past_a_late_send(make_store: MakeStore) -> None:
+    store = make_store()
+    first = store.reserve("relay", 10, 1, horizon=5)
+    store.push("relay", first.start + first.spacing, 0.3)  # that send came 0.3 s too late
+    second = store.reserve("relay", 10, 1, horizon=5)
+    assert second.start == pytest.approx(first.start + first.spacing + 0.3, abs=1e-5)
+    store.push("relay", first.start, 0.2)  # an earlier slot: the later free slot moves on
+    third = store.reserve("relay", 10, 1, horizon=5)
+    assert third.start == pytest.approx(second.start + second.spacing + 0.2, abs=1e-5)

@@ -20,6 +20,7 @@ import pytest
 
 from email_worker.ledger.db import Database
 from email_worker.ledger.suppressions import SuppressionStore
+from tests.support import webhook_payloads as p
 from tests.support import webhooks as w
 from tests.support.stack import Stack, wait_for
 
@@ -178,9 +179,9 @@ def _authentic(intake: Intake, provider: str, address: str, message_id: str) -> 
         "sendgrid": lambda: intake.sendgrid.post(
             [w.sendgrid_event("spamreport", address, message_id)], now
         ),
-        "mailgun": lambda: w.mailgun_post(MAILGUN_KEY, w.mailgun_failed(address, message_id), now),
-        "postmark": lambda: w.postmark_post(w.postmark_bounce(address), *POSTMARK),
-        "dsn": lambda: w.dsn_post(w.dsn(address, message_id), DSN_TOKEN),
+        "mailgun": lambda: p.mailgun_post(MAILGUN_KEY, p.mailgun_failed(address, message_id), now),
+        "postmark": lambda: p.postmark_post(p.postmark_bounce(address), *POSTMARK),
+        "dsn": lambda: p.dsn_post(p.dsn(address, message_id), DSN_TOKEN),
     }[provider]()
 
 
@@ -192,7 +193,7 @@ def _tampered(intake: Intake, provider: str, signed: w.Signed) -> w.Signed:
     if provider == "mailgun":
         document = json.loads(signed.body)
         document["event-data"]["recipient"] = "victim@example.com"  # keeps the signature
-        forged = w.mailgun_post("not-the-key", document["event-data"], int(time.time()))
+        forged = p.mailgun_post("not-the-key", document["event-data"], int(time.time()))
         return forged
     return signed.with_body(signed.body.replace(b"example.com", b"example.net"))
 
@@ -255,7 +256,7 @@ def test_a_soft_bounce_changes_nothing_but_a_counter(intake: Intake, records: Re
 def test_a_raw_report_that_ties_to_none_of_our_messages_suppresses_nothing(
     intake: Intake,
 ) -> None:
-    forged = w.dsn_post(w.dsn("stranger@example.com", "<guessed@acme.test>"), DSN_TOKEN)
+    forged = p.dsn_post(p.dsn("stranger@example.com", "<guessed@acme.test>"), DSN_TOKEN)
     status, body = w.post(intake.port, forged)
     assert (status, body["reports"], body["tied"], body["suppressed"]) == (200, 1, 0, 0)
     assert intake.store.check("stranger@example.com") is None
@@ -266,7 +267,7 @@ def test_a_redacted_complaint_report_suppresses_the_address_its_message_went_to(
 ) -> None:
     address = "complainer@example.com"
     request_id, message_id = intake.send(address)
-    status, body = w.post(intake.port, w.dsn_post(w.arf(message_id), DSN_TOKEN))
+    status, body = w.post(intake.port, p.dsn_post(p.arf(message_id), DSN_TOKEN))
     assert (status, body["tied"], body["suppressed"]) == (200, 1, 1)
     entry = intake.store.check(address)
     assert entry is not None and (entry.reason, entry.source) == ("complaint", "dsn")
@@ -276,14 +277,14 @@ def test_a_redacted_complaint_report_suppresses_the_address_its_message_went_to(
 def test_mailgun_replays_and_stale_timestamps_are_refused_for_good(intake: Intake) -> None:
     address = "mg.replay@example.com"
     _, message_id = intake.send(address)
-    event = w.mailgun_failed(address, message_id)
-    signed = w.mailgun_post(MAILGUN_KEY, event, int(time.time()))
+    event = p.mailgun_failed(address, message_id)
+    signed = p.mailgun_post(MAILGUN_KEY, event, int(time.time()))
     assert w.post(intake.port, signed)[0] == 200
     assert w.post(intake.port, signed) == (
         406,
         {"status": "refused", "error": "replayed", "message": "already received"},
     )
-    stale = w.mailgun_post(MAILGUN_KEY, event, int(time.time()) - 10 * 3600)
+    stale = p.mailgun_post(MAILGUN_KEY, event, int(time.time()) - 10 * 3600)
     assert w.post(intake.port, stale)[1]["error"] == "stale"
 
 
@@ -299,9 +300,9 @@ def test_a_subscription_confirmation_is_answered_without_any_outbound_request(
 def test_endpoints_whose_setting_is_unset_answer_404(stack: Stack) -> None:
     port = free_port()
     stack.start_worker(http_port=port, dsn_webhook_token=DSN_TOKEN)
-    signed = w.postmark_post(w.postmark_bounce("a@example.com"), *POSTMARK)
+    signed = p.postmark_post(p.postmark_bounce("a@example.com"), *POSTMARK)
     assert w.post(port, signed)[0] == 404
-    assert w.post(port, w.dsn_post(b"not a report", DSN_TOKEN))[0] == 400
+    assert w.post(port, p.dsn_post(b"not a report", DSN_TOKEN))[0] == 400
 
 
 def assert_no_address_logged(records: Records, *addresses: str) -> None:

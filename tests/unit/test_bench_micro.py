@@ -17,6 +17,7 @@ from benchmarks.micro import (
     http_post,
     log_line,
     mime_build,
+    pacing,
     report,
     runner,
     samples,
@@ -209,3 +210,11 @@ def test_runner_writes_the_report_and_json(tmp_path: Path) -> None:
 
 def test_runner_refuses_an_unknown_part() -> None:
     assert runner.main(["nonsense"]) == 2
+
+
+def test_pacing_measures_the_limiter_against_no_pacer() -> None:
+    found = pacing.run(1, 0.005)  # the Postgres case only when Postgres answers
+    _measured(found)
+    cases = [c.case for c in found]
+    assert cases[:2] == ["no limit set", "RATE_LIMIT far above the rate"]
+    assert "per send" in report.verdict("pacing", found)

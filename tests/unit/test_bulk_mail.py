@@ -46,7 +46,9 @@ class Listed:
 LINKS = Links()
 
 
-def world(reason: str | None = None, links: Links | None = LINKS) -> tuple[Pipeline, FakeMailer]:
+def world(
+    reason: str | None = None, links: Links | None = LINKS, *, bulk_only: bool = False
+) -> tuple[Pipeline, FakeMailer]:
     mailer = FakeMailer()
     pipeline = Pipeline(
         PipelineConfig(
@@ -63,7 +65,7 @@ def world(reason: str | None = None, links: Links | None = LINKS) -> tuple[Pipel
         mailer,
         FakeNotifier(),
         suppressions=Listed(reason),
-        bulk=BulkMail(priority_high=5, links=links),
+        bulk=BulkMail(priority_high=5, links=links, unsubscribe_stops_bulk_only=bulk_only),
     )
     return pipeline, mailer
 
@@ -116,8 +118,10 @@ def test_the_amqp_priority_counts_too() -> None:
         ("manual", 0, True),
     ],
 )
-def test_an_unsubscribe_stops_bulk_mail_only(reason: str, priority: int, suppressed: bool) -> None:
-    pipeline, mailer = world(reason)
+def test_with_scope_bulk_an_unsubscribe_stops_bulk_mail_only(
+    reason: str, priority: int, suppressed: bool
+) -> None:
+    pipeline, mailer = world(reason, bulk_only=True)
     failure = pipeline.attempt(request(priority)).failure
     if suppressed:
         assert isinstance(failure, PermanentFailure) and failure.reason == Reason.SUPPRESSED
@@ -157,3 +161,14 @@ def test_usable_unsubscribe_urls(url: str) -> None:
 def test_unusable_unsubscribe_urls_are_refused_saying_why(url: str, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         check_unsubscribe_url(url)
+
+
+@pytest.mark.parametrize("reason", ["unsubscribe", "hard_bounce", "complaint", "manual"])
+@pytest.mark.parametrize("priority", [0, 4, 5, 9])
+def test_by_default_a_suppressed_address_gets_nothing_whatever_the_priority(
+    reason: str, priority: int
+) -> None:
+    pipeline, mailer = world(reason)  # UNSUBSCRIBE_SCOPE=all, the contract's rule
+    failure = pipeline.attempt(request(priority)).failure
+    assert isinstance(failure, PermanentFailure) and failure.reason == Reason.SUPPRESSED
+    assert mailer.sent == []

@@ -22,7 +22,9 @@ CORE = (
     "email_worker.render.renderer",
     "email_worker.suppression.policy",
     "email_worker.suppression.entries",
+    "email_worker.reports",  # the report parsers and their intake, every module of them
     "email_worker.relays",  # the package: every module in it
+    "email_worker.pacing",  # rate limits and throttling: every module in it
     "schemas.schedule",
 )
 ADAPTERS = (
@@ -35,6 +37,7 @@ ADAPTERS = (
     "pybreaker",
     "opentelemetry",
     "cryptography",
+    "redis",
 )
 
 _PROBE = """
@@ -71,6 +74,7 @@ HOMES = {
     "pybreaker": ("templates_client/",),
     "aiosmtpd": ("email_worker/demo/",),
     "opentelemetry": ("email_worker/tracing/",),
+    "redis": ("email_worker/redis_store/",),
     # DKIM signatures, unsubscribe tokens, the providers' webhook signatures.
     "cryptography": ("email_worker/dkim/", "email_worker/suppression/", "email_worker/webhooks/"),
 }

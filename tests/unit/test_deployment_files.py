@@ -39,6 +39,10 @@ KNOWN_METRICS = {
     "email_worker_queue_messages",
     "email_worker_queue_consumers",
     "email_worker_retries_redriven_total",
+    "email_worker_sends_total",
+    "email_worker_throttled_total",
+    "email_worker_route_rate",
+    "email_worker_rate_limited_seconds_total",
     "email_worker_lane_moves_total",
     "email_worker_backlog_messages",
 }

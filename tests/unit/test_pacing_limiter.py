@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from email_worker.pacing.limiter import RouteLimiter
 from email_worker.pacing.memory import MemoryRateStore
-from email_worker.pacing.store import Reservation, reserve_slots, spacing_for
+from email_worker.pacing.store import Reservation, StoreClock, reserve_slots, spacing_for
 from schemas.failures import ThrottledFailure
 
 MARGIN = 0.05
@@ -271,3 +271,14 @@ def test_a_thread_too_far_back_in_the_queue_is_refused_without_waiting(gate: Gat
     gate.gate.set()
     head.join(10)
     second.join(10)
+
+
+def test_the_store_clock_keeps_the_quickest_round_trip_and_follows_a_step() -> None:
+    clock = StoreClock()
+    clock.observe(10.0, 10.002, 1000.001)  # 2 ms round trip: the store is 990 s ahead
+    assert clock.local(1000.001) == pytest.approx(10.001)
+    clock.observe(11.0, 11.080, 1001.070)  # a slow answer: kept out, it would move slots
+    assert clock.local(1001.0) == pytest.approx(11.0)
+    assert clock.remote(11.0) == pytest.approx(1001.0)
+    clock.observe(12.0, 12.004, 1102.002)  # the store's clock stepped 100 s: follow it
+    assert clock.local(1102.002) == pytest.approx(12.002)

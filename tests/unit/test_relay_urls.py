@@ -87,7 +87,7 @@ def test_the_smtp_settings_make_one_relay_named_like_a_url() -> None:
         ("smtp://:pw@relay:25", "both a user and a password"),
         ("smtp://relay:25?weight=-1", "weight"),
         ("smtp://relay:25?weight=10000", "weight"),
-        ("smtp://relay:25?priority=1", "weight=N and name=NAME"),
+        ("smtp://relay:25?priority=1", "weight=N, name=NAME, stream=ID"),
         ("smtp://relay:25?weight=1&weight=2", "once each"),
         ("smtp://relay:25?name=a%20b", "name must be"),
         ("smtp://relay:25?name=", "name must be"),
@@ -111,10 +111,19 @@ def test_bad_urls_are_refused_saying_why(text: str, says: str) -> None:
         parse_relays(text)
 
 
-def test_api_kinds_parse_but_are_not_available_yet() -> None:
-    check_implemented(parse_relays("smtp://a:25,smtps://b"))
-    with pytest.raises(RelayUrlError, match="relay 2: sendgrid:// is not available yet"):
-        check_implemented(parse_relays("smtp://a:25,sendgrid://"))
+def test_every_kind_is_available_now_that_the_providers_are_built() -> None:
+    text = "smtp://a:25,ses://eu-west-1,sendgrid://,mailgun://mg.example.com,postmark://?name=pm"
+    assert len(check_implemented(parse_relays(text))) == 5
+
+
+def test_only_postmark_takes_a_message_stream() -> None:
+    spec = parse_relays("postmark://?stream=broadcast-1&name=bulk")[0]
+    assert (spec.name, spec.stream) == ("bulk", "broadcast-1")
+    assert parse_relays("postmark://")[0].stream is None
+    with pytest.raises(RelayUrlError, match="relay 1: only postmark:// takes stream="):
+        parse_relays("sendgrid://?stream=x")
+    with pytest.raises(RelayUrlError, match="stream must be"):
+        parse_relays("postmark://?stream=a%20b")
 
 
 def test_a_name_may_not_hold_the_password() -> None:

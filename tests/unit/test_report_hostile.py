@@ -18,7 +18,7 @@ from email_worker.reports.model import Malformed, Report
 from email_worker.reports.postmark import postmark_reports
 from email_worker.reports.sendgrid import sendgrid_reports
 from email_worker.reports.ses import ses_reports
-from tests.support import webhooks as w
+from tests.support import webhook_payloads as p
 from tests.support.growth import assert_linear
 
 ADA, MID = "ada@example.org", "<3f2a9c@acme.test>"
@@ -53,7 +53,7 @@ def _checked(reports: list[Report]) -> None:
 
 def _mutated() -> st.SearchStrategy[bytes]:
     """Real reports cut, spliced and salted with the bytes MIME parsers care about."""
-    base = st.sampled_from([w.dsn(ADA, MID), w.arf(MID, ADA), w.dsn(ADA, MID, "4.2.2")])
+    base = st.sampled_from([p.dsn(ADA, MID), p.arf(MID, ADA), p.dsn(ADA, MID, "4.2.2")])
     cuts = st.tuples(base, st.integers(0, 2000), st.lists(st.sampled_from(_PIECES), max_size=30))
     return cuts.map(lambda t: t[0][: t[1]] + b"".join(t[2]) + t[0][t[1] :])
 
@@ -118,23 +118,23 @@ def _quietly(raw: bytes) -> object:
 
 def _dsn_with(recipients: int) -> bytes:
     block = b"Final-Recipient: rfc822; ada@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
-    head, _, tail = w.dsn(ADA, MID).partition(b"Final-Recipient")
+    head, _, tail = p.dsn(ADA, MID).partition(b"Final-Recipient")
     return head + block * recipients + b"Final-Recipient" + tail
 
 
 _REPORT = b"Content-Type: multipart/report; report-type=delivery-status; boundary=b"
 SHAPES: dict[str, Callable[[int], bytes]] = {
     "recipient blocks": _dsn_with,
-    "header lines": lambda n: b"X-Header: value\r\n" * n + w.dsn(ADA, MID),
+    "header lines": lambda n: b"X-Header: value\r\n" * n + p.dsn(ADA, MID),
     "one long line": lambda n: b"a" * n,
     "carriage returns": lambda n: b"\r" * n,
     "folded parameters": lambda n: _REPORT + b';\r\n a="b"' * n + b"\r\n\r\n--b--\r\n",
     "unclosed quote": lambda n: b'Content-Type: multipart/report; report-type="' + b"a" * n,
     "parts without type": lambda n: _REPORT + b"\r\n\r\n" + b"--b\r\n\r\nbody\r\n" * n,
-    "boundary lookalikes": lambda n: w.dsn(ADA, MID).replace(
+    "boundary lookalikes": lambda n: p.dsn(ADA, MID).replace(
         b"Diagnostic", b"--8A1C4E8E0 " * n + b"D"
     ),
-    "long diagnostic": lambda n: w.dsn(ADA, MID).replace(b"Recipient address", b"x " * n),
+    "long diagnostic": lambda n: p.dsn(ADA, MID).replace(b"Recipient address", b"x " * n),
 }
 
 

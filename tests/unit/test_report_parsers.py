@@ -13,7 +13,13 @@ from email_worker.reports.mailgun import mailgun_reports, parse_mailgun
 from email_worker.reports.model import Kind, Malformed, Report, address, enhanced_code, message_id
 from email_worker.reports.postmark import postmark_reports
 from email_worker.reports.sendgrid import sendgrid_reports
-from email_worker.reports.ses import parse_sns, ses_reports, string_to_sign
+from email_worker.reports.ses import (
+    parse_sns,
+    ses_reports,
+    sns_certificate_url,
+    string_to_sign,
+)
+from tests.support import webhook_payloads as p
 from tests.support import webhooks as w
 
 ADA, MID = "ada@example.org", "<3f2a9c@acme.test>"
@@ -99,6 +105,23 @@ def test_the_sns_string_to_sign_is_the_documented_one() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (w.CERT_URL, True),
+        ("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-1.pem", True),
+        ("http://sns.us-east-2.amazonaws.com/SimpleNotificationService-1.pem", False),
+        ("https://sns.us-east-2.amazonaws.com.evil.test/x.pem", False),
+        ("https://evil.test/sns.us-east-2.amazonaws.com/x.pem", False),
+        ("https://sns.us-east-2.amazonaws.com/", False),
+        ("https://[", False),
+        (None, False),
+    ],
+)
+def test_only_an_sns_hosts_certificate_url_is_shown(url: str | None, shown: bool) -> None:
+    assert sns_certificate_url(url) == (url if shown else None)
+
+
 def test_ses_bounce_types_and_ids() -> None:
     hard = ses_reports(json.dumps(w.ses_bounce(ADA, MID)))
     assert _kinds(hard) == ["hard_bounce"]
@@ -179,11 +202,11 @@ def test_sendgrid_bodies_that_are_not_batches(body: bytes) -> None:
 @pytest.mark.parametrize(
     ("event", "kind"),
     [
-        (w.mailgun_failed(ADA, MID, "permanent"), "hard_bounce"),
-        (w.mailgun_failed(ADA, MID, "temporary"), "soft_bounce"),
-        (w.mailgun_failed(ADA, MID) | {"event": "complained"}, "complaint"),
-        (w.mailgun_failed(ADA, MID) | {"event": "unsubscribed"}, "unsubscribe"),
-        (w.mailgun_failed(ADA, MID) | {"event": "delivered"}, None),
+        (p.mailgun_failed(ADA, MID, "permanent"), "hard_bounce"),
+        (p.mailgun_failed(ADA, MID, "temporary"), "soft_bounce"),
+        (p.mailgun_failed(ADA, MID) | {"event": "complained"}, "complaint"),
+        (p.mailgun_failed(ADA, MID) | {"event": "unsubscribed"}, "unsubscribe"),
+        (p.mailgun_failed(ADA, MID) | {"event": "delivered"}, None),
     ],
 )
 def test_mailgun_events(event: dict[str, Any], kind: str | None) -> None:
@@ -194,7 +217,7 @@ def test_mailgun_events(event: dict[str, Any], kind: str | None) -> None:
 
 
 def test_mailgun_signature_blocks() -> None:
-    post = parse_mailgun(w.mailgun_post("k", w.mailgun_failed(ADA, MID), 1700000000).body)
+    post = parse_mailgun(p.mailgun_post("k", p.mailgun_failed(ADA, MID), 1700000000).body)
     assert post.signature.timestamp == "1700000000" and len(post.signature.token) == 50
     numeric = {"signature": {"timestamp": 17, "token": "t", "signature": "s"}, "event-data": {}}
     assert parse_mailgun(json.dumps(numeric).encode()).signature.timestamp == "17"
@@ -209,16 +232,16 @@ def test_mailgun_signature_blocks() -> None:
 @pytest.mark.parametrize(
     ("document", "kind"),
     [
-        (w.postmark_bounce(ADA), "hard_bounce"),
-        (w.postmark_bounce(ADA, "BadEmailAddress", 100000), "hard_bounce"),
-        (w.postmark_bounce(ADA, "SoftBounce", 4096), "soft_bounce"),
-        (w.postmark_bounce(ADA, "Transient", 2), "soft_bounce"),
-        (w.postmark_bounce(ADA, "AutoResponder", 64), None),
+        (p.postmark_bounce(ADA), "hard_bounce"),
+        (p.postmark_bounce(ADA, "BadEmailAddress", 100000), "hard_bounce"),
+        (p.postmark_bounce(ADA, "SoftBounce", 4096), "soft_bounce"),
+        (p.postmark_bounce(ADA, "Transient", 2), "soft_bounce"),
+        (p.postmark_bounce(ADA, "AutoResponder", 64), None),
         (
-            w.postmark_bounce(ADA) | {"RecordType": "SpamComplaint", "Type": "SpamComplaint"},
+            p.postmark_bounce(ADA) | {"RecordType": "SpamComplaint", "Type": "SpamComplaint"},
             "complaint",
         ),
-        (w.postmark_bounce(ADA) | {"RecordType": "Delivery"}, None),
+        (p.postmark_bounce(ADA) | {"RecordType": "Delivery"}, None),
     ],
 )
 def test_postmark_bounces(document: dict[str, Any], kind: str | None) -> None:
@@ -273,7 +296,7 @@ def test_postmark_subscription_changes(body: bytes, kind: str | None) -> None:
     ],
 )
 def test_dsn_recipients(status: str, action: str, kind: str | None) -> None:
-    reports = mime_reports(w.dsn(ADA, MID, status=status, action=action))
+    reports = mime_reports(p.dsn(ADA, MID, status=status, action=action))
     assert _kinds(reports) == ([kind] if kind else [])
     if reports:
         assert reports[0].message_ids == (MID,) and reports[0].address == ADA
@@ -284,13 +307,13 @@ def test_dsn_recipients(status: str, action: str, kind: str | None) -> None:
     ("feedback", "kind"), [("abuse", "complaint"), ("fraud", "complaint"), ("not-spam", None)]
 )
 def test_arf_reports(feedback: str, kind: str | None) -> None:
-    reports = mime_reports(w.arf(MID, feedback_type=feedback))
+    reports = mime_reports(p.arf(MID, feedback_type=feedback))
     assert _kinds(reports) == ([kind] if kind else [])
     if reports:
         assert reports[0].message_ids == (MID,)
         assert reports[0].address is None  # redacted, as ISPs do (RFC 6590)
     if kind:
-        assert mime_reports(w.arf(MID, recipient=ADA))[0].address == ADA
+        assert mime_reports(p.arf(MID, recipient=ADA))[0].address == ADA
 
 
 @pytest.mark.parametrize(

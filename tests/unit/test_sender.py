@@ -16,13 +16,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from email_worker.callbacks.url_policy import host_allowed
 from email_worker.config import Settings
+from email_worker.pipeline import Pipeline, PipelineConfig
 from email_worker.ports import Mailbox, OutgoingEmail, RenderedEmail
 from email_worker.render.mime import build_message
 from email_worker.render.renderer import TemplateRenderer
 from schemas.failures import PermanentFailure, Reason
+from schemas.inbound import parse_message
 from templates_client.fields import parse_field_paths
-from templates_client.template import TEMPLATE_FIELD_NAMES, template_from_answer, template_reader
+from templates_client.template import (
+    TEMPLATE_FIELD_NAMES,
+    Template,
+    template_from_answer,
+    template_reader,
+)
+from tests.fakes import FakeLedger, FakeMailer, FakeNotifier, FakeRecipients, FakeTemplates
 
 RECIPIENT = "ann@example.org"
 
@@ -119,7 +128,7 @@ def test_reply_to_and_return_path_are_read_and_empty_means_unset(
         ("REPLY_TO", "help@acme.com, other@acme.com"),
         ("REPLY_TO", "help@acme.com\nCc: victim@example.org"),
         ("RETURN_PATH", "Bounces <bounces@acme.com>"),
-        ("RETURN_PATH", "bounces@acme"),
+        ("RETURN_PATH", "bounces@-acme"),
         ("DKIM_DOMAIN", "acme .com"),
         ("DKIM_DOMAIN", "acme.com\r\nx.example"),
         ("DKIM_SELECTOR", "-bad-"),
@@ -134,6 +143,20 @@ def test_a_bad_sender_setting_stops_start_up_naming_it(
         Settings()
 
     assert name.lower() in {str(error["loc"][0]) for error in refused.value.errors()}
+
+
+@pytest.mark.parametrize(
+    "value", ["noreply@localhost", "Mail <noreply@mailhost>", "bounces@relay-internal"]
+)
+def test_an_internal_dotless_domain_is_accepted_as_before(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # FROM_ADDRESS took any single-@ address before the display-name change: an internal relay
+    # setup with noreply@localhost must keep starting.
+    monkeypatch.setenv("EMAIL_WORKER_FROM_ADDRESS", value)
+    monkeypatch.setenv("EMAIL_WORKER_RETURN_PATH", value.rpartition("<")[2].rstrip(">"))
+    settings = Settings()
+    assert settings.from_address == value
 
 
 # --- DKIM settings ---------------------------------------------------------------------------
@@ -297,6 +320,46 @@ def test_a_sender_field_that_would_smuggle_a_header_is_refused(sender: dict[str,
 def test_the_envelope_sender_is_return_path_else_the_from_address() -> None:
     assert _outgoing().envelope_sender == "noreply@acme.com"
     assert _outgoing(envelope_from="bounces@acme.com").envelope_sender == "bounces@acme.com"
+
+
+def test_the_pipeline_sends_from_the_configured_sender() -> None:
+    settings = Settings(
+        from_address="Acme <noreply@acme.com>",
+        from_name="Zoë from Acme",
+        reply_to="Help <help@acme.com>",
+        return_path="bounces@mail.acme.com",
+    )
+    sender, mailer = settings.sender(), FakeMailer()
+    pipeline = Pipeline(
+        PipelineConfig(
+            sender=sender.address,
+            message_id_secret=b"k" * 32,
+            callback_url=None,
+            callback_allowed_hosts=(),
+            host_allowed=host_allowed,
+            sender_name=sender.name,
+            reply_to=settings.reply_to_mailbox(),
+            envelope_from=settings.return_path,
+        ),
+        FakeLedger(),
+        FakeRecipients({}),
+        FakeTemplates({"welcome": Template("welcome", None, "Hi", "<p>Hi</p>", None, "1")}),
+        TemplateRenderer(),
+        mailer,
+        FakeNotifier(),
+    )
+    request = parse_message(
+        b'{"request_id": "r-1", "template_code": "welcome", "to_email": "ann@example.org"}'
+    )
+
+    attempt = pipeline.attempt(request)
+
+    assert attempt.failure is None
+    (sent,) = mailer.sent
+    assert (sent.sender, sent.sender_name) == ("noreply@acme.com", "Zoë from Acme")
+    assert sent.reply_to == Mailbox("help@acme.com", "Help")
+    assert sent.envelope_sender == "bounces@mail.acme.com"
+    assert sent.message_id.endswith("@acme.com>")
 
 
 # --- no template can set an address header (CONTRACT 11) ------------------------------------

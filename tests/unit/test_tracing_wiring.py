@@ -240,6 +240,11 @@ def test_only_outcomes_with_a_callback_and_a_traceparent_reach_the_outbox_settin
 # --- exemplars ------------------------------------------------------------------------------
 
 
+def scrape(request: urllib.request.Request) -> tuple[str, str]:
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return str(answer.headers["Content-Type"]), answer.read().decode()
+
+
 def test_metrics_negotiate_openmetrics_and_carry_the_send_trace_as_exemplar() -> None:
     registry = CollectorRegistry()
     histogram = Histogram("bench_send_seconds", "send", registry=registry)
@@ -250,20 +255,17 @@ def test_metrics_negotiate_openmetrics_and_carry_the_send_trace_as_exemplar() ->
         "127.0.0.1", 0, lambda: Readiness({}), registries=(registry, CollectorRegistry())
     )
     server.start()
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    accept = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"}
     try:
-        url = f"http://127.0.0.1:{server.port}/metrics"
-        plain = urllib.request.urlopen(url, timeout=5)
-        accept = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"}
-        open_metrics = urllib.request.urlopen(
-            urllib.request.Request(url, headers=accept), timeout=5
-        )
-        plain_text, open_text = plain.read().decode(), open_metrics.read().decode()
+        plain_type, plain_text = scrape(urllib.request.Request(url))
+        open_type, open_text = scrape(urllib.request.Request(url, headers=accept))
     finally:
         server.stop()
 
-    assert plain.headers["Content-Type"].startswith("text/plain")
+    assert plain_type.startswith("text/plain")
     assert "trace_id" not in plain_text
-    assert open_metrics.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert open_type.startswith("application/openmetrics-text")
     assert '# {span_id="b7ad6b7169203331",trace_id="0af7651916cd43dd8448eb211c80319c"}' in open_text
     assert open_text.count("# EOF") == 1 and open_text.endswith("# EOF\n")
 

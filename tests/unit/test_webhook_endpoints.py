@@ -24,6 +24,7 @@ from email_worker.webhooks.endpoints import (
 )
 from email_worker.webhooks.signatures import SendGridKey, SnsCertificates
 from tests.fakes import FakeNotifier, FakeReportLedger, FakeSuppressionList
+from tests.support import webhook_payloads as p
 from tests.support import webhooks as w
 
 ADA, MID = "ada@example.org", "<3f2a9c@acme.test>"
@@ -80,15 +81,15 @@ def _sendgrid(world: World) -> w.Signed:
 
 
 def _mailgun(world: World) -> w.Signed:
-    return w.mailgun_post(MAILGUN_KEY, w.mailgun_failed(ADA, MID), NOW)
+    return p.mailgun_post(MAILGUN_KEY, p.mailgun_failed(ADA, MID), NOW)
 
 
 def _postmark(world: World) -> w.Signed:
-    return w.postmark_post(w.postmark_bounce(ADA), *POSTMARK)
+    return p.postmark_post(p.postmark_bounce(ADA), *POSTMARK)
 
 
 def _dsn(world: World) -> w.Signed:
-    return w.dsn_post(w.dsn(ADA, MID), DSN_TOKEN)
+    return p.dsn_post(p.dsn(ADA, MID), DSN_TOKEN)
 
 
 AUTHENTIC: dict[str, Callable[[World], w.Signed]] = {
@@ -152,20 +153,20 @@ def _mailgun_twins(world: World) -> list[w.Signed]:
     block = document["signature"]
     forged = document | {"signature": block | {"signature": "0" * 64}}
     return [
-        w.mailgun_post("another-key", w.mailgun_failed(ADA, MID), NOW),
+        p.mailgun_post("another-key", p.mailgun_failed(ADA, MID), NOW),
         good.with_body(json.dumps(forged).encode()),
         good.with_body(json.dumps(document | {"signature": block | {"token": "x" * 50}}).encode()),
-        w.mailgun_post(MAILGUN_KEY, w.mailgun_failed(ADA, MID), int(NOW - MAILGUN_PAST - 60)),
-        w.mailgun_post(MAILGUN_KEY, w.mailgun_failed(ADA, MID), NOW + 3600),  # from the future
+        p.mailgun_post(MAILGUN_KEY, p.mailgun_failed(ADA, MID), int(NOW - MAILGUN_PAST - 60)),
+        p.mailgun_post(MAILGUN_KEY, p.mailgun_failed(ADA, MID), NOW + 3600),  # from the future
     ]
 
 
 def _postmark_twins(world: World) -> list[w.Signed]:
-    document = w.postmark_bounce(ADA)
+    document = p.postmark_bounce(ADA)
     good = _postmark(world)
     return [
-        w.postmark_post(document, POSTMARK[0], "wrong"),
-        w.postmark_post(document, "wrong", POSTMARK[1]),
+        p.postmark_post(document, POSTMARK[0], "wrong"),
+        p.postmark_post(document, "wrong", POSTMARK[1]),
         w.Signed(good.path, {"Content-Type": "application/json"}, good.body),
         good.with_header("Authorization", "Bearer " + POSTMARK[1]),
     ]
@@ -174,7 +175,7 @@ def _postmark_twins(world: World) -> list[w.Signed]:
 def _dsn_twins(world: World) -> list[w.Signed]:
     good = _dsn(world)
     return [
-        w.dsn_post(w.dsn(ADA, MID), "wrong-token"),
+        p.dsn_post(p.dsn(ADA, MID), "wrong-token"),
         good.with_header("Authorization", "Basic " + DSN_TOKEN),
         w.Signed(good.path, {}, good.body),
     ]
@@ -221,9 +222,9 @@ def test_a_replayed_post_is_refused(world: World, provider: str) -> None:
 def test_a_mailgun_token_is_good_once_whatever_body_comes_with_it(world: World) -> None:
     # Mailgun signs timestamp + token, not the body: a second body under the same signature
     # block is the replay that matters.
-    first = w.mailgun_post(MAILGUN_KEY, w.mailgun_failed(ADA, MID), NOW, token="t" * 50)
-    second = w.mailgun_post(
-        MAILGUN_KEY, w.mailgun_failed("eve@example.org", "<x@y>"), NOW, token="t" * 50
+    first = p.mailgun_post(MAILGUN_KEY, p.mailgun_failed(ADA, MID), NOW, token="t" * 50)
+    second = p.mailgun_post(
+        MAILGUN_KEY, p.mailgun_failed("eve@example.org", "<x@y>"), NOW, token="t" * 50
     )
     assert world.post(first)[0] == 200
     assert world.post(second)[0] == 406
@@ -251,7 +252,7 @@ def test_a_soft_bounce_changes_nothing_but_the_count() -> None:
         world.ledger, world.suppressions, world.notifier, lambda p, k: counted.append((p, k))
     )
     route = WebhookDispatcher([PostmarkEndpoint(*POSTMARK, intake)])
-    soft = w.postmark_post(w.postmark_bounce(ADA, "SoftBounce", 4096), *POSTMARK)
+    soft = p.postmark_post(p.postmark_bounce(ADA, "SoftBounce", 4096), *POSTMARK)
     headers = {name.lower(): value for name, value in soft.headers.items()}
     assert route("POST", soft.path, headers, soft.body)[0] == 200
     assert counted == [("postmark", "soft_bounce")]
@@ -268,7 +269,7 @@ def test_unknown_providers_and_methods(world: World, path: str, method: str, sta
 
 def test_an_unset_provider_answers_404() -> None:
     route = WebhookDispatcher([])
-    signed = w.dsn_post(w.dsn(ADA, MID), DSN_TOKEN)
+    signed = p.dsn_post(p.dsn(ADA, MID), DSN_TOKEN)
     assert (
         route("POST", signed.path, {"authorization": f"Bearer {DSN_TOKEN}"}, signed.body)[0] == 404
     )
@@ -281,8 +282,8 @@ def test_an_authentic_post_whose_body_is_not_a_report_is_400(world: World, provi
         "ses": lambda: w.Signed("/webhooks/ses", {}, junk),
         "sendgrid": lambda: world.sendgrid.post({"not": "a list"}, NOW),  # type: ignore[arg-type]
         "mailgun": lambda: w.Signed("/webhooks/mailgun", {}, junk),
-        "postmark": lambda: w.postmark_post({"no": "record type"}, *POSTMARK),
-        "dsn": lambda: w.dsn_post(junk, DSN_TOKEN),
+        "postmark": lambda: p.postmark_post({"no": "record type"}, *POSTMARK),
+        "dsn": lambda: p.dsn_post(junk, DSN_TOKEN),
     }[provider]()
     status, body, _ = world.post(signed)
     assert status == 400 and body["error"] == "malformed"
