@@ -29,6 +29,8 @@ class LedgerStatus(StrEnum):
     FAILED = "failed"  # dead-lettered
     UNKNOWN = "unknown"  # the connection was lost after the final dot: maybe delivered
     SCHEDULED = "scheduled"  # held in the ledger until its send_at (CONTRACT section 14)
+    BOUNCED = "bounced"  # sent, then a bounce report came back (CONTRACT section 15)
+    COMPLAINED = "complained"  # sent, then the recipient complained (CONTRACT section 15)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,9 @@ class Reason(StrEnum):
     EXPIRED = "expired"  # not sent before the message's expires_at
     CANCELLED = "cancelled"  # cancelled by an operator or the gateway before it was sent
     SUPPRESSED = "suppressed"  # the recipient is on the suppression list: nothing was sent
+    # After a send: a provider's or a DSN's report (the status API and the `failed` callback).
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
     # Transient: carried in "pending" callbacks and in the detail of retries_exhausted.
     SMTP_UNAVAILABLE = "smtp_unavailable"
     SMTP_TRANSIENT = "smtp_transient"

@@ -197,3 +197,24 @@ class FakeSuppressionList:
 
     def add(self, address: str, reason: str, source: str, detail: str = "") -> None:
         self.added.append((address, reason, source, detail))
+
+
+class FakeRelay:
+    """A ``RelayTransport`` (email_worker/relays/router.py) answering from ``script`` (a failure
+    to raise, or None: accept), then accepting; it counts its sends."""
+
+    def __init__(self, *script: WorkerFailure | None) -> None:
+        self.script = list(script)
+        self.sends = 0
+        self.closed = False
+
+    def send(self, email: OutgoingEmail) -> str:
+        self.sends += 1
+        if self.script:
+            failure = self.script.pop(0)
+            if failure is not None:
+                raise failure
+        return "250 2.0.0 queued"
+
+    def close(self) -> None:
+        self.closed = True

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from email_worker.app.provider_relays import HTTP_KINDS, http_probe, http_transport
 from email_worker.config import Settings, SmtpSecurity
 from email_worker.ops.health import TcpProbe
 from email_worker.relays.router import Relay, RelayRouter, RelayTransport, SendObserver
@@ -90,6 +91,8 @@ KINDS: dict[RelayKind, KindSupport] = {
     RelayKind.SMTP: _SMTP,
     RelayKind.SMTP_STARTTLS: _SMTP,
     RelayKind.SMTPS: _SMTP,
+    # The HTTP API providers (email_worker/app/provider_relays.py, docs/providers/).
+    **dict.fromkeys(HTTP_KINDS, KindSupport(http_transport, http_probe)),
 }
 
 

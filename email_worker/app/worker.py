@@ -122,6 +122,7 @@ class Worker:
             smtp_pool=self.mailer.pool_counts,
             backlog=self.consumer.dispatcher.backlog.waiting,
         )
+
     def process(self, delivery: Delivery) -> None:
         """Handle one delivery to a decision, then settle it (``settlement.Settler``)."""
         self.metrics.received()

@@ -246,7 +246,8 @@ def _refusal(cur: cursor, request: EmailRequest) -> AlreadySent | WorkerFailure:
         return PermanentFailure(
             Reason.IDEMPOTENCY_CONFLICT, "request_id already used with a different payload"
         )
-    if status == LedgerStatus.SENT:
+    # Bounced or complained after it was sent (CONTRACT 15): sent once, never again.
+    if status in (LedgerStatus.SENT, LedgerStatus.BOUNCED, LedgerStatus.COMPLAINED):
         return AlreadySent(request.request_id, message_id)
     return DeferredFailure(Reason.LEASE_BUSY, "another worker holds a live lease")
 

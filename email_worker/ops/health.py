@@ -165,8 +165,10 @@ class HealthServer:
         route = self.route(request.path.split("?", 1)[0])
         if route is None:
             return _NOT_FOUND
-        try:
-            length = int(request.headers.get("Content-Length") or "")
+        raw = request.headers.get("Content-Length")
+        chunked = "chunked" in (request.headers.get("Transfer-Encoding") or "").lower()
+        try:  # no length and no chunking (``curl -X POST`` with no data): an empty body
+            length = int(raw) if raw is not None or chunked else 0
         except ValueError:
             length = -1
         if not 0 <= length <= MAX_ROUTE_BODY:
@@ -188,6 +190,10 @@ class HealthServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            # A client that stops sending (a slow or stalled body) frees its thread after this
+            # long instead of holding it for ever.
+            timeout = 30
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/health":

@@ -7,7 +7,7 @@ never makes a duplicate (CONTRACT section 16, RELIABILITY rule 10):
     failure (from the relay's transport)            next relay?  relay's health   result
     RelayUnavailable (refused, reset or lost before    yes        failed           unavailable
       the final dot, 421 greeting, EHLO refused;
-      later: HTTP 5xx or no answer before a reply)
+      HTTP 5xx or no connection before a reply)
     SystemicFailure (TLS refused, AUTH refused)        yes        failed           unavailable
     AmbiguousDelivery (lost after the final dot)       never      failed           unknown
     PermanentFailure (5xx at RCPT or DATA)             never      healthy          rejected

@@ -25,9 +25,10 @@ from schemas.failures import (
 _AUTH_CODES = frozenset({530, 534, 535})
 # Throttling answers (CONTRACT section 12): 421 in any phase; 450/451/452 (and 454, SES's
 # "454 Throttling failure", which carries no enhanced code) with an enhanced code 4.7.x or one
-# of these words; 454 4.7.0. Plain substring checks over a bounded prefix: linear time.
+# of these words; 454 4.7.0. "limit exceeded" is ours: Google's SMTP relay defers with "450
+# 4.2.1 Peak SMTP relay limit exceeded". Plain substring checks over a bounded prefix: linear.
 _THROTTLE_CODES = frozenset({450, 451, 452, 454})
-_THROTTLE_WORDS = (b"rate", b"throttl", b"too many")
+_THROTTLE_WORDS = (b"rate", b"throttl", b"too many", b"limit exceeded")
 _THROTTLE_SCAN = 512  # bytes of the reply's text searched for the words
 _ENHANCED = re.compile(rb"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
 # A whitespace-delimited word holding an "@", matched only from the word's start (the

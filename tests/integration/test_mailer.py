@@ -21,6 +21,7 @@ from schemas.failures import (
     Reason,
     RelayUnavailable,
     SystemicFailure,
+    ThrottledFailure,
     TransientFailure,
     WorkerFailure,
 )
@@ -39,6 +40,7 @@ RECIPIENT = "ann@example.test"
 Factory = Callable[..., SmtpTestServer]
 SMTP_TRANSIENT, RCPT_REJECTED = Reason.SMTP_TRANSIENT, Reason.RECIPIENT_REJECTED
 MESSAGE_REJECTED, RCPT_550, END = Reason.MESSAGE_REJECTED, "550 5.1.1 at RCPT", "end of DATA"
+THROTTLED = Reason.THROTTLED
 
 
 def _email(request_id: str = "req-1", recipient: str = RECIPIENT) -> OutgoingEmail:
@@ -201,10 +203,11 @@ def test_no_connection_free_in_time_defers_without_sending(smtp_server: SmtpTest
     [
         (Behaviour(rcpt="451 4.3.0 x"), TransientFailure, SMTP_TRANSIENT, "451 4.3.0 at RCPT"),
         (Behaviour(rcpt="452 4.5.3 x"), TransientFailure, SMTP_TRANSIENT, "452 4.5.3 at RCPT"),
-        (Behaviour(rcpt="421 4.7.0 x"), TransientFailure, SMTP_TRANSIENT, "421 4.7.0 at RCPT"),
+        # Throttling (CONTRACT 12): deferred without an attempt (tests/unit/test_smtp_throttle.py).
+        (Behaviour(rcpt="421 4.7.0 x"), ThrottledFailure, THROTTLED, "421 4.7.0 at RCPT"),
         (Behaviour(rcpt=f"550 5.1.1 <{RECIPIENT}>"), PermanentFailure, RCPT_REJECTED, RCPT_550),
         (Behaviour(data="554 5.6.0 x"), PermanentFailure, MESSAGE_REJECTED, "554 5.6.0 at " + END),
-        (Behaviour(data="451 4.7.1 x"), TransientFailure, SMTP_TRANSIENT, "451 4.7.1 at " + END),
+        (Behaviour(data="451 4.7.1 x"), ThrottledFailure, THROTTLED, "451 4.7.1 at " + END),
     ],
 )
 def test_replies_are_classified_by_code_and_phase(

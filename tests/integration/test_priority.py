@@ -164,3 +164,29 @@ def test_a_kill_9_while_messages_move_to_the_lane_loses_nothing(stack: Stack) ->
     assert report.ok, report.summary()
     assert report.counts["lost"] == 0 and report.counts["unexpected"] == 0
     print(f"MEASURED kill mid-move: {json.dumps(dict(report.counts))}")
+
+
+def consumers(stack: Stack, name: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
+    try:
+        return int(connection.channel().queue_declare(name, passive=True).method.consumer_count)
+    finally:
+        connection.close()
+
+
+def test_without_a_lane_the_worker_orders_what_it_holds_and_moves_nothing(stack: Stack) -> None:
+    lane = stack.settings().lane_queue or ""
+    stack.smtp.reply_rate = 100
+    check = stack.ledger_check()
+    bulk(check, "nolane", 200)
+    check.publish()
+    worker = stack.start_worker(priority_lane_queue="", concurrency=4)
+    assert worker.lane is None and consumers(stack, lane) == 0
+    urgent = publish_urgent(stack, check, body_priority=9)
+
+    report = stack.settle_and_check(check, 60)
+    assert report.ok, report.summary()
+    assert report.counts["delivered_once"] == 201
+    assert moves(worker) == 0 and ready(stack, lane) == 0
+    order = [rcpt for rcpt, _ in accepted(stack)]
+    print(f"MEASURED no lane: the urgent message was {order.index(f'{urgent}@example.com') + 1}th")

@@ -1,7 +1,7 @@
 """The core is pure: importing any core module, in a fresh interpreter, loads no adapter
 library, not even indirectly (a package ``__init__`` that imports one counts). The adapters
-(pika, psycopg2, smtplib, celery, httpx, http.client, pybreaker, cryptography...) are imported
-only inside their own sub-packages, wired in ``email_worker.app``."""
+(pika, psycopg2, smtplib, celery, httpx, http.client, pybreaker, cryptography, botocore...) are
+imported only inside their own sub-packages, wired in ``email_worker.app``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ CORE = (
     "email_worker.disposition",
     "email_worker.ports",
     "email_worker.message_ids",
+    "email_worker.priority",
+    "email_worker.backlog",
     "email_worker.render.renderer",
     "email_worker.suppression.policy",
     "email_worker.suppression.entries",
@@ -26,6 +28,9 @@ CORE = (
     "email_worker.relays",  # the package: every module in it
     "email_worker.pacing",  # rate limits and throttling: every module in it
     "schemas.schedule",
+    # Pure modules of the HTTP providers' package: the settings read credentials at start-up.
+    "email_worker.providers.credentials",
+    "email_worker.providers.answers",
 )
 ADAPTERS = (
     "pika",
@@ -38,6 +43,7 @@ ADAPTERS = (
     "opentelemetry",
     "cryptography",
     "redis",
+    "botocore",
 )
 
 _PROBE = """
@@ -70,7 +76,9 @@ HOMES = {
     "smtplib": ("email_worker/smtp/",),
     "celery": ("email_worker/callbacks/",),
     "http.client": ("email_worker/callbacks/",),
-    "httpx": ("templates_client/",),
+    # The template service client; the HTTP API providers (SES signs with botocore's SigV4).
+    "httpx": ("templates_client/", "email_worker/providers/"),
+    "botocore": ("email_worker/providers/",),
     "pybreaker": ("templates_client/",),
     "aiosmtpd": ("email_worker/demo/",),
     "opentelemetry": ("email_worker/tracing/",),

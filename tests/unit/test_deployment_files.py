@@ -240,13 +240,15 @@ def test_keda_scales_run_on_the_email_queue_and_pdbs_match() -> None:
     scaled = by_kind(docs, "ScaledObject")["email-worker-run"]["spec"]
     assert scaled["scaleTargetRef"]["name"] == "email-worker-run"
     assert scaled["minReplicaCount"] >= 1 and scaled["maxReplicaCount"] == 10
-    (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "rabbitmq"
-    assert trigger["metadata"]["queueName"] == Settings.model_fields["email_queue"].default
-    assert trigger["metadata"]["mode"] == "QueueLength"
-    auth = by_kind(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
-    (ref,) = auth["spec"]["secretTargetRef"]
-    assert (ref["name"], ref["key"]) == ("email-worker-secrets", "amqp-url")
+    email_queue = Settings.model_fields["email_queue"].default
+    assert {trigger["type"] for trigger in scaled["triggers"]} == {"rabbitmq"}
+    queues = [trigger["metadata"]["queueName"] for trigger in scaled["triggers"]]
+    assert queues == [email_queue, f"{email_queue}.bulk"]  # and the priority lane
+    for trigger in scaled["triggers"]:
+        assert trigger["metadata"]["mode"] == "QueueLength"
+        auth = by_kind(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+        (ref,) = auth["spec"]["secretTargetRef"]
+        assert (ref["name"], ref["key"]) == ("email-worker-secrets", "amqp-url")
     deployments = by_kind(docs, "Deployment")
     for name, pdb in by_kind(docs, "PodDisruptionBudget").items():
         labels = deployments[name]["spec"]["template"]["metadata"]["labels"]

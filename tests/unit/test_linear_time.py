@@ -15,6 +15,7 @@ from jinja2 import TemplateError
 from email_worker.callbacks.url_policy import host_allowed
 from email_worker.logs import scrub
 from email_worker.ports import OutgoingEmail, RenderedEmail
+from email_worker.relays.urls import parse_relays, split_urls
 from email_worker.render.budget import measure
 from email_worker.render.headers import check_header_value, header_line
 from email_worker.render.mime import build_message, is_bare_address
@@ -171,3 +172,20 @@ MESSAGES: dict[str, tuple[Callable[[Any], object], Callable[[int], Any]]] = {
 @pytest.mark.parametrize(("run", "make"), MESSAGES.values(), ids=MESSAGES.keys())
 def test_inbound_parsers(run: Callable[[Any], object], make: Callable[[int], Any]) -> None:
     assert_linear(_quietly(run), make)
+
+
+RELAYS: dict[str, Callable[[int], str]] = {
+    "commas in a password": lambda n: "smtp://u:" + ",x" * n + "@h:25",
+    "empty items": lambda n: "smtp://h:25" + ", " * n,
+    "schemes never closed": lambda n: "smtp:/" * n,
+    "long password": lambda n: "smtp://u:" + "%41" * n + "@h:25",
+    "long host": lambda n: "smtp://" + "a." * n + "b:25",
+    "query": lambda n: "smtp://h:25?" + "weight=1&" * n,
+}
+
+
+@pytest.mark.parametrize("make", RELAYS.values(), ids=RELAYS.keys())
+def test_relay_urls(make: Callable[[int], str]) -> None:
+    assert_linear(_quietly(split_urls), make)
+    # Without the length cap (RELAYS is at most 16 KiB), to see the shape of the parse itself.
+    assert_linear(_quietly(lambda text: parse_relays(text, max_length=1 << 30)), make)

@@ -203,3 +203,20 @@ def test_moves_stay_off_for_the_time_given() -> None:
     state.turn_off(0.05)  # a shorter turn-off never shortens the one in force
     clock.now += 0.2
     assert state.open
+
+
+def test_the_lane_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from email_worker.config import Settings
+
+    default = Settings(email_queue="q.email", prefetch=10)
+    assert (default.lane_queue, default.lane_threshold, default.priority_high) == (
+        "q.email.bulk",
+        5,
+        5,
+    )
+    monkeypatch.setenv("EMAIL_WORKER_PRIORITY_LANE_QUEUE", "")  # the way to turn it off
+    monkeypatch.setenv("EMAIL_WORKER_PRIORITY_LANE_THRESHOLD", "3")
+    assert (Settings().lane_queue, Settings().lane_threshold) == (None, 3)
+    monkeypatch.setenv("EMAIL_WORKER_PRIORITY_HIGH", "11")
+    with pytest.raises(ValueError, match="priority_high"):
+        Settings()

@@ -24,6 +24,7 @@ from schemas.failures import (
     TransientFailure,
     WorkerFailure,
 )
+from tests.fakes import FakeRelay
 
 EMAIL = OutgoingEmail(
     sender="noreply@example.com",
@@ -41,34 +42,13 @@ class Clock:
         return self.now
 
 
-class Scripted:
-    """A transport answering from ``script`` (a failure to raise, or None: accept), then
-    accepting; it counts its sends."""
-
-    def __init__(self, *script: WorkerFailure | None) -> None:
-        self.script = list(script)
-        self.sends = 0
-        self.closed = False
-
-    def send(self, email: OutgoingEmail) -> str:
-        self.sends += 1
-        if self.script:
-            failure = self.script.pop(0)
-            if failure is not None:
-                raise failure
-        return "250 2.0.0 queued"
-
-    def close(self) -> None:
-        self.closed = True
-
-
 def down(detail: str = "connect failed: ConnectionRefusedError") -> RelayUnavailable:
     return RelayUnavailable(Reason.SMTP_UNAVAILABLE, detail)
 
 
 class World:
     def __init__(
-        self, *transports: Scripted, weights: list[int | None] | None = None, fail_max: int = 2
+        self, *transports: FakeRelay, weights: list[int | None] | None = None, fail_max: int = 2
     ) -> None:
         self.clock = Clock()
         self.counted: list[tuple[str, str]] = []
@@ -190,7 +170,7 @@ def test_the_decision_table(
 def test_a_failure_reaches_the_next_relay_only_when_nothing_was_accepted(
     label: str, failure: WorkerFailure, over: bool, verdict: Health, label_: str
 ) -> None:
-    a, b = Scripted(failure), Scripted()
+    a, b = FakeRelay(failure), FakeRelay()
     world = World(a, b)
     if over:
         assert world.send() == "smtp://b:25"
@@ -203,7 +183,7 @@ def test_a_failure_reaches_the_next_relay_only_when_nothing_was_accepted(
 
 def test_no_failure_ever_reaches_a_third_relay_after_the_second_answered() -> None:
     refusal = PermanentFailure(Reason.RECIPIENT_REJECTED, "550 5.1.1 at RCPT")
-    a, b, c = Scripted(down()), Scripted(refusal), Scripted()
+    a, b, c = FakeRelay(down()), FakeRelay(refusal), FakeRelay()
     world = World(a, b, c)
     assert world.failure() is refusal and refusal.relay == "smtp://b:25"
     assert c.sends == 0
@@ -213,7 +193,7 @@ def test_no_failure_ever_reaches_a_third_relay_after_the_second_answered() -> No
 
 
 def test_a_failing_relay_rests_is_probed_and_takes_traffic_again() -> None:
-    a, b = Scripted(down(), down(), down()), Scripted()
+    a, b = FakeRelay(down(), down(), down()), FakeRelay()
     world = World(a, b, fail_max=2)
     assert [world.send() for _ in range(2)] == ["smtp://b:25"] * 2  # A failed twice: it rests
     assert world.router.breaker_states()["smtp://a:25"] == "open"
@@ -229,7 +209,7 @@ def test_a_failing_relay_rests_is_probed_and_takes_traffic_again() -> None:
 
 
 def test_weights_split_the_traffic_and_a_resting_relay_gives_its_share_away() -> None:
-    a, b = Scripted(), Scripted()
+    a, b = FakeRelay(), FakeRelay()
     world = World(a, b, weights=[3, 1])
     assert Counter(world.send() for _ in range(400)) == {"smtp://a:25": 300, "smtp://b:25": 100}
     a.script = [down(), down()]
@@ -239,7 +219,7 @@ def test_weights_split_the_traffic_and_a_resting_relay_gives_its_share_away() ->
 
 
 def test_a_weight_zero_relay_is_a_backup() -> None:
-    a, b, backup = Scripted(), Scripted(), Scripted()
+    a, b, backup = FakeRelay(), FakeRelay(), FakeRelay()
     world = World(a, b, backup, weights=[1, 1, 0])
     assert {world.send() for _ in range(20)} == {"smtp://a:25", "smtp://b:25"}
     a.script, b.script = [down()] * 3, [down()] * 3
@@ -251,7 +231,7 @@ def test_a_weight_zero_relay_is_a_backup() -> None:
 
 def test_one_relay_down_fails_as_before_then_defers_while_it_rests() -> None:
     first = down()
-    a = Scripted(first, down(), down())
+    a = FakeRelay(first, down(), down())
     world = World(a, fail_max=2)
     assert world.failure() is first  # as today: a transient failure, an attempt spent
     assert type(first) is RelayUnavailable and first.relay == "smtp://a:25"
@@ -264,7 +244,7 @@ def test_one_relay_down_fails_as_before_then_defers_while_it_rests() -> None:
 def test_tls_or_auth_refused_everywhere_pauses_even_while_the_relays_rest() -> None:
     auth = SystemicFailure(Reason.SMTP_AUTH_FAILED, "535 at AUTH")
     tls = SystemicFailure(Reason.SMTP_TLS_FAILED, "certificate verification failed")
-    world = World(Scripted(auth, auth), Scripted(tls, tls), fail_max=2)
+    world = World(FakeRelay(auth, auth), FakeRelay(tls, tls), fail_max=2)
     assert world.failure() is tls
     assert world.failure() is tls
     resting = world.failure()
@@ -274,9 +254,9 @@ def test_tls_or_auth_refused_everywhere_pauses_even_while_the_relays_rest() -> N
 def test_auth_refused_on_one_relay_only_does_not_pause() -> None:
     auth = SystemicFailure(Reason.SMTP_AUTH_FAILED, "535 at AUTH")
     refused = down()
-    world = World(Scripted(auth), Scripted(refused))
+    world = World(FakeRelay(auth), FakeRelay(refused))
     assert world.failure() is refused  # one relay merely down: transient, not a pause
-    world = World(Scripted(refused), Scripted(auth))
+    world = World(FakeRelay(refused), FakeRelay(auth))
     assert world.failure() is refused
 
 
@@ -286,17 +266,17 @@ def test_auth_refused_on_one_relay_only_does_not_pause() -> None:
 def test_a_throttling_answer_slows_that_relay_only() -> None:
     relay_said = ThrottledFailure("relay", "421 4.7.0 at MAIL", retry_after=5)
     domain_said = ThrottledFailure("domain:example.org", "451 4.7.1 at RCPT")
-    world = World(Scripted(relay_said, domain_said), Scripted())
+    world = World(FakeRelay(relay_said, domain_said), FakeRelay())
     assert world.failure() is relay_said and relay_said.route == "relay:smtp://a:25"
     assert world.failure() is domain_said and domain_said.route == "domain:example.org"
 
 
 def test_a_bug_in_a_transport_propagates_and_says_nothing_of_the_relay() -> None:
-    class Broken(Scripted):
+    class Broken(FakeRelay):
         def send(self, email: OutgoingEmail) -> str:
             raise KeyError("bug")
 
-    world = World(Broken(), Scripted())
+    world = World(Broken(), FakeRelay())
     with pytest.raises(KeyError):
         world.router.send(EMAIL)
     assert world.router.breaker_states()["smtp://a:25"] == "closed"
@@ -305,7 +285,7 @@ def test_a_bug_in_a_transport_propagates_and_says_nothing_of_the_relay() -> None
 def test_failover_is_logged_by_relay_name_and_close_closes_every_transport(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    a, b = Scripted(down()), Scripted()
+    a, b = FakeRelay(down()), FakeRelay()
     world = World(a, b)
     with caplog.at_level(logging.WARNING, logger="email_worker.relays.router"):
         world.send()

@@ -28,6 +28,7 @@ THROTTLES = [
     (454, b"Throttling failure: Maximum sending rate exceeded.", "end of DATA", "relay"),
     (454, b"Throttling failure: Daily message quota exceeded.", "MAIL", "relay"),
     (454, b"4.7.0 Temporary authentication failure", "MAIL", "relay"),
+    (450, b"4.2.1 Peak SMTP relay limit exceeded for customer", "RCPT", "relay"),
 ]
 
 NOT_THROTTLES = [

@@ -52,6 +52,18 @@ def test_queue_arguments_are_declared_exactly(
     assert spec(top, "email").queue_type == queue_type
 
 
+def test_the_priority_lane_is_the_worker_own_queue_named_after_the_email_queue() -> None:
+    top = topology(email_queue="x.email.queue", queue_type="classic", queue_arguments={})
+    lane = spec(top, "lane")
+    assert lane.name == "x.email.queue.bulk" and lane.routing_keys == ()
+    # QUEUE_ARGUMENTS fit the gateway's email.queue; the lane gets the worker's own defaults.
+    assert lane.arguments == topology().email_queue_arguments()
+    classic = spec(topology(priority_lane_queue_type="classic"), "lane")
+    assert classic.queue_type == "classic" and "x-delivery-limit" not in classic.arguments
+    assert spec(topology(priority_lane_queue="lanes.bulk"), "lane").name == "lanes.bulk"
+    assert "lane" not in {q.role for q in topology(priority_lane_queue="").queues()}
+
+
 @pytest.mark.parametrize("retry_type", ["quorum", "classic"])
 def test_retry_queues_expire_back_by_name_through_the_default_exchange(retry_type: str) -> None:
     top = topology(retry_queue_type=retry_type)
