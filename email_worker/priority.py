@@ -102,8 +102,9 @@ class LaneState:
 
     The lane counts as possibly holding ready messages (``busy``) while moves are queued or in
     progress, and until a depth read that began after the last confirmed move finds it empty;
-    at start-up it is unknown, so busy (it may hold messages from before a restart). Moves are
-    off until ``open`` again after a failed move or a missing lane."""
+    at start-up it is unknown, so busy (it may hold messages from before a restart) until the
+    first depth read (``known``). Moves are off until ``open`` again after a failed move or a
+    missing lane."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -111,7 +112,14 @@ class LaneState:
         self._pending = 0
         self._moves = 0  # confirmed moves: a depth read is valid only if none came since
         self._empty = False
+        self._known = False
         self._off_until = float("-inf")
+
+    @property
+    def known(self) -> bool:
+        """Whether a depth read answered (or moves were turned off) since start-up."""
+        with self._lock:
+            return self._known
 
     @property
     def busy(self) -> bool:
@@ -143,6 +151,7 @@ class LaneState:
     def turn_off(self, seconds: float) -> None:
         with self._lock:
             self._off_until = max(self._off_until, self._clock() + seconds)
+            self._known = True
 
     def needs_depth(self) -> bool:
         """True when only a depth read can tell whether the lane is empty."""
@@ -158,3 +167,4 @@ class LaneState:
         returned ``started``; an empty answer counts only if no move was confirmed since."""
         with self._lock:
             self._empty = ready == 0 and started == self._moves
+            self._known = True

@@ -205,7 +205,7 @@ class Consumer:
             cause = self.pause_cause
             if cause is not None and self._tags:
                 self._pause_now(channel, cause)
-            elif cause is None and not self._tags:
+            elif cause is None and not self._tags and self.dispatcher.ready():
                 if self._paused_since is not None:
                     log.info("consumption resumed", extra={"cause": self._paused_since})
                     self._paused_since = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +27,9 @@ from email_worker.ports import Delivery
 from email_worker.priority import LanePolicy, LaneState, delivery_priority
 
 log = logging.getLogger(__name__)
+
+# How long consumption may wait at start-up for the lane's depth (see ``ready``).
+LANE_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Dispatcher:
         self._in_flight = 0
         self._window = 0  # unfinished deliveries from the email queue
         self._threads: list[threading.Thread] = []
+        self._started = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -109,7 +114,16 @@ class Dispatcher:
             self._in_flight -= 1
             self._window -= not item.from_lane
 
+    def ready(self) -> bool:
+        """Whether consumption may start: with a lane, once its depth is known (so a later
+        low-priority message neither overtakes one left there before a restart nor moves
+        for nothing), or after ``LANE_WAIT_SECONDS`` (then it counts as holding messages)."""
+        if self._mover is None or self.lane.known:
+            return True
+        return time.monotonic() >= self._started + LANE_WAIT_SECONDS
+
     def start(self) -> None:
+        self._started = time.monotonic()
         for n in range(self._concurrency):
             thread = threading.Thread(target=self._work, name=f"email-worker-{n}", daemon=True)
             thread.start()

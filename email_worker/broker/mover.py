@@ -134,6 +134,7 @@ class LaneMover:
 
     def _ready(self, channel: Channel) -> None:
         self._channel, self._published, self._delay = channel, 0, 0.5
+        self._read_depth()  # at once: consumption waits for it at start-up
         self._pump()
 
     def _channel_closed(self, channel: Channel, reason: Exception) -> None:
@@ -240,6 +241,9 @@ class LaneMover:
         if self._stopping:
             return
         self._ioloop.call_later(TICK_SECONDS, self._tick)
+        self._read_depth()
+
+    def _read_depth(self) -> None:
         connection = self._connection
         if self._reading or connection is None or not connection.is_open:
             return

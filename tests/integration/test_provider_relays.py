@@ -124,13 +124,27 @@ def test_each_provider_takes_the_message_and_its_id_is_recorded(
     assert [c["status"] for c in stack.callbacks(request_id)] == ["delivered"]
 
 
+THROTTLES = [
+    (postmark_fake, Reply(429, {"ErrorCode": 429, "Message": "Rate Limit Exceeded"})),
+    (
+        sendgrid_fake,
+        Reply(429, {"errors": [{"message": "too many requests"}]}, {"Retry-After": "1"}),
+    ),
+]
+OUTAGES = [
+    (ses_fake, Reply(503, {"message": "unavailable"}, {"x-amzn-ErrorType": "ServiceUnavailable"})),
+    (sendgrid_fake, Reply(503, {"errors": [{"message": "service unavailable"}]})),
+    (mailgun_fake, Reply(500, {"message": "internal error"})),
+    (postmark_fake, Reply(503, b"")),
+]
+
+
+@pytest.mark.parametrize(("make", "reply"), THROTTLES)
 def test_a_429_defers_without_spending_an_attempt(
-    stack: Stack, fakes: Callable[[Fake], Fake]
+    stack: Stack, fakes: Callable[[Fake], Fake], make: Callable[[], Fake], reply: Reply
 ) -> None:
-    fake, relay, settings = fakes(postmark_fake())
-    fake.script(
-        Reply(429, {"ErrorCode": 429, "Message": "Rate Limit Exceeded"}, {"Retry-After": "1"})
-    )
+    fake, relay, settings = fakes(make())
+    fake.script(reply)
     stack.start_worker(relays=relay, **settings)
     request_id = send_one(stack)
     wait_for(lambda: stack.status(request_id) == "sent", 30, "the send after the pause")
@@ -140,11 +154,12 @@ def test_a_429_defers_without_spending_an_attempt(
     assert len(fake.taken) == 1
 
 
+@pytest.mark.parametrize(("make", "reply"), OUTAGES)
 def test_a_5xx_fails_over_to_the_next_relay_without_an_attempt(
-    stack: Stack, fakes: Callable[[Fake], Fake]
+    stack: Stack, fakes: Callable[[Fake], Fake], make: Callable[[], Fake], reply: Reply
 ) -> None:
-    fake, relay, settings = fakes(sendgrid_fake())
-    fake.script(Reply(503, {"errors": [{"message": "service unavailable"}]}))
+    fake, relay, settings = fakes(make())
+    fake.script(reply)
     worker = stack.start_worker(relays=f"{relay},{smtp_url(stack.smtp)}", **settings)
     request_id = send_one(stack)
     wait_for(lambda: stack.status(request_id) == "sent", 20, "the SMTP relay to take it")

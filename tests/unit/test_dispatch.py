@@ -128,6 +128,28 @@ def test_while_the_lane_may_hold_messages_every_low_priority_one_follows_them() 
     assert [item.delivery.delivery_tag for item in h.mover.submitted] == [1]
 
 
+def test_consumption_waits_for_the_lane_depth_only_when_there_is_a_lane() -> None:
+    h = Harness()
+    assert h.dispatcher.ready()  # the harness read the lane's depth
+    fresh = Dispatcher(
+        lambda d: None,
+        concurrency=1,
+        policy=LanePolicy(),
+        live=lambda d: True,
+        requeue=lambda d: None,
+        max_message_bytes=1024,
+    )
+    assert fresh.ready()  # no mover: nothing to wait for
+    fresh.attach(FakeMover())
+    fresh.start()
+    try:
+        assert not fresh.ready()
+        fresh.lane.turn_off(1)  # a missing lane counts as known: moves are off
+        assert fresh.ready()
+    finally:
+        fresh.stop()
+
+
 def test_without_a_lane_everything_stays_local() -> None:
     h = Harness(threshold=1, mover=False)
     for tag in range(1, 5):

@@ -168,9 +168,9 @@ class Clock:
 
 def test_the_lane_is_busy_until_a_read_after_the_last_move_finds_it_empty() -> None:
     state = LaneState(Clock())
-    assert state.busy and state.needs_depth()  # unknown at start-up
+    assert state.busy and state.needs_depth() and not state.known  # unknown at start-up
     state.depth_read(state.depth_read_started(), 0)
-    assert not state.busy and not state.needs_depth()
+    assert not state.busy and not state.needs_depth() and state.known
 
     state.submitted()
     assert state.busy and not state.needs_depth()  # a move in progress

@@ -106,15 +106,17 @@ def test_ses_error_types_mean_what_the_service_model_says(error: str, kind: Code
     assert SES_KINDS[error] is kind
 
 
-def _answer(status: int, body: bytes = b"", **headers: str) -> Answer:
-    return Answer(status, httpx.Headers(headers), body)
+def _answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, httpx.Headers(headers or {}), body)
 
 
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
         (
-            _answer(400, **{"x-amzn-ErrorType": "MessageRejected:http://internal.amazon.com/x"}),
+            _answer(
+                400, headers={"x-amzn-ErrorType": "MessageRejected:http://internal.amazon.com/x"}
+            ),
             "MessageRejected",
         ),
         (_answer(400, b'{"code": "BadRequestException", "message": "m"}'), "BadRequestException"),
@@ -179,7 +181,7 @@ def test_retry_after_never_raises_and_stays_within_bounds(value: str) -> None:
 def test_error_codes_never_raise_and_details_never_carry_an_address(
     body: bytes, header: str
 ) -> None:
-    answer = _answer(400, body, **({"x-amzn-ErrorType": header} if header.isascii() else {}))
+    answer = _answer(400, body, {"x-amzn-ErrorType": header} if header.isascii() else None)
     for code in (error_type(answer), error_field(answer)):
         detail = failure(Refusal("p", 400, code)).detail
         assert "@" not in detail and len(detail) <= 80

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from email_worker.config import Settings
 from email_worker.ports import Mailbox, OutgoingEmail, RenderedEmail
@@ -60,8 +60,8 @@ def test_a_relay_without_its_credentials_stops_start_up_naming_the_setting(
 
 
 def test_the_sandbox_and_smtp_relays_need_no_provider_credentials() -> None:
-    Settings(relays="postmark://", sandbox=True)
-    Settings(relays="smtp://a:25")
+    Settings(relays=SecretStr("postmark://"), sandbox=True)
+    Settings(relays=SecretStr("smtp://a:25"))
 
 
 def test_provider_credentials_are_secrets_and_may_come_from_files(
