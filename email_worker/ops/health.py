@@ -168,7 +168,7 @@ class HealthServer:
         raw = request.headers.get("Content-Length")
         chunked = "chunked" in (request.headers.get("Transfer-Encoding") or "").lower()
         try:  # no length and no chunking (``curl -X POST`` with no data): an empty body
-            length = int(raw) if raw is not None or chunked else 0
+            length = int(raw) if raw is not None else (-1 if chunked else 0)
         except ValueError:
             length = -1
         if not 0 <= length <= MAX_ROUTE_BODY:

@@ -103,7 +103,8 @@ def test_a_high_priority_message_overtakes_a_backlog_of_bulk(bare_stack: Stack, 
         f"MEASURED priority {queue}: sent {latency:.2f} s after its publish behind {BULK} bulk, "
         f"{position}th accepted, {moves(worker):.0f} moved to the lane so far"
     )
-    assert position <= 150 and latency < 10
+    assert position <= 100  # two seconds of the relay's pace (30 s, 1,501st, without the lane)
+    assert latency < 10
     assert moves(worker) > 0 and moves(worker, "failed") == 0
 
     stack.smtp.reply_rate = None  # the rest as fast as the relay goes: all delivered once

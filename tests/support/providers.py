@@ -21,12 +21,10 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -336,11 +334,3 @@ class PostmarkFake(ProviderFake):
         found = {p["Name"]: p["Value"] for p in pairs}
         return Taken(body["To"], found.get("Message-ID"), body=body)
 
-
-@pytest.fixture
-def provider_fakes() -> Iterator[list[ProviderFake]]:
-    """A list the test appends its fakes to; every one is stopped after the test."""
-    started: list[ProviderFake] = []
-    yield started
-    for fake in started:
-        fake.stop()
