@@ -82,7 +82,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip",
         action="append",
         default=[],
-        choices=("limits", "half-rate", "limiter", "naive", "tuned", "asyncio", "realistic"),
+        choices=(
+            "limits",
+            "half-rate",
+            "limiter",
+            "dkim",
+            "naive",
+            "tuned",
+            "asyncio",
+            "realistic",
+        ),
     )
     add(
         "--write-results",
@@ -206,6 +215,22 @@ def _limiter_cost(target: Target, args: argparse.Namespace, rep: report.Report) 
     _progress(rep.limited)
 
 
+def _dkim_cost(target: Target, args: argparse.Namespace, rep: report.Report) -> None:
+    """The peak configuration again on the simple workload, every message DKIM-signed with a
+    fresh RSA-2048 key (issue 17: signed throughput at least half of unsigned)."""
+    peak = rep.peak
+    if peak is None or peak.emails_per_s <= 0:
+        raise RuntimeError("no successful worker run to take the peak rate from")
+    key = _dkim_key(target.processes.log_dir)
+    if key is None:
+        raise RuntimeError("this worker has no DKIM settings")
+    dkim = realistic(key).settings  # the DKIM part only below: no faults, no other delays
+    settings = {k: v for k, v in dkim.items() if k.startswith("dkim_")}
+    scenario = Scenario(target, "DKIM RSA-2048", peak.workers, args.messages, settings=settings)
+    rep.signed = scenario.run(args.timeout or 120 + args.messages / 100)
+    _progress(rep.signed)
+
+
 def _progress(run: object) -> None:
     print(f"[bench]   {run}", file=sys.stderr, flush=True)
 
@@ -220,6 +245,13 @@ def _run_phases(target: Target, args: argparse.Namespace, rep: report.Report) ->
         _phase(rep, "latency at half of peak rate", lambda: _half_rate(target, args, rep))
     if "limiter" not in args.skip:
         _phase(rep, "the rate limiter's cost", lambda: _limiter_cost(target, args, rep))
+    if "dkim" not in args.skip:
+        _phase(rep, "DKIM's cost", lambda: _dkim_cost(target, args, rep))
+    _baseline_runs(target, args, rep)
+
+
+def _baseline_runs(target: Target, args: argparse.Namespace, rep: report.Report) -> None:
+    """The naive baseline, then the stronger ones (tuned Celery, the asyncio consumer)."""
     if "naive" not in args.skip:
         timeout = 120 + args.naive_messages / 5  # it does 10-80/s depending on the load
 
@@ -230,14 +262,13 @@ def _run_phases(target: Target, args: argparse.Namespace, rep: report.Report) ->
     for kind in ("tuned", "asyncio"):
         if kind in args.skip:
             continue
-        baseline = BASELINES[kind]
 
-        def stronger(b: object = baseline, k: str = kind) -> None:
+        def stronger(k: str = kind) -> None:
             timeout = 120 + args.baseline_messages / 20
             rep.stronger[k] = run_baseline(target, BASELINES[k], args.baseline_messages, timeout)
             _progress(rep.stronger[k])
 
-        _phase(rep, baseline.label, stronger)
+        _phase(rep, BASELINES[kind].label, stronger)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

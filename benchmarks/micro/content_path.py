@@ -162,11 +162,11 @@ def _key_file(folder: Path) -> tuple[str, str]:
     return str(path), SigningKey(key).dns_record()
 
 
-def _instructions_note(workload: str, ref: str, now: dict[str, float], then: dict[str, float]) -> str:
+def _instructions_note(
+    workload: str, ref: str, now: dict[str, float], then: dict[str, float]
+) -> str:
     rows = [
-        f"{step} {then[step] / 1e6:.2f} M → {now[step] / 1e6:.2f} M"
-        for step in now
-        if step in then
+        f"{step} {then[step] / 1e6:.2f} M → {now[step] / 1e6:.2f} M" for step in now if step in then
     ]
     return f"callgrind instructions per message, {workload} workload, at {ref} → now: " + (
         "; ".join(rows)

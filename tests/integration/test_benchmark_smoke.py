@@ -71,6 +71,9 @@ def test_benchmark_runs_every_phase_and_writes_its_report(
         assert (real["sent"], real["failed"], real["callbacks"]) == (99, 1, 99)
         assert real["workload"] == "realistic"
     assert "## Realistic workload" in text
+    signed = data["signed"]  # the peak configuration again, every message DKIM-signed
+    assert signed["sent"] == signed["sink_accepted"] == MESSAGES
+    assert "## DKIM's cost" in text
     assert "## Stronger baselines" in text and ">= 3x the better stronger baseline" in text
     assert "| 1 (round 2) |" in text and "ran 2 times, the configurations alternating" in text
 

@@ -333,4 +333,3 @@ class PostmarkFake(ProviderFake):
             return 422, "403 Headers must be a list of Name and Value"
         found = {p["Name"]: p["Value"] for p in pairs}
         return Taken(body["To"], found.get("Message-ID"), body=body)
-
