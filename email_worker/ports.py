@@ -112,6 +112,9 @@ class OutgoingEmail:
     sender_name: str | None = None  # From's display name
     reply_to: Mailbox | None = None
     envelope_from: str | None = None  # MAIL FROM when not ``sender`` (RETURN_PATH)
+    # The send's priority (CONTRACT 13): the order in which it takes its relay's turn
+    # (``RelayPacer.wait_relay``). Pacing only: no header is derived from it.
+    priority: int = 0
 
     @property
     def envelope_sender(self) -> str:
@@ -270,15 +273,36 @@ class Pacer(Protocol):
     """Rate limits and throttling (CONTRACT section 12), shared by every replica."""
 
     def wait_turn(self, domain: str, priority: int) -> None:
-        """Block until every route this send takes (``relay`` under ``RATE_LIMIT``, the
-        recipient domain's, a throttled route's) gives it a token, the highest priority first.
+        """Block until every route this send takes whatever its relay (``relay`` under
+        ``RATE_LIMIT`` or throttled, the recipient domain's when limited or throttled) gives
+        it a token, the highest priority first; the relay's own route is ``RelayPacer``'s.
         Raises ``ThrottledFailure`` when the wait would be longer than a thread may hold: the
         message is deferred without spending an attempt."""
         ...
 
     def report(self, domain: str, failure: WorkerFailure | None) -> None:
         """After each send: a ``ThrottledFailure`` slows its route, a success lets it recover.
+        A relay's own route (``relay:<name>``) is the ``RelayPacer``'s, left alone here.
         Never raises."""
+        ...
+
+
+class RelayPacer(Protocol):
+    """One relay's own route ``relay:<name>`` (CONTRACT 12 and 16): the relay router asks
+    for the chosen relay's turn right before handing it the message, and reports its answer,
+    so that a throttled relay slows the sends through that relay only."""
+
+    def wait_relay(self, name: str, priority: int) -> None:
+        """Block until the relay's route (when limited or throttled) gives this send a slot,
+        the highest priority first. Raises ``ThrottledFailure`` with route ``relay:<name>``
+        when that slot is further away than a thread may wait (the router may hand the
+        message to another relay), or of another route the send holds a slot of (its
+        ``RATE_LIMIT`` slot went stale during the wait and no fresh one is near)."""
+        ...
+
+    def report_relay(self, name: str, failure: WorkerFailure | None) -> None:
+        """After the relay answered: a success lets its route recover, a ``ThrottledFailure``
+        of route ``relay:<name>`` slows that relay only. Never raises."""
         ...
 
 
@@ -339,6 +363,16 @@ class NoPacer:
         return None
 
     def report(self, domain: str, failure: WorkerFailure | None) -> None:
+        return None
+
+
+class NoRelayPacer:
+    """No relay of its own route: every relay's turn is now."""
+
+    def wait_relay(self, name: str, priority: int) -> None:
+        return None
+
+    def report_relay(self, name: str, failure: WorkerFailure | None) -> None:
         return None
 
 

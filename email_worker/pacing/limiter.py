@@ -6,8 +6,9 @@ consecutive slots, ``k`` sized to this replica's demand (about a quarter of a se
 at most ``max_batch``), so a replica asks the store a few times a second per route at most,
 however fast it sends. The thread at the head of the queue sleeps until the next slot's time
 and takes it; the others sleep until they become the head. A thread whose slot would come
-later than ``max_wait`` seconds after it arrived is refused at once with ``ThrottledFailure``
-(its message waits in a delay queue, spending no attempt) instead of holding a consumer thread.
+later than ``max_wait`` seconds after it arrived is refused at once with ``TurnRefused``, a
+``ThrottledFailure`` (its message waits in a delay queue, spending no attempt, or the relay
+router hands it to another relay) instead of holding a consumer thread.
 
 The jitter budget. Store slots are ``(1 + margin) / rate`` apart, so ``rate`` consecutive slots
 span ``1 + margin`` seconds, and a relay counting over any one-second window sees more than
@@ -47,6 +48,11 @@ Wait = Callable[[threading.Condition, float], object]
 
 def condition_wait(condition: threading.Condition, timeout: float) -> object:
     return condition.wait(timeout)
+
+
+class TurnRefused(ThrottledFailure):
+    """This replica's own refusal of a slot further away than a thread may wait: not an
+    answer of the relay, so it slows no route (``RoutePacer.report`` ignores it)."""
 
 
 @dataclass(order=True)
@@ -243,7 +249,7 @@ class RouteLimiter:
         wanted = max(len(self._waiters), math.ceil(demand * BATCH_SECONDS))
         return max(1, min(cap, wanted))
 
-    def _refusal(self, wait: float) -> ThrottledFailure:
-        return ThrottledFailure(
+    def _refusal(self, wait: float) -> TurnRefused:
+        return TurnRefused(
             self.route, f"rate limit: next slot in {wait:.1f}s", retry_after=round(wait, 3)
         )

@@ -1,21 +1,25 @@
-"""``RoutePacer``: the ``Pacer`` port over the shared store (CONTRACT section 12).
+"""``RoutePacer``: the ``Pacer`` and ``RelayPacer`` ports over the shared store (CONTRACT 12).
 
-Which routes a send waits for: its recipient domain's (``domain:<d>``, when ``DOMAIN_RATE_LIMITS``
-names it or the domain was throttled), then the relays' (``relay:<name>`` of a relay that
-throttled: the relay router names the route after the relay, and then ``relay`` under
-``RATE_LIMIT`` or after a throttle reported without a relay name). ``relay`` comes last so that
-a send leaves right after the relay slot it took: ``RATE_LIMIT`` holds exactly whatever the
-other routes do, while a domain's own limit may see its sends late by the relay wait when the
-relay is the tighter one.
+Which routes a send waits for, in this order: its recipient domain's (``domain:<d>``, when
+``DOMAIN_RATE_LIMITS`` names it or the domain was throttled) and ``relay`` (``RATE_LIMIT``, or
+a throttle reported without a relay's name) in the pipeline's ``wait_turn``; then, once the
+relay router chose the relay, that relay's own route (``relay:<name>``, when ``RELAYS`` gave it
+a ``?rate=`` or it throttled) in ``wait_relay``. A throttled relay therefore slows the sends
+through it only, and when its turn is too far away the router may hand the message to another
+relay instead. ``relay`` comes last in ``wait_turn`` so that a send leaves right after the
+``RATE_LIMIT`` slot it took; should the relay's own wait then make that slot stale, the send
+takes a fresh one (``RATE_LIMIT`` holds exactly; the stale slot is lost to the rate).
 
-Zero cost when unset: with no limit configured and no throttle seen, ``wait_turn`` returns
-after two set look-ups and no store is ever called. Once a route is limited or throttled, the
-pacer reads the store's throttled routes about once a second (on a sending thread, one at a
-time, off the lock), so that a throttle one replica heard slows every replica within a second.
+Zero cost when unset: with no limit configured and no throttle seen, ``wait_turn`` and
+``wait_relay`` return after a couple of look-ups and no store is ever called. Once a route is
+limited or throttled, the pacer reads the store's throttled routes about once a second (on a
+sending thread, one at a time, off the lock), so that a throttle one replica heard slows every
+replica within a second.
 
-``report`` turns a ``ThrottledFailure`` into one debounced halving in the store (and a pause
-when the answer advised one), drops this replica's slots of that route (reserved at the old
-rate) and counts it; a success only feeds the observed rate a first halving starts from.
+``report`` and ``report_relay`` turn a ``ThrottledFailure`` into one debounced halving in the
+store (and a pause when the answer advised one), drop this replica's slots of that route
+(reserved at the old rate) and count it; a success feeds the observed rate a first halving
+starts from. A ``TurnRefused`` (this replica's own refusal of a slot) slows nothing.
 """
 
 from __future__ import annotations
@@ -23,13 +27,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from email_worker.pacing.adaptive import Recovery, RouteState, SuccessMeter, rate_in_force
-from email_worker.pacing.limiter import RouteLimiter, Wait, condition_wait
-from email_worker.pacing.routes import RELAY, RELAY_PREFIX, RouteLabels, domain_route, route_of
+from email_worker.pacing.limiter import RouteLimiter, TurnRefused, Wait, condition_wait
+from email_worker.pacing.routes import (
+    RELAY,
+    RELAY_PREFIX,
+    RouteLabels,
+    domain_route,
+    relay_route,
+    route_of,
+)
 from email_worker.pacing.store import RateStore, Snapshot, StoreClock
 from schemas.failures import AmbiguousDelivery, ThrottledFailure, WorkerFailure
 
@@ -45,6 +56,7 @@ class PacerConfig:
     max_wait: float = 5.0  # RATE_LIMIT_MAX_WAIT_SECONDS
     margin: float = 0.05  # RATE_LIMIT_MARGIN
     recovery: Recovery = field(default_factory=Recovery)
+    relay_rates: Mapping[str, float] = field(default_factory=dict)  # ?rate= by relay name
 
 
 class PacerEvents(Protocol):
@@ -84,13 +96,15 @@ class RoutePacer:
         self._ceilings: dict[str, float] = {
             domain_route(d): r for d, r in config.domain_rates.items()
         }
+        self._ceilings.update({relay_route(n): r for n, r in config.relay_rates.items()})
         if config.relay_rate is not None:
             self._ceilings[RELAY] = config.relay_rate
         self.labels = RouteLabels(set(self._ceilings))
         self._lock = threading.Lock()
         self._limiters: dict[str, RouteLimiter] = {}
         self._throttled: frozenset[str] = frozenset()  # unconfigured routes with a rate now
-        self._relay_routes = _relay_routes(self._ceilings)  # what every send waits for last
+        self._limited = frozenset(self._ceilings)  # and the configured ones: sends wait for these
+        self._late = config.margin / 4  # a slot older than this is stale (``limiter.py``)
         self._states: dict[str, RouteState] = {}  # throttled routes, as the store last said
         self._offset = 0.0  # the store's clock minus ours, as of the store's last answer
         self._meter = SuccessMeter(clock)
@@ -101,13 +115,11 @@ class RoutePacer:
         self._turns = threading.local()  # the slots the thread's current send took
 
     def wait_turn(self, domain: str, priority: int) -> None:
-        if not self._ceilings and not self._throttled:
+        self._turns.last = ()  # a send that never reported (a bug) leaves no slot behind
+        if not self._limited:
             return  # nothing limited, nothing throttled: the usual case costs this
         self._maybe_refresh()
-        route = domain_route(domain)
-        routes = self._relay_routes
-        if route in self._ceilings or route in self._throttled:
-            routes = (route, *routes)
+        routes = [r for r in (domain_route(domain), RELAY) if r in self._limited]
         arrived, turns = self._clock(), []
         try:
             for name in routes:
@@ -117,22 +129,48 @@ class RoutePacer:
                     turns.append((limiter, slot))
         finally:
             self._turns.last = turns  # this thread's send: report() measures its lateness
-            waited = self._clock() - arrived
-            if turns and waited > 0:
-                self._events.waited(waited)
+            self._count_wait(arrived, bool(turns))
+
+    def wait_relay(self, name: str, priority: int) -> None:
+        self._turns.relay = None
+        if not self._limited:
+            return
+        self._maybe_refresh()
+        route = relay_route(name)
+        if route not in self._limited:
+            return
+        limiter, arrived = self._limiter(route), self._clock()
+        try:
+            slot = limiter.acquire(priority)  # raises TurnRefused: the router may go elsewhere
+            if slot is not None:
+                self._turns.relay = (limiter, slot)
+                self._refresh_stale_turns(priority)
+        finally:
+            self._count_wait(arrived, True)
 
     def report(self, domain: str, failure: WorkerFailure | None) -> None:
         try:
             turns, self._turns.last = getattr(self._turns, "last", ()), ()
             if failure is None or isinstance(failure, AmbiguousDelivery):  # maybe accepted
                 self._meter.note((RELAY, domain_route(domain)))
-                finished = self._clock()
-                for limiter, slot in turns:
-                    limiter.finished(slot, finished)
-            elif isinstance(failure, ThrottledFailure):
+                self._finished(turns)
+            elif _answered(failure) and not failure.route.startswith(RELAY_PREFIX):
                 self._throttle(route_of(failure.route, domain), failure.retry_after, turns)
         except Exception:  # the send already happened: never fail it for bookkeeping
             log.warning("could not record a send's pacing", exc_info=True)
+
+    def report_relay(self, name: str, failure: WorkerFailure | None) -> None:
+        try:
+            turn, self._turns.relay = getattr(self._turns, "relay", None), None
+            turns = () if turn is None else (turn,)
+            route = relay_route(name)
+            if failure is None or isinstance(failure, AmbiguousDelivery):
+                self._meter.note((route,))
+                self._finished(turns)
+            elif _answered(failure) and failure.route == route:
+                self._throttle(route, failure.retry_after, turns)
+        except Exception:
+            log.warning("could not record a relay's pacing", exc_info=True)
 
     def rates(self) -> dict[str, float]:
         """The rate in force per route label: configured routes and throttled ones."""
@@ -169,6 +207,27 @@ class RoutePacer:
                     self._limiters[route] = limiter
         return limiter
 
+    def _refresh_stale_turns(self, priority: int) -> None:
+        """After a wait for the relay's own route: a ``RATE_LIMIT`` slot taken before it and now
+        older than a slot may be used is replaced by a fresh one (a send leaving that late
+        would bunch with the sends of the slots after it). Raises ``TurnRefused``."""
+        turns: list[tuple[RouteLimiter, float]] = getattr(self._turns, "last", [])
+        for index, (limiter, slot) in enumerate(turns):
+            if limiter.route == RELAY and self._clock() - slot > self._late:
+                fresh = limiter.acquire(priority)  # None: the route turned unlimited
+                turns[index : index + 1] = [] if fresh is None else [(limiter, fresh)]
+                return  # one ``relay`` turn per send
+
+    def _finished(self, turns: Sequence[tuple[RouteLimiter, float]]) -> None:
+        finished = self._clock()
+        for limiter, slot in turns:
+            limiter.finished(slot, finished)
+
+    def _count_wait(self, arrived: float, limited: bool) -> None:
+        waited = self._clock() - arrived
+        if limited and waited > 0:
+            self._events.waited(waited)
+
     def _throttle(
         self, route: str, retry_after: float | None, turns: Sequence[tuple[RouteLimiter, float]]
     ) -> None:
@@ -181,9 +240,7 @@ class RoutePacer:
             if recent and retry_after is None:
                 return
             self._halved_at[route] = now
-        # What the relay took lately: every relay route starts from all accepted sends (the
-        # router names a relay's route after the relay; the meter counts them together).
-        observed = self._meter.rate(RELAY if route.startswith(RELAY) else route)
+        observed = self._meter.rate(route)  # what the route took lately, this replica
         result = self._store.throttle(route, self._ceilings.get(route), observed, retry_after)
         self._limiter(route).drop()
         self._learn(Snapshot(result.now, {route: result.state}), complete=False)
@@ -225,13 +282,9 @@ class RoutePacer:
                 if route not in self._ceilings
                 and rate_in_force(None, state, snapshot.now, recovery) is not None
             )
-            self._relay_routes = _relay_routes(self._throttled | set(self._ceilings))
+            self._limited = self._throttled | frozenset(self._ceilings)
 
 
-def _relay_routes(routes: Iterable[str]) -> tuple[str, ...]:
-    """The relay routes among ``routes``, ``relay`` (``RATE_LIMIT``) last. A send waits for
-    every one of them: the pacer cannot know which relay the router will pick, and with one
-    relay (the router names its route ``relay:<name>``) that is exactly right; with several, a
-    throttled relay slows them all until per-relay pacing asks the router first."""
-    found = [r for r in routes if r == RELAY or r.startswith(RELAY_PREFIX)]
-    return tuple(sorted(found, key=lambda r: (r == RELAY, r)))
+def _answered(failure: WorkerFailure) -> TypeGuard[ThrottledFailure]:
+    """A throttling answer heard from a relay, not this replica's own refusal of a slot."""
+    return isinstance(failure, ThrottledFailure) and not isinstance(failure, TurnRefused)

@@ -2,12 +2,15 @@
 
 A *route* is what one rate applies to, shared by every replica:
 
-    relay             every relay together: ``RATE_LIMIT``, or a throttle the relay answered
-    relay:<name>      one relay of several (reserved for per-relay limits)
+    relay             every relay together: ``RATE_LIMIT`` (or a throttle reported without a
+                      relay's name: a mailer that is not the relay router)
+    relay:<name>      one relay: its ``?rate=`` in ``RELAYS``, or a throttle it answered; the
+                      relay router waits for it once it chose the relay (``relay_route``)
     domain:<domain>   one recipient domain: ``DOMAIN_RATE_LIMITS``, or a throttle about it
 
-A ``ThrottledFailure`` names its route as the mailer saw it (``relay``, or ``domain`` for an
-answer about the recipient); ``route_of`` turns it into a full route name. Domains are
+A ``ThrottledFailure`` names its route as the mailer saw it (``relay``, which the relay router
+turns into ``relay:<name>``, or ``domain`` for an answer about the recipient); ``route_of``
+turns it into a full route name. Domains are
 lower-case ASCII (an internationalised domain arrives in its punycode form or not at all).
 """
 
@@ -26,6 +29,11 @@ OTHER_DOMAINS = "domain:other"
 MAX_DOMAIN_LABELS = 50
 _MAX_DOMAIN = 253
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def relay_route(name: str) -> str:
+    """The route of one relay, by its name (``relays/urls.py``: never a credential)."""
+    return RELAY_PREFIX + name
 
 
 def domain_route(domain: str) -> str:

@@ -24,6 +24,7 @@ relay (it lost a message) but the message itself never goes elsewhere: it is rec
 
 from __future__ import annotations
 
+from email_worker.pacing.routes import relay_route
 from email_worker.relays.breaker import Health
 from schemas.failures import (
     AmbiguousDelivery,
@@ -81,4 +82,4 @@ def relabel_throttling(failure: WorkerFailure, relay: str) -> None:
     """A throttling answer about the relay (route ``relay``) slows that relay only: its route
     becomes ``relay:<name>``. A recipient domain's route is left as it is."""
     if isinstance(failure, ThrottledFailure) and failure.route == "relay":
-        failure.route = f"relay:{relay}"
+        failure.route = relay_route(relay)

@@ -1,9 +1,13 @@
 """``RelayRouter``: the ``Mailer`` over several relays, each behind its own breaker.
 
-One send tries the available relays in ``selection`` order. A relay that fails in a way that
-means it cannot have accepted the message (``failover.fails_over``) hands the message to the
-next relay at once, within the same claim, so no attempt is spent; every other outcome ends the
-send there (never a second relay after an ambiguous outcome or a refusal of the message).
+One send tries the available relays in ``selection`` order. Right before handing the message
+to a relay's transport, it waits for that relay's turn (``RelayPacer.wait_relay``: the route
+``relay:<name>``, limited by its ``?rate=`` or after it throttled); a turn further away than a
+thread may wait passes the message to the next relay, as if the relay were resting (no breaker
+failure, no attempt). A relay that fails in a way that means it cannot have accepted the
+message (``failover.fails_over``) hands the message to the next relay at once, within the same
+claim, so no attempt is spent; every other outcome ends the send there (never a second relay
+after an ambiguous outcome or a refusal of the message).
 
 When no relay takes the message, the outcome is what one relay would have given:
 
@@ -13,10 +17,14 @@ When no relay takes the message, the outcome is what one relay would have given:
     tried none (all resting)        DeferredFailure(SMTP_UNAVAILABLE): no attempt spent (an
                                     open breaker); SystemicFailure when TLS/AUTH is what put
                                     every relay to rest (consumption pauses, as with one relay)
+    a relay's turn was too far      that refusal (a ThrottledFailure, the soonest when several):
+                                    deferred without an attempt until the relay's turn, even
+                                    when the other relays failed (this one works, it is busy)
 
-Every try is reported to ``observe(relay, result)`` (``email_worker_sends_total``). Failures
-carry the relay's name in ``WorkerFailure.relay``; a throttling answer about the relay is
-relabelled to the route ``relay:<name>`` so the pacer slows that relay only.
+Every try is reported to ``observe(relay, result)`` (``email_worker_sends_total``; a turn too
+far is no try) and to ``RelayPacer.report_relay``. Failures carry the relay's name in
+``WorkerFailure.relay``; a throttling answer about the relay is relabelled to the route
+``relay:<name>`` so the pacer slows that relay only.
 """
 
 from __future__ import annotations
@@ -28,8 +36,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from email_worker.ports import Accepted, OutgoingEmail, Sent
-from email_worker.relays.breaker import Health, RelayBreaker
+from email_worker.pacing.routes import relay_route
+from email_worker.ports import Accepted, NoRelayPacer, OutgoingEmail, RelayPacer, Sent
+from email_worker.relays.breaker import Health, RelayBreaker, Ticket
 from email_worker.relays.failover import fails_over, health, relabel_throttling, result
 from email_worker.relays.selection import RelayOrder
 from schemas.failures import (
@@ -37,6 +46,7 @@ from schemas.failures import (
     Reason,
     RelayUnavailable,
     SystemicFailure,
+    ThrottledFailure,
     WorkerFailure,
 )
 
@@ -80,6 +90,7 @@ class RelayRouter:
         reset_seconds: float,
         observe: SendObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pacer: RelayPacer | None = None,
     ) -> None:
         if not relays:
             raise ValueError("a router needs at least one relay")
@@ -90,6 +101,7 @@ class RelayRouter:
             )
         self._order = RelayOrder([relay.weight for relay in self._relays])
         self._observe = observe or (lambda name, outcome: None)
+        self._pacer: RelayPacer = pacer or NoRelayPacer()
         self._lock = threading.Lock()  # guards ``last_failure``
 
     @property
@@ -104,44 +116,37 @@ class RelayRouter:
         """See the module docstring."""
         available = [i for i, relay in enumerate(self._relays) if _breaker(relay).available()]
         failures: list[WorkerFailure] = []
+        turns_refused: list[ThrottledFailure] = []
         for position in self._order.order(available):
             relay = self._relays[position]
             outcome = self._try(relay, email)
             if isinstance(outcome, Sent):
                 return outcome
-            if outcome is not None:
+            if isinstance(outcome, ThrottledFailure):
+                turns_refused.append(outcome)
+            elif outcome is not None:
                 failures.append(outcome)
+        if turns_refused:  # a relay that works will take it: wait for the soonest turn
+            raise min(turns_refused, key=lambda refused: refused.retry_after or 0.0)
         raise self._nobody_took_it(failures)
 
     def _try(self, relay: Relay, email: OutgoingEmail) -> Sent | WorkerFailure | None:
-        """Send through ``relay``: what it accepted, the failure that lets the next relay try,
-        or None when the relay could not be tried after all (its one trial was taken by
-        another thread meanwhile). Raises every failure that ends the send here."""
+        """Send through ``relay``: what it accepted, the failure that lets the next relay try
+        (a ``ThrottledFailure`` when the relay's turn is too far away), or None when the relay
+        could not be tried after all (its one trial was taken by another thread meanwhile).
+        Raises every failure that ends the send here."""
         breaker = _breaker(relay)
         ticket = breaker.begin()
         if ticket is None:
             return None
+        refused = self._turn(relay, ticket, email.priority)
+        if refused is not None:
+            return refused
         try:
             reply = relay.transport.send(email)
         except WorkerFailure as failure:
-            failure.relay = relay.name
-            verdict = health(failure)
-            breaker.end(ticket, verdict)
-            self._observe(relay.name, result(failure))
-            if fails_over(failure):
-                self._remember(relay, failure)
-                log.warning(
-                    "relay could not take the message: trying the next relay",
-                    extra={
-                        "relay": relay.name,
-                        "reason": str(failure.reason),
-                        "detail": failure.detail,
-                    },
-                )
+            if self._failed(relay, ticket, failure):
                 return failure
-            if verdict is Health.HEALTHY:
-                self._remember(relay, None)
-            relabel_throttling(failure, relay.name)
             raise
         except BaseException:  # a bug in a transport: nothing is known of the relay
             breaker.end(ticket, Health.NEUTRAL)
@@ -149,9 +154,52 @@ class RelayRouter:
         breaker.end(ticket, Health.HEALTHY)
         self._remember(relay, None)
         self._observe(relay.name, "sent")
+        self._pacer.report_relay(relay.name, None)
         if isinstance(reply, Accepted):
             return Sent(reply.reply, relay.name, reply.provider_message_id)
         return Sent(reply, relay.name)
+
+    def _turn(self, relay: Relay, ticket: Ticket, priority: int) -> ThrottledFailure | None:
+        """Wait for the relay's turn (``RelayPacer.wait_relay``): None once it came, the
+        refusal when it is too far away. A refusal is no failure of the relay: its breaker
+        hears nothing (a trial ticket goes back unused). Raises the refusal of another route
+        (a fresh ``RATE_LIMIT`` slot too far: no relay could send sooner) and what the store
+        raises when it cannot be reached (``DeferredFailure``)."""
+        try:
+            self._pacer.wait_relay(relay.name, priority)
+        except ThrottledFailure as refused:
+            _breaker(relay).end(ticket, Health.NEUTRAL)
+            if refused.route == relay_route(relay.name):
+                return refused
+            raise
+        except BaseException:
+            _breaker(relay).end(ticket, Health.NEUTRAL)
+            raise
+        return None
+
+    def _failed(self, relay: Relay, ticket: Ticket, failure: WorkerFailure) -> bool:
+        """Record what the relay's failure says (breaker, counts, pacer); True when the next
+        relay may take the message (``failover.fails_over``)."""
+        failure.relay = relay.name
+        verdict = health(failure)
+        _breaker(relay).end(ticket, verdict)
+        self._observe(relay.name, result(failure))
+        relabel_throttling(failure, relay.name)
+        self._pacer.report_relay(relay.name, failure)
+        if fails_over(failure):
+            self._remember(relay, failure)
+            log.warning(
+                "relay could not take the message: trying the next relay",
+                extra={
+                    "relay": relay.name,
+                    "reason": str(failure.reason),
+                    "detail": failure.detail,
+                },
+            )
+            return True
+        if verdict is Health.HEALTHY:
+            self._remember(relay, None)
+        return False
 
     def close(self) -> None:
         for relay in self._relays:

@@ -62,6 +62,11 @@ def measure(value: Any, limit: int) -> int:
     O(min(weight, limit)). Iterative, so a deeply nested value cannot exhaust the stack."""
     if isinstance(value, str):  # nearly every value measured
         return len(value)
+    kind = type(value)
+    if kind is float or value is None:  # prices, missing values: no need to walk anything
+        return _SCALAR
+    if kind is int:
+        return value.bit_length() // 3 + 1
     weight = 0
     stack = [value]
     while stack and weight <= limit:
@@ -72,16 +77,24 @@ def measure(value: Any, limit: int) -> int:
     return weight
 
 
+_CONTAINERS = (list, tuple, set, frozenset)
+_VIEWS = (KeysView, ValuesView)  # abstract classes: checked after the concrete types (slower)
+
+
 def _weigh(item: Any) -> tuple[int, Iterable[Any] | None]:
     """The weight of ``item`` itself, and the parts it holds."""
-    if isinstance(item, str | bytes):
+    if isinstance(item, (str, bytes)):
         return len(item), None
     if isinstance(item, int):
         return item.bit_length() // 3 + 1, None  # decimal digits, over-estimated
-    if isinstance(item, list | tuple | set | frozenset | KeysView | ValuesView):
+    if isinstance(item, _CONTAINERS):
         return _OBJECT + _SLOT * len(item), item
     if isinstance(item, dict):
         return _OBJECT + _ENTRY * len(item), chain(item.keys(), item.values())
+    if isinstance(item, float) or item is None:
+        return _SCALAR, None
+    if isinstance(item, _VIEWS):
+        return _OBJECT + _SLOT * len(item), item
     if isinstance(item, Namespace):  # printed with all its attributes
         attributes = getattr(item, "_Namespace__attrs", None)
         return (_OBJECT, (attributes,)) if isinstance(attributes, dict) else (UNBOUNDED, None)
@@ -131,9 +144,9 @@ class RenderBudget:
 _ACTIVE: ContextVar[RenderBudget | None] = ContextVar("render_budget", default=None)
 
 
-def active() -> RenderBudget | None:
-    """The budget of the render running in this context, if any."""
-    return _ACTIVE.get()
+# The budget of the render running in this context, if any (``active()``): the context
+# variable's own method, so the call runs no Python frame (it is made for every value).
+active = _ACTIVE.get
 
 
 class render_budget:  # noqa: N801 - used like a function: ``with render_budget(...):``

@@ -13,6 +13,7 @@ once, left to right, the way Python's own formatting reads them.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Collection
@@ -28,6 +29,7 @@ _OBJECT = 64
 _PERCENT_TAIL = re.compile(r"[#0\- +]*+(\*|\d++)?(?:\.(\*|\d*+))?")
 _PARENS = re.compile(r"[()]")
 _DIGITS = re.compile(r"\d++")
+_CACHED_FORMAT = 64  # format strings up to this long have their width cached
 
 
 def _number(digits: str) -> int:
@@ -36,6 +38,12 @@ def _number(digits: str) -> int:
 
 def percent_width(fmt: str) -> int:
     """The widest width or precision in a ``%``-format string (``*`` is unbounded)."""
+    if len(fmt) <= _CACHED_FORMAT:  # a template's own "%.2f", used once per item of a loop
+        return _cached_percent_width(fmt)
+    return _percent_width(fmt)
+
+
+def _percent_width(fmt: str) -> int:
     widest = 0
     position = fmt.find("%")
     while position != -1:
@@ -53,6 +61,9 @@ def percent_width(fmt: str) -> int:
                 widest = max(widest, _number(group))
         position = fmt.find("%", tail.end() + 1)  # past the conversion character (or "%%")
     return widest
+
+
+_cached_percent_width = functools.lru_cache(maxsize=256)(_percent_width)
 
 
 def _key_end(fmt: str, start: int) -> int:
@@ -84,16 +95,17 @@ def brace_width(fmt: str) -> int:
 def binop_size(operator: str, left: Any, right: Any) -> int:
     """Weight of ``left <operator> right`` for ``*``, ``+``, ``%`` and ``**``."""
     if operator == "*":
-        if isinstance(right, int) and not isinstance(left, int):
+        left_int, right_int = isinstance(left, int), isinstance(right, int)
+        if right_int and not left_int:
             return _repeat_size(left, right)
-        if isinstance(left, int) and not isinstance(right, int):
+        if left_int and not right_int:
             return _repeat_size(right, left)
-        if isinstance(left, int) and isinstance(right, int):
+        if left_int and right_int:
             return _int_size(left.bit_length() + right.bit_length())
-    elif operator == "+" and isinstance(left, str | bytes | list | tuple):
-        if isinstance(right, str | bytes | list | tuple):
+    elif operator == "+" and isinstance(left, _SEQUENCES):
+        if isinstance(right, _SEQUENCES):
             return _repeat_size(left, 1) + _repeat_size(right, 1)
-    elif operator == "%" and isinstance(left, str | bytes):
+    elif operator == "%" and isinstance(left, _TEXT):
         text = left if isinstance(left, str) else left.decode("latin-1")
         return len(text) + percent_width(text)
     elif operator == "**" and isinstance(left, int) and isinstance(right, int):
@@ -101,10 +113,15 @@ def binop_size(operator: str, left: Any, right: Any) -> int:
     return 0
 
 
+# Tuples, not unions: isinstance with a tuple is the cheaper check, made for every operator.
+_TEXT = (str, bytes)
+_SEQUENCES = (str, bytes, list, tuple)
+
+
 def _repeat_size(sequence: object, times: int) -> int:
-    if isinstance(sequence, str | bytes):
+    if isinstance(sequence, _TEXT):
         return len(sequence) * times
-    if isinstance(sequence, list | tuple):
+    if isinstance(sequence, (list, tuple)):
         return _OBJECT + _SLOT * len(sequence) * times
     return 0
 

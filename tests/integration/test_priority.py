@@ -1,8 +1,9 @@
 """Priority behind a real backlog (CONTRACT section 13), on RabbitMQ, Postgres and an SMTP server
 that accepts at most ``RATE`` messages a second (it paces its replies: a behaviour of the relay,
 not a synchronisation of the test): a high-priority message published behind 1,500 bulk ones is
-sent within seconds, on the default quorum ``email.queue`` (no broker priorities) and on a
-gateway's classic ``x-max-priority`` queue; one priority keeps its order with one worker thread;
+sent within seconds, on the default quorum ``email.queue`` (no broker priorities), on a
+gateway's classic ``x-max-priority`` queue and while ``RATE_LIMIT`` sets the pace; one priority
+keeps its order with one worker thread; without a lane nothing moves;
 a ``kill -9`` while messages move to the lane loses nothing. Figures are printed (``-s``)."""
 
 from __future__ import annotations
@@ -108,6 +109,33 @@ def test_a_high_priority_message_overtakes_a_backlog_of_bulk(bare_stack: Stack, 
     assert moves(worker) > 0 and moves(worker, "failed") == 0
 
     stack.smtp.reply_rate = None  # the rest as fast as the relay goes: all delivered once
+    report = stack.settle_and_check(check, 120)
+    assert report.ok, report.summary()
+    assert report.counts["delivered_once"] == BULK + 1, report.summary()
+
+
+def test_a_high_priority_message_overtakes_bulk_while_the_rate_limit_holds_back(
+    stack: Stack,
+) -> None:
+    check = stack.ledger_check()
+    bulk(check, "limited", BULK)
+    check.publish()
+    worker = stack.start_worker(rate_limit=RATE)  # RATE_LIMIT, not the relay, sets the pace
+    published = time.time()
+    urgent = publish_urgent(stack, check, body_priority=9)
+    wait_for(lambda: stack.status(urgent) == "sent", 30, "the urgent message")
+
+    order = [rcpt for rcpt, _ in accepted(stack)]
+    position = order.index(f"{urgent}@example.com") + 1
+    latency = dict(accepted(stack))[f"{urgent}@example.com"] - published
+    print(
+        f"MEASURED priority under RATE_LIMIT={RATE}: sent {latency:.2f} s after its publish "
+        f"behind {BULK} bulk, {position}th accepted"
+    )
+    assert position <= 100 and latency < 10
+    assert moves(worker) > 0
+    stack.stop_workers()
+    stack.start_worker()  # the rest without a limit: all delivered once
     report = stack.settle_and_check(check, 120)
     assert report.ok, report.summary()
     assert report.counts["delivered_once"] == BULK + 1, report.summary()

@@ -171,6 +171,7 @@ def test_topology_show_marks_each_piece_and_exits_1_while_something_is_missing(
     assert "adopted (differs: " in lines[f"queue {settings.email_queue}"]
     assert "x-max-priority: found 10, wanted none" in lines[f"queue {settings.email_queue}"]
     assert lines[f"queue {settings.failed_queue}"].endswith(": ok")
+    assert lines[f"queue {settings.lane_queue}"].endswith(": ok")  # the priority lane
     assert lines[f"exchange {settings.exchange}"].endswith(": ok")
     assert not exists(stack, retry)  # show changed nothing
 

@@ -1,9 +1,17 @@
 """The pure half of the ledger checker: what a request's observations make of it.
 
 ``classify`` puts every request in exactly one class (``delivered_once``, ``dead_lettered``,
-``duplicated``, ``lost``, ``unexpected``) from what the relay, ``failed.queue``, the ledger and
-the callbacks showed; ``tests/support/ledger_check.py`` collects those observations from the
+``duplicated``, ``cancelled``, ``lost``, ``unexpected``) from what the relay, ``failed.queue``,
+the ledger and the callbacks showed; ``tests/support/ledger_check.py`` collects those observations from the
 real services. No I/O here, so the rules are unit-tested with synthetic observations.
+
+The delivery-policy rules (CONTRACT 12, 14): a request cancelled before it was sent is
+``cancelled`` (the ledger says ``failed``/``cancelled``, nothing reached the relay; a dead letter
+with reason ``cancelled`` counts as ``dead_lettered``); a copy received before the request's
+``not_before`` (its ``send_at``, by the relay's clock) is unexpected; a delivery whose only
+retries were throttling deferrals (and 4xx answers) spent no attempt for them: the ledger's
+``attempts`` is 1 plus the 4xx answers, and no ``pending`` callback was sent for a deferral.
+A dead letter without a reason is unexpected. ``expect`` may name alternatives: ``a|b``.
 """
 
 from __future__ import annotations
@@ -18,7 +26,10 @@ KEY_HEADER = "ledger_check_key"  # identifies a request whose body carries no re
 DELIVERED = "delivered"  # the expectation "delivered once (or an allowed duplicate)"
 ANY = "any"  # the expectation "any passing class"
 AMBIGUOUS_EVENTS = frozenset({"unknown", "taken_over", "lease_expired"})
-OUTCOMES = ("delivered_once", "dead_lettered", "duplicated", "lost", "unexpected")
+OUTCOMES = ("delivered_once", "dead_lettered", "duplicated", "cancelled", "lost", "unexpected")
+CANCELLED = "cancelled"  # the ledger's failure reason, and the expectation, of a cancel
+THROTTLED = "throttled"  # the retry reason of a throttling deferral (spends no attempt)
+COUNTED_4XX = "smtp_transient"  # a 4xx answer: spends an attempt
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,7 @@ class Request:
     key: str
     recipient: str | None
     expect: str = DELIVERED
+    not_before: float | None = None  # epoch seconds (its send_at): no copy may arrive earlier
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,7 @@ class Copy:
     recipient: str
     message_id: str | None
     ambiguous: bool = False
+    received_at: float | None = None  # epoch seconds, by the relay's clock
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,9 @@ class LedgerRow:
     status: str
     message_id: str | None = None
     events: tuple[str, ...] = ()
+    reason: str | None = None  # failure_reason
+    attempts: int | None = None
+    retry_reasons: tuple[str, ...] = ()  # the reasons of its ``pending`` events, in order
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,8 @@ class Observations:
     dead_letters: Sequence[DeadLetter]
     ledger: Mapping[str, LedgerRow]
     callbacks: Mapping[str, Sequence[str]] | None = None  # key → statuses in arrival order
+    # Check the ledger's ``attempts`` of throttled deliveries (False: only their callbacks).
+    attempts_checked: bool = True
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,8 @@ def _verdict(
         outcome, detail = _against_expectation(request, outcome, detail, dead)
     if outcome not in _BAD and seen.callbacks is not None and row is not None:
         outcome, detail = _against_callbacks(outcome, detail, seen.callbacks.get(request.key, ()))
+    if outcome not in _BAD:
+        outcome, detail = _against_policy(request, outcome, detail, copies, row, seen)
     return Verdict(request.key, outcome, detail, len(copies), len(dead))
 
 
@@ -140,10 +160,15 @@ def _place(copies: list[Copy], dead: list[DeadLetter], row: LedgerRow | None) ->
     """Where the request ended, judged from the relay, the dead letters and the ledger."""
     status = row.status if row else "no ledger row"
     ambiguous = bool(row and (row.status == "unknown" or AMBIGUOUS_EVENTS & set(row.events)))
+    cancelled = bool(row and row.status == "failed" and row.reason == CANCELLED)
     if not copies:
         if dead:
             return _dead(dead)
+        if cancelled:
+            return CANCELLED, ""
         return "lost", f"no email and no dead letter (ledger: {status})"
+    if cancelled:
+        return "unexpected", f"cancelled, but the relay holds {len(copies)} copies"
     if dead:
         if any(not c.ambiguous for c in copies):
             return "unexpected", f"delivered and dead-lettered ({dead[0].reason})"
@@ -171,7 +196,9 @@ def _delivered(copies: list[Copy], row: LedgerRow | None, ambiguous: bool) -> tu
 
 
 def _dead(dead: list[DeadLetter]) -> tuple[str, str]:
-    reasons = sorted({d.reason for d in dead})
+    reasons = sorted({d.reason or "" for d in dead})
+    if "" in reasons:
+        return "unexpected", f"a dead letter without a reason ({len(dead)} records)"
     if len(reasons) > 1:
         return "unexpected", f"dead-lettered with different reasons: {reasons}"
     copies = f" ({len(dead)} records)" if len(dead) > 1 else ""
@@ -184,14 +211,22 @@ def _against_expectation(
     if request.expect == ANY:
         return outcome, detail
     delivered = outcome in ("delivered_once", "duplicated")
-    if request.expect == DELIVERED and not delivered:
-        return "unexpected", f"expected delivery, got {outcome}: {detail}"
-    if request.expect != DELIVERED and (delivered or dead[0].reason != request.expect):
-        return "unexpected", f"expected dead letter {request.expect}, got {outcome}: {detail}"
-    return outcome, detail
+    for expected in request.expect.split("|"):
+        if expected == DELIVERED and delivered:
+            return outcome, detail
+        if expected == CANCELLED and outcome == CANCELLED:
+            return outcome, detail
+        if outcome == "dead_lettered" and dead[0].reason == expected:
+            return outcome, detail
+    return "unexpected", f"expected {request.expect}, got {outcome}: {detail}"
 
 
-_FINAL = {"delivered_once": "delivered", "duplicated": "delivered", "dead_lettered": "failed"}
+_FINAL = {
+    "delivered_once": "delivered",
+    "duplicated": "delivered",
+    "dead_lettered": "failed",
+    CANCELLED: "failed",
+}
 
 
 def _against_callbacks(outcome: str, detail: str, statuses: Sequence[str]) -> tuple[str, str]:
@@ -201,4 +236,34 @@ def _against_callbacks(outcome: str, detail: str, statuses: Sequence[str]) -> tu
             return "unexpected", f"callbacks moved backwards: {list(statuses)}"
     if not statuses or statuses[-1] != _FINAL[outcome]:
         return "unexpected", f"{outcome} but callbacks were {list(statuses)}"
+    return outcome, detail
+
+
+def _against_policy(
+    request: Request,
+    outcome: str,
+    detail: str,
+    copies: list[Copy],
+    row: LedgerRow | None,
+    seen: Observations,
+) -> tuple[str, str]:
+    """Not sent before ``not_before``; throttling spent no attempt and sent no ``pending``."""
+    if request.not_before is not None:
+        early = [c.received_at for c in copies if c.received_at is not None]
+        if early and min(early) < request.not_before:
+            ahead = request.not_before - min(early)
+            return "unexpected", f"sent {ahead:.3f} s before its send_at"
+    if outcome != "delivered_once" or row is None or THROTTLED not in row.retry_reasons:
+        return outcome, detail
+    if AMBIGUOUS_EVENTS & set(row.events) or not set(row.retry_reasons) <= {
+        THROTTLED,
+        COUNTED_4XX,
+    }:
+        return outcome, detail  # other retries (a kill, a database down): not judged here
+    spent = 1 + row.retry_reasons.count(COUNTED_4XX)
+    if seen.attempts_checked and row.attempts is not None and row.attempts != spent:
+        return "unexpected", f"throttled: the ledger counts {row.attempts} attempts, not {spent}"
+    statuses = seen.callbacks.get(request.key, ()) if seen.callbacks is not None else ()
+    if list(statuses).count("pending") > row.retry_reasons.count(COUNTED_4XX):
+        return "unexpected", f"a pending callback for a throttling deferral: {list(statuses)}"
     return outcome, detail
