@@ -18,6 +18,27 @@ from schemas.failures import (
     WorkerFailure,
 )
 
+# Permanent outcomes decided before anything was tried (CONTRACT "Attempts": only a try that
+# reached a relay or a dependency is spent): the dead letter carries the attempts spent before.
+# Permanent failures that spend no attempt (CONTRACT v2 "Attempts": only a try that reached a
+# relay or a dependency and failed counts): refused before any try, or never tried at all.
+NOTHING_TRIED = frozenset(
+    {
+        Reason.EXPIRED,
+        Reason.CANCELLED,
+        Reason.SUPPRESSED,
+        Reason.INVALID_JSON,
+        Reason.INVALID_MESSAGE,
+        Reason.TOO_LARGE,
+        Reason.WRONG_TYPE,
+        Reason.RECIPIENT_MISSING,
+        Reason.RECIPIENT_INVALID,
+        Reason.IDEMPOTENCY_CONFLICT,
+        Reason.REDELIVERY_LIMIT,
+        Reason.DELIVERY_LIMIT,
+    }
+)
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -98,7 +119,8 @@ def decide(
     if failure is None:
         return Ack("delivered")
     if isinstance(failure, PermanentFailure):
-        return DeadLetter(failure.reason, failure.detail, attempts + 1)
+        spent = 0 if failure.reason in NOTHING_TRIED else 1
+        return DeadLetter(failure.reason, failure.detail, attempts + spent)
     if isinstance(failure, ThrottledFailure):
         return _throttled(failure, attempts, deferrals, policy, rng)
     if isinstance(failure, DeferredFailure):
@@ -158,3 +180,12 @@ def _throttled(
 
 def _exhausted(failure: WorkerFailure, attempts: int) -> DeadLetter:
     return DeadLetter(Reason.RETRIES_EXHAUSTED, f"{failure.reason}: {failure.detail}", attempts)
+
+
+def spent_attempts(decision: Decision, carried: int) -> int:
+    """The attempts spent once ``decision`` is carried out, ``carried`` being those spent by
+    earlier deliveries: the delivered send counts one; a retry or dead letter carries its own
+    count (a deferral, a throttle or a refusal before any try added none); a hold adds none."""
+    if isinstance(decision, Ack):
+        return carried + 1 if decision.outcome == "delivered" else carried
+    return decision.attempts

@@ -16,7 +16,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from email_worker.disposition import Ack, DeadLetter, Decision, Hold, Retry, RetryPolicy, decide
+from email_worker.disposition import (
+    Ack,
+    DeadLetter,
+    Decision,
+    Hold,
+    Retry,
+    RetryPolicy,
+    decide,
+    spent_attempts,
+)
 from email_worker.logs import request_context
 from email_worker.pipeline import Attempt, Pipeline
 from email_worker.ports import Delivery, RetryCopy
@@ -110,7 +119,8 @@ class Handler:
         if attempt.claim is None:
             return decision  # nothing claimed, nothing to record
         copy = self._keep_copy(delivery, decision) if isinstance(decision, Retry | Hold) else None
-        lost = self._pipeline.record(request, attempt, decision, copy)
+        spent = spent_attempts(decision, delivery.attempts)
+        lost = self._pipeline.record(request, attempt, decision, copy, spent)
         if lost is None:
             return decision
         # The record was lost (lease taken over, database gone): the outcome is not ours to

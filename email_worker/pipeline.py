@@ -231,7 +231,12 @@ class Pipeline:
         return send_at if expires_at is None else min(send_at, expires_at)
 
     def record(
-        self, request: EmailRequest, attempt: Attempt, decision: Decision, copy: RetryCopy | None
+        self,
+        request: EmailRequest,
+        attempt: Attempt,
+        decision: Decision,
+        copy: RetryCopy | None,
+        spent: int | None = None,
     ) -> WorkerFailure | None:
         """Write the outcome ``decision`` gives ``attempt`` (with the retry copy, when one is
         scheduled) and hand its callback over. Returns the failure when the record was lost
@@ -239,6 +244,8 @@ class Pipeline:
         if attempt.claim is None:
             raise ValueError("an attempt that claimed nothing has nothing to record")
         record = self._with_callback_url(request, attempt.record(decision))
+        if spent is not None:  # what the ledger shows as attempts: spent ones only
+            record = replace(record, spent_attempts=spent)
         if copy is not None:  # the ledger keeps the copy: beat re-drives it if lost
             record = replace(record, retry=copy)
         traceparent = self.spans.traceparent()  # the message's span: its callback continues it
@@ -292,6 +299,7 @@ class Pipeline:
                 sender_name=self._config.sender_name,
                 reply_to=self._config.reply_to,
                 envelope_from=self._config.envelope_from,
+                priority=attempt.priority,  # the order of its relay's turn (RelayPacer)
             )
             return self._deliver(request, attempt, attempt.email)
         except WorkerFailure as failure:

@@ -164,6 +164,9 @@ class Record:
     email: RenderedEmail | None = None
     callback_url: str | None = None
     retry: RetryCopy | None = None  # set when the outcome schedules a retry
+    # Attempts spent so far, this outcome's included (CONTRACT v2 "Attempts"); None keeps the
+    # ledger's count.
+    spent_attempts: int | None = None
     relay: str | None = None  # the relay that took (or answered) the send: its name
     provider_message_id: str | None = None  # an HTTP API provider's id (migration 008)
     # The W3C traceparent of the message's span (tracing on): kept in the outbox row, so the

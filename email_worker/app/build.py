@@ -19,6 +19,7 @@ from email_worker.callbacks.dispatcher import CallbackDispatcher
 from email_worker.callbacks.inline import InlineNotifier
 from email_worker.callbacks.sender import CallbackHttp
 from email_worker.callbacks.tasks import CeleryNotifier, Runtime, make_celery
+from email_worker.callbacks.trace_context import CallbackTracing
 from email_worker.callbacks.url_policy import UrlPolicy, host_allowed
 from email_worker.config import Settings
 from email_worker.disposition import RetryPolicy
@@ -34,7 +35,7 @@ from email_worker.ops.health import HttpRoute
 from email_worker.ops.metrics import MeteredMailer, WorkerMetrics, count_report
 from email_worker.pacing import PacerConfig, RateStore, Recovery, RoutePacer, parse_domain_limits
 from email_worker.pipeline import Pipeline, PipelineConfig
-from email_worker.ports import Mailer, Notifier, Pacer, Spans
+from email_worker.ports import Mailer, Notifier, Pacer, RelayPacer, Spans
 from email_worker.recipients import RecipientDirectory, UserServiceClient
 from email_worker.render.renderer import TemplateRenderer
 from email_worker.reports.intake import ReportIntake
@@ -116,17 +117,24 @@ def service_clients(settings: Settings) -> ServiceClients:
 
 
 def mailer(
-    settings: Settings, metrics: WorkerMetrics, db: Database, notifier: Notifier
+    settings: Settings,
+    metrics: WorkerMetrics,
+    db: Database,
+    notifier: Notifier,
+    pacer: RelayPacer | None = None,
 ) -> RelaySet:
     """The relays (``RELAYS``, else the ``SMTP_*`` settings; the sandbox alone with
     ``SANDBOX=true``, its complaint reports going to the report intake) behind one router,
-    each send counted by relay and result; every relay signs with the DKIM key."""
+    each send counted by relay and result; every relay signs with the DKIM key; each relay
+    waits for its own turn of ``pacer`` (``build.pacer``: a throttled relay slows itself)."""
     complaints = None
     if settings.sandbox:
         intake = ReportIntake(PgReportLedger(db), SuppressionStore(db), notifier, count_report)
         complaints = sandbox_complaints(intake)
     sign = dkim_signer(settings)
-    relays = relay_set(settings, metrics.sent_through, sign=sign, complaints=complaints)
+    relays = relay_set(
+        settings, metrics.sent_through, sign=sign, complaints=complaints, pacer=pacer
+    )
     metrics.relays(relays.names)
     return relays
 
@@ -237,6 +245,12 @@ def pacer(settings: Settings, metrics: WorkerMetrics) -> RoutePacer:
         max_wait=settings.rate_limit_max_wait_seconds,
         margin=margin,
         recovery=recovery,
+        # Each relay's ``?rate=`` (RELAYS; docs/rate-limits.md): the route ``relay:<name>``.
+        relay_rates={
+            spec.name: spec.rate
+            for spec in ([] if settings.sandbox else settings.relay_specs())
+            if spec.rate is not None
+        },
     )
     built = RoutePacer(config, store, metrics)
     metrics.watch_routes(built.rates)
@@ -294,12 +308,20 @@ def callback_sender(settings: Settings) -> CallbackHttp:
 
 
 def callback_dispatcher(
-    settings: Settings, db: Database, http: CallbackHttp, *, traced: bool = False
+    settings: Settings,
+    db: Database,
+    http: CallbackHttp,
+    *,
+    traced: bool = False,
+    tracing: CallbackTracing | None = None,
 ) -> CallbackDispatcher:
     """The dispatcher, built here for every process that delivers callbacks (the Celery
     ``callbacks`` workers, beat's re-drive and the inline notifier). ``traced``: its own
-    callback spans when tracing is on (the ``callbacks`` process); otherwise each row's
-    recorded ``traceparent`` is forwarded as it is."""
+    callback spans when tracing is on (the ``callbacks`` process; ``tracing`` gives them from
+    a ``Telemetry`` the caller keeps, to flush it); otherwise each row's recorded
+    ``traceparent`` is forwarded as it is."""
+    if tracing is None and traced:
+        tracing = telemetry(settings, "callbacks").callbacks
     secret = settings.callback_secret
     return CallbackDispatcher(
         db,
@@ -308,8 +330,8 @@ def callback_dispatcher(
         lease_seconds=settings.callback_lease_seconds,
         max_age_hours=settings.callback_max_age_hours,
         shape=settings.callback_shape(),
-        # A span per POST, a child of the message's (CONTRACT 18); the SDK flushes at exit.
-        tracing=telemetry(settings, "callbacks").callbacks if traced else None,
+        # A span per POST, a child of the message's (CONTRACT 18).
+        tracing=tracing,
     )
 
 
@@ -322,8 +344,9 @@ def callback_runtime(settings: Settings) -> Runtime:
     publisher = Publisher(
         connection_parameters(amqp, settings.heartbeat_seconds, "email-worker beat")
     )
-    dispatcher = callback_dispatcher(settings, db, http, traced=True)
-    return Runtime(settings, db, http, dispatcher, publisher)
+    traces = telemetry(settings, "callbacks")  # its shutdown flushes the spans at close
+    dispatcher = callback_dispatcher(settings, db, http, tracing=traces.callbacks)
+    return Runtime(settings, db, http, dispatcher, publisher, shutdown=traces.shutdown)
 
 
 def inline_notifier(settings: Settings) -> InlineNotifier:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from email_worker.app.provider_relays import HTTP_KINDS, http_probe, http_transport
 from email_worker.config import Settings, SmtpSecurity
 from email_worker.ops.health import TcpProbe
+from email_worker.ports import RelayPacer
 from email_worker.relays.router import Relay, RelayRouter, RelayTransport, SendObserver
 from email_worker.relays.sandbox import ComplaintSink, SandboxRelay
 from email_worker.relays.urls import RelayKind, RelaySpec
@@ -148,15 +149,19 @@ def relay_set(
     *,
     sign: Signer | None = None,
     complaints: ComplaintSink | None = None,
+    pacer: RelayPacer | None = None,
 ) -> RelaySet:
     """The relays ``settings`` configure. ``SANDBOX=true``: the sandbox alone, and no
-    connection to any configured relay, not even a readiness probe."""
+    connection to any configured relay, not even a readiness probe. ``pacer``: each relay's
+    own route (``relay:<name>``), asked by the router before each send."""
     fail_max, reset = settings.breaker_fail_max, settings.breaker_reset_seconds
     if settings.sandbox:
         log.warning("SANDBOX=true: nothing is sent; outcomes are simulated (docs/relays.md)")
         sandbox = SandboxRelay(complaints=complaints)
         only = [Relay(sandbox.name, sandbox)]
-        router = RelayRouter(only, fail_max=fail_max, reset_seconds=reset, observe=observe)
+        router = RelayRouter(
+            only, fail_max=fail_max, reset_seconds=reset, observe=observe, pacer=pacer
+        )
         return RelaySet(router, {sandbox.name: lambda: True})
     specs = settings.relay_specs()
     context = RelayContext(settings, len(specs), sign)
@@ -166,5 +171,7 @@ def relay_set(
         support = KINDS[spec.kind]  # the settings refused the kinds missing here
         relays.append(Relay(spec.name, support.transport(spec, context), spec.weight))
         probes[spec.name] = support.probe(spec, settings)
-    router = RelayRouter(relays, fail_max=fail_max, reset_seconds=reset, observe=observe)
+    router = RelayRouter(
+        relays, fail_max=fail_max, reset_seconds=reset, observe=observe, pacer=pacer
+    )
     return RelaySet(router, probes)

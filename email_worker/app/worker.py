@@ -53,10 +53,10 @@ class Worker:
         self._services = build.service_clients(settings)
         self.templates, self.users = self._services.templates, self._services.users
         self.notifier = notifier or build.celery_notifier(settings)
-        # The relays (docs/relays.md).
-        self.mailer = build.mailer(settings, self.metrics, self.db, self.notifier)
-        self.topology = Topology.from_settings(settings)
         self.pacer = build.pacer(settings, self.metrics)  # rate limits (docs/rate-limits.md)
+        # The relays (docs/relays.md), each waiting for its own turn of the pacer.
+        self.mailer = build.mailer(settings, self.metrics, self.db, self.notifier, self.pacer)
+        self.topology = Topology.from_settings(settings)
         self.handler = build.handler(
             settings,
             self.db,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_shutdown
 
 from email_worker.broker.publisher import Publisher
 from email_worker.callbacks.dispatcher import CallbackDispatcher
@@ -49,11 +50,15 @@ class Runtime:
     http: CallbackHttp
     dispatcher: CallbackDispatcher
     publisher: Publisher  # re-drives overdue retries to the email queue (connects on first use)
+    shutdown: Callable[[], None] = lambda: None  # flushes the callback spans (tracing on)
 
     def close(self) -> None:
-        self.publisher.close()
-        self.http.close()
-        self.db.close()
+        try:
+            self.shutdown()  # the spans of the last POSTs leave before the process does
+        finally:
+            self.publisher.close()
+            self.http.close()
+            self.db.close()
 
 
 class _State:
@@ -78,6 +83,18 @@ def configure(settings: Settings, build: Callable[[Settings], Runtime]) -> None:
         _state.build = build
     if old is not None:
         old.close()
+
+
+def close_runtime(**_: object) -> None:
+    """Close the runtime this process built, if any, flushing its spans (at worker shutdown)."""
+    with _state.lock:
+        old, _state.runtime = _state.runtime, None
+    if old is not None:
+        old.close()
+
+
+# Only a Celery worker sends it (``email-worker callbacks``); elsewhere this never runs.
+worker_shutdown.connect(close_runtime, weak=False)
 
 
 def runtime() -> Runtime:
@@ -174,7 +191,8 @@ def _register(app: Celery, queue: str) -> None:
     @app.task(name=PRUNE, **_LOCAL)
     def prune() -> int:
         rt = runtime()
-        return maintenance.prune(rt.db, rt.settings.retention_days)
+        pruned = maintenance.prune(rt.db, rt.settings.retention_days)
+        return pruned + maintenance.prune_suppressions(rt.db)
 
 
 class CeleryNotifier:

@@ -7,7 +7,8 @@
   stronger reason already on the list is kept (complaint > hard_bounce > manual > unsubscribe).
 - ``remove ADDRESS``: exit 1 when the address was not on the list.
 - ``check ADDRESS [--json]``: exit 0 and the reason when suppressed, exit 1 when not;
-  ``--json`` prints ``{"suppressed": true|false, "reason": ...}``.
+  ``--json`` prints exactly ``{"suppressed": true|false, "reason": ...}`` (``list --json``
+  has the source, detail and dates).
 
 Exit 2 for an address or ``--expires`` that cannot be read, 5 when the database cannot be
 reached (so a script never takes an outage for "not suppressed"). Nothing is logged: an
@@ -123,9 +124,8 @@ def _remove(args: argparse.Namespace, store: SuppressionStore) -> int:
 
 def _check(args: argparse.Namespace, store: SuppressionStore) -> int:
     entry = store.check(args.address)
-    if args.json:
-        body = {"suppressed": entry is not None, "reason": entry and entry.reason.value}
-        print(json.dumps(body | (entry_json(entry) if entry else {}) | body))
+    if args.json:  # exactly the contract's object: scripts compare it whole
+        print(json.dumps({"suppressed": entry is not None, "reason": entry and entry.reason.value}))
     else:
         print(entry.reason if entry else "not suppressed")
     return 0 if entry else EXIT_NOT_FOUND

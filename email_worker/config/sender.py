@@ -3,13 +3,16 @@
 at start-up into plain values.
 
 A mailbox setting is one address, optionally with a display name (``Acme Support
-<noreply@acme.com>``, ``"Acme, Inc." <noreply@acme.com>``): ``email-validator`` parses it
-(RFC 5322: a display name with specials or non-ASCII letters is quoted; ``FROM_NAME`` takes any
-name as it is). Every address must be ASCII (an internationalised domain in punycode): the
-Message-ID domain is the From address's, and a non-ASCII envelope sender would need SMTPUTF8
-for every message. A display name passes the header check every header value passes
-(``render.headers``: no control character, line separator or encoded word). Every function
-raises ``ValueError`` with what is wrong; ``Settings`` names the setting.
+<noreply@acme.com>``, ``"Acme, Inc." <noreply@acme.com>``): ``email-validator`` parses it.
+An unquoted name is also taken as it is written, specials and non-ASCII letters included
+(``Équipe Acme, Inc. <noreply@acme.com>``: RFC 6532 allows UTF-8 there, and an environment
+variable is no place for nested quotes); only ``<``, ``>``, ``"``, ``@`` and a backslash send
+it to the strict parser. ``FROM_NAME`` takes any name as it is. Every address must be ASCII
+(an internationalised domain in punycode): the Message-ID domain is the From address's, and a
+non-ASCII envelope sender would need SMTPUTF8 for every message. A display name passes the
+header check every header value passes (``render.headers``: no control character, line
+separator or encoded word). Every function raises ``ValueError`` with what is wrong;
+``Settings`` names the setting.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from email_worker.render.headers import unsafe_reason
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _TRAILING_DOMAIN = re.compile(r"@([A-Za-z0-9.-]{1,253})>?$")
+# ``Name <address>`` with an unquoted name holding nothing a parser reads as structure.
+_NAME_ADDR = re.compile(r'(?P<name>[^<>"@\\]+)<(?P<address>[^<>]*)>')
 
 
 def parse_mailbox(value: str, *, display_name: bool = True) -> tuple[str | None, str]:
@@ -33,10 +38,13 @@ def parse_mailbox(value: str, *, display_name: bool = True) -> tuple[str | None,
     a bare address only (``RETURN_PATH``)."""
     text = value.strip()
     text, local_domain = _stand_in_for_dotless_domain(text)
+    split = _NAME_ADDR.fullmatch(text) if display_name else None
+    if split is not None:  # the name is checked below, the address alone by the validator
+        text = split.group("address")
     try:
         checked = validate_email(
             text,
-            allow_display_name=display_name,
+            allow_display_name=display_name and split is None,
             allow_smtputf8=False,  # an ASCII address (see the module docstring)
             allow_quoted_local=False,
             allow_domain_literal=False,
@@ -52,7 +60,8 @@ def parse_mailbox(value: str, *, display_name: bool = True) -> tuple[str | None,
         address = address.rpartition("@")[0] + "@" + local_domain.lower()
     if not address.isascii():
         raise ValueError("must be ASCII: give an internationalised domain in punycode")
-    name = checked.display_name.strip() if checked.display_name else None
+    given = split.group("name") if split is not None else checked.display_name
+    name = given.strip() if given else None
     return (check_display_name(name) if name else None), address
 
 

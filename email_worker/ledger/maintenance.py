@@ -1,7 +1,7 @@
 """The ledger's upkeep, run by ``email-worker beat`` through the callbacks worker: silent
-leases marked ``unknown``, scheduled retries whose copy the broker lost re-driven, and finished
+leases marked ``unknown``, scheduled retries whose copy the broker lost re-driven, finished
 requests pruned after the retention period (with every stored body: they are columns of the
-rows)."""
+rows), and suppression entries whose expiry passed deleted."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 from email_worker.broker.publisher import Publisher, PublishError
 from email_worker.broker.retry_copies import rebuild
 from email_worker.ledger.db import Database
+from email_worker.ledger.migrations import SchemaBehind
+from email_worker.ledger.suppressions import SuppressionStore
 from email_worker.ops.metrics import count_redriven
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,20 @@ def prune(db: Database, retention_days: int, batch: int = 5000) -> int:
         total += deleted
         if deleted < batch:
             return total
+
+
+def prune_suppressions(db: Database) -> int:
+    """Delete the suppression entries whose ``expires_at`` has passed (they already count as
+    absent; this keeps the table to live entries); returns how many. 0 while migration 007 is
+    missing: the rest of the upkeep still runs."""
+    try:
+        pruned = SuppressionStore(db).prune_expired()
+    except SchemaBehind:
+        log.warning("suppression entries not pruned: the schema lacks 007_suppressions")
+        return 0
+    if pruned:
+        log.info("expired suppression entries pruned", extra={"count": pruned})
+    return pruned
 
 
 # Take the overdue retries, oldest first, and move each mark to now: a copy lost again is

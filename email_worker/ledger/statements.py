@@ -27,8 +27,9 @@ CLAIM_MANY = (
     "SELECT pos, attempts, claimed_from, deliveries"
     " FROM ew_claim_batch2(%(batch)s, %(lease_seconds)s, %(lock_timeout)s)"
 )
-# ew_finish_batch2 (migration 010): 003's, and it records the relay (a row's "relay" key).
-FINISH_MANY = "SELECT pos, outbox_id FROM ew_finish_batch2(%(batch)s, %(grace)s, %(lock_timeout)s)"
+# ew_finish_batch3 (migration 011): 003's, and it records the relay (a row's "relay" key, 010)
+# and the attempts the outcome spent (its "spent" key).
+FINISH_MANY = "SELECT pos, outbox_id FROM ew_finish_batch3(%(batch)s, %(grace)s, %(lock_timeout)s)"
 # Tracing (migration 009): the outcomes' traceparents reach their outbox rows through a
 # transaction-local setting that the outbox's trigger reads. It goes in the same simple query as
 # FINISH_MANY (one round trip, one implicit transaction), and only when an outcome carries one.
@@ -96,6 +97,8 @@ def _finish_row(claim: Claim, request: EmailRequest, record: Record) -> dict[str
         "html_body": email.html if email else None,
         "version": email.template_version if email else None,
     }
+    if record.spent_attempts is not None:  # absent: the row keeps its count
+        row["spent"] = record.spent_attempts
     if record.relay is not None:  # absent: the row keeps the relay it had
         row["relay"] = record.relay
     if record.provider_message_id is not None:  # ew_finish_batch2 sets the column of 008

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -83,6 +84,20 @@ class TcpProbe:
             return False
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up before its answer is written (a probe's timeout, a scanner, a
+    reset) costs one debug line, not the plain-text traceback ``socketserver`` prints on
+    stderr, which anyone who reaches the port could otherwise pour into the JSON logs."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.debug("an HTTP client went away before its answer")
+            return
+        log.exception("an HTTP request failed")
+
+
 class HealthServer:
     """Serves in a daemon thread; ``port`` is the bound port (useful with port 0)."""
 
@@ -100,8 +115,7 @@ class HealthServer:
         self._registries = tuple(registries)
         self._api = api
         self._routes = dict(routes or {})
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
+        self._server = _QuietServer((host, port), self._handler())
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="health", daemon=True
         )

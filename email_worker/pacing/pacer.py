@@ -141,7 +141,7 @@ class RoutePacer:
             return
         limiter, arrived = self._limiter(route), self._clock()
         try:
-            slot = limiter.acquire(priority)  # raises TurnRefused: the router may go elsewhere
+            slot = limiter.acquire(priority)  # raises TurnRefused: the router may go on
             if slot is not None:
                 self._turns.relay = (limiter, slot)
                 self._refresh_stale_turns(priority)
@@ -208,9 +208,11 @@ class RoutePacer:
         return limiter
 
     def _refresh_stale_turns(self, priority: int) -> None:
-        """After a wait for the relay's own route: a ``RATE_LIMIT`` slot taken before it and now
-        older than a slot may be used is replaced by a fresh one (a send leaving that late
-        would bunch with the sends of the slots after it). Raises ``TurnRefused``."""
+        """After a wait for a relay's own route: a ``relay`` (``RATE_LIMIT``) slot taken before
+        it and now older than a slot may be used is replaced by a fresh one (a send leaving
+        that late would bunch with the sends of the slots after it; the stale one is lost to
+        the rate). Any other lateness (a refusal of a relay's turn that came after a wait, a
+        slow relay) is the push's (``RouteLimiter.finished``). Raises ``TurnRefused``."""
         turns: list[tuple[RouteLimiter, float]] = getattr(self._turns, "last", [])
         for index, (limiter, slot) in enumerate(turns):
             if limiter.route == RELAY and self._clock() - slot > self._late:

@@ -6,8 +6,10 @@
     ses://REGION  sendgrid://  mailgun://DOMAIN  postmark://     HTTP API providers; their
                                               credentials come from their own settings
 
-Each URL may end with ``?weight=N`` (0-9999) and ``name=NAME`` (``postmark://`` also
-``stream=ID``, its message stream), comma-separated in priority order. Credentials are
+Each URL may end with ``?weight=N`` (0-9999), ``name=NAME`` and ``rate=R`` (the relay's own
+limit in emails per second, all replicas together: the route ``relay:<name>``; an extension of
+CONTRACT 16) (``postmark://`` also ``stream=ID``, its message stream), comma-separated in
+priority order. Credentials are
 percent-decoded; ``/ ? # @`` inside them must be percent-encoded, a comma may stay as it is (a
 piece that does not start with a scheme belongs to the previous URL).
 
@@ -51,6 +53,7 @@ _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,99}")
 _WEIGHT = re.compile(r"[0-9]{1,4}")
+_RATE = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")  # plain decimals: no inf, nan or 1e9
 _STREAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
@@ -71,6 +74,7 @@ class RelaySpec:
     password: str | None = field(default=None, repr=False)
     weight: int | None = None
     stream: str | None = None  # Postmark's message stream (``?stream=``); None: its default
+    rate: float | None = None  # ``?rate=``: emails per second to this relay; None: no limit
 
     @property
     def smtp(self) -> bool:
@@ -164,7 +168,8 @@ def _parse_one(url: str, position: int) -> RelaySpec:
         raise RelayUrlError(f"{where}: a relay's name may not hold its password")
     stream = _stream(kind, options, where)
     weight = _weight(options, where)
-    return RelaySpec(kind, name, host, port, username, password, weight, stream)
+    rate = _rate(options, where)
+    return RelaySpec(kind, name, host, port, username, password, weight, stream, rate)
 
 
 def _credentials(
@@ -183,12 +188,12 @@ def _options(query: str, where: str) -> dict[str, str]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=4)
     except ValueError:
-        raise RelayUrlError(f"{where}: the query must be weight=N and/or name=NAME") from None
+        raise RelayUrlError(f"{where}: the query must be weight=N, name=NAME, rate=R") from None
     options: dict[str, str] = {}
     for key, value in pairs:
-        if key not in ("weight", "name", "stream") or key in options:
+        if key not in ("weight", "name", "stream", "rate") or key in options:
             raise RelayUrlError(
-                f"{where}: the query may hold weight=N, name=NAME, stream=ID, once each"
+                f"{where}: the query may hold weight=N, name=NAME, stream=ID, rate=R, once each"
             )
         options[key] = value
     if "name" in options and not _NAME.fullmatch(options["name"]):
@@ -214,6 +219,14 @@ def _weight(options: dict[str, str], where: str) -> int | None:
     if not _WEIGHT.fullmatch(options["weight"]):
         raise RelayUrlError(f"{where}: weight must be an integer from 0 to {MAX_WEIGHT}")
     return int(options["weight"])
+
+
+def _rate(options: dict[str, str], where: str) -> float | None:
+    if "rate" not in options:
+        return None
+    if not _RATE.fullmatch(options["rate"]) or float(options["rate"]) <= 0:
+        raise RelayUrlError(f"{where}: rate must be emails per second above 0, e.g. rate=14")
+    return float(options["rate"])
 
 
 def _host(kind: RelayKind, host: str, port: int | None, credentials: bool, where: str) -> str:

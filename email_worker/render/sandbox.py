@@ -31,7 +31,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from email_worker.render.budget import (
     BudgetExceeded,
@@ -99,6 +99,21 @@ class _GuardedCodeGenerator(CodeGenerator):
             return
         super().visit_Call(node, frame, forward_caller=forward_caller)
 
+    # A printed value with autoescaping on is ``environment.guard_escaped(value)``: what
+    # Jinja writes as ``escape(environment.finalize(value))``, in one call (it is made for
+    # every value a template prints). Volatile and plain-text output is left to Jinja.
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        if _escaped_here(frame):
+            self.write("environment.guard_escaped(")
+        else:
+            super()._output_child_pre(node, frame, finalize)
+
+    def _output_child_post(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        if _escaped_here(frame):
+            self.write(")")
+        else:
+            super()._output_child_post(node, frame, finalize)
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802
         """``a ~ b``: the parts are measured by ``environment.guard_parts`` before joining."""
         if frame.eval_ctx.volatile:
@@ -112,6 +127,10 @@ class _GuardedCodeGenerator(CodeGenerator):
             self.visit(arg, frame)
             self.write(", ")
         self.write(")))")
+
+
+def _escaped_here(frame: Frame) -> bool:
+    return bool(frame.eval_ctx.autoescape) and not frame.eval_ctx.volatile
 
 
 class GuardedEnvironment(ImmutableSandboxedEnvironment):
@@ -162,6 +181,27 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
             except KeyError:
                 pass  # the sandbox's own lookup makes the undefined value
         return super().getattr(obj, attribute)
+
+    def guard_escaped(self, value: Any) -> Any:
+        """A printed value, autoescaping on: ``keep`` it, then escape it as
+        ``markupsafe.escape`` does. Plain text (nearly every value) is escaped by the same five
+        replacements markupsafe makes, and stays ``str``: output chunks are only ever joined
+        (captured blocks and macros wrap the joined text in ``Markup`` themselves)."""
+        if type(value) is not str:
+            return escape(self.keep(value))
+        weight = len(value)
+        if weight > self.limit:
+            raise OutputTooLarge(OutputTooLarge.detail)
+        budget = active()
+        if budget is not None:
+            budget.charge(weight)
+        return (
+            value.replace("&", "&amp;")
+            .replace(">", "&gt;")
+            .replace("<", "&lt;")
+            .replace("'", "&#39;")
+            .replace('"', "&#34;")
+        )
 
     def guard_value(self, value: Any) -> Any:
         return self.keep(value)

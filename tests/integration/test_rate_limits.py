@@ -129,3 +129,6 @@ def test_without_a_limit_two_replicas_converge_under_a_relay_that_throttles_at_3
     assert set(retries) == {"throttled"}  # every refusal deferred, none spent an attempt
     assert callbacks == {"delivered": MESSAGES}  # no pending callback
     assert refused < MESSAGES / 2
+    # What the status API and the callbacks show: one spent attempt each, deferrals excluded.
+    spent = stack.query("SELECT attempts, count(*) AS n FROM email_requests GROUP BY 1")
+    assert [(row["attempts"], row["n"]) for row in spent] == [(1, MESSAGES)]

@@ -47,8 +47,10 @@ def test_add_check_list_remove_round_trip(run: Invoke, db: Database) -> None:
     code, out, _ = run("check", "carol.admin@example.COM")
     assert (code, out) == (0, "manual\n")
     code, out, _ = run("check", ADDRESS, "--json")
-    answer = json.loads(out)
-    assert code == 0 and answer["suppressed"] is True and answer["reason"] == "manual"
+    # Exactly the contract's object (CONTRACT 15), and no address printed.
+    assert code == 0 and json.loads(out) == {"suppressed": True, "reason": "manual"}
+    code, out, _ = run("list", "--json")
+    (answer,) = [json.loads(line) for line in out.splitlines()]
     assert answer["source"] == "cli" and answer["detail"] == "ticket 42"
     expires = datetime.fromisoformat(answer["expires_at"].replace("Z", "+00:00"))
     assert timedelta(days=29) < expires - datetime.now(UTC) <= timedelta(days=30)

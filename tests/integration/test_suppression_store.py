@@ -86,6 +86,31 @@ def test_expired_entries_count_as_absent_and_are_replaced_when_added_again(
     assert store.prune_expired() == 1
 
 
+def test_beats_prune_deletes_expired_entries_and_keeps_live_ones(
+    store: SuppressionStore, db: Database, database_url: str
+) -> None:
+    from pydantic import SecretStr
+
+    from email_worker.app.build import callback_runtime
+    from email_worker.callbacks import tasks
+    from email_worker.config import Settings
+
+    store.add(ADA, "manual", "cli", expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    store.add("bob@example.com", "complaint", "ses")
+    store.add("cy@example.com", "manual", "cli", expires_at=datetime.now(UTC) + timedelta(days=1))
+    app = tasks.make_celery("memory://", "q")
+    tasks.configure(
+        Settings(database_url=SecretStr(database_url), db_pool_size=1), callback_runtime
+    )
+    try:
+        assert app.tasks[tasks.PRUNE]() == 1  # run in this process, as a worker would
+    finally:
+        tasks.configure(Settings(), callback_runtime)  # closes the runtime built for this test
+    with db.transaction() as cur:
+        cur.execute("SELECT address FROM suppressions ORDER BY address")
+        assert cur.fetchall() == [("bob@example.com",), ("cy@example.com",)]
+
+
 def test_the_same_reason_keeps_the_later_expiry_and_never_beats_never(
     store: SuppressionStore,
 ) -> None:

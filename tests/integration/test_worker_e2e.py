@@ -116,7 +116,8 @@ def test_invalid_json_is_dead_lettered_byte_for_byte(stack: Stack) -> None:
     assert record.body == body
     assert record.properties.correlation_id == "corr-1"
     assert record.headers.failure_reason == "invalid_json"
-    assert record.headers.attempts == 1 and record.headers.failed_at.endswith("Z")
+    # Nothing was tried (CONTRACT v2 "Attempts": only a try that reached a relay counts).
+    assert record.headers.attempts == 0 and record.headers.failed_at.endswith("Z")
 
 
 def test_template_not_found_is_dead_lettered_with_a_failed_callback(stack: Stack) -> None:

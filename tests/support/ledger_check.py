@@ -8,6 +8,7 @@ observations) puts every request in exactly one class:
 
     delivered_once   one copy at the relay, the ledger says ``sent`` with that Message-ID
     dead_lettered    in ``failed.queue`` with a reason, no copy the relay acknowledged
+    cancelled        cancelled before it was sent: the ledger says so, nothing went out
     duplicated       several copies, all with one Message-ID, and the ledger recorded an
                      ambiguous outcome (``unknown``, a lease taken over or expired) or the
                      relay itself holds a copy it never acknowledged
@@ -88,9 +89,11 @@ class LedgerCheck:
         recipient: str | None = "",
         expect: str = DELIVERED,
         template_code: str = "welcome",
+        not_before: float | None = None,
     ) -> Request:
         """Register a request (not yet published). Without ``body`` a valid message to a
-        recipient of its own (``recipient=""``: derived from the key) is built."""
+        recipient of its own (``recipient=""``: derived from the key) is built.
+        ``not_before``: its send_at (epoch seconds), which no copy may precede."""
         if recipient == "":
             recipient = f"{key}@{self.domain}".lower()
         if body is None:
@@ -101,7 +104,7 @@ class LedgerCheck:
                 "variables": {"name": "Ada", "link": "https://example.com/x"},
             }
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        request = Request(key, recipient, expect)
+        request = Request(key, recipient, expect, not_before)
         self.requests.append(request)
         self._bodies.append((key, raw))
         return request
@@ -144,20 +147,27 @@ class LedgerCheck:
         keys = [r.key for r in self.requests]
         with psycopg2.connect(self.database_url) as conn, conn.cursor() as cur:
             cur.execute(
-                "SELECT request_id, status, message_id FROM email_requests"
-                " WHERE request_id = ANY(%s)",
+                "SELECT request_id, status, message_id, failure_reason, attempts"
+                " FROM email_requests WHERE request_id = ANY(%s)",
                 (keys,),
             )
             rows = cur.fetchall()
             cur.execute(
-                "SELECT request_id, event FROM email_events WHERE request_id = ANY(%s) ORDER BY id",
+                "SELECT request_id, event, reason FROM email_events WHERE request_id = ANY(%s)"
+                " ORDER BY id",
                 (keys,),
             )
             events: dict[str, list[str]] = {}
-            for key, event in cur.fetchall():
+            retries: dict[str, list[str]] = {}
+            for key, event, reason in cur.fetchall():
                 events.setdefault(key, []).append(event)
+                if event == "pending" and reason:
+                    retries.setdefault(key, []).append(reason)
         conn.close()
-        return {k: LedgerRow(s, m, tuple(events.get(k, ()))) for k, s, m in rows}
+        return {
+            k: LedgerRow(s, m, tuple(events.get(k, ())), r, a, tuple(retries.get(k, ())))
+            for k, s, m, r, a in rows
+        }
 
     def observe(
         self, copies: Iterable[Copy], callbacks: Iterable[tuple[str, str]] | None = None
@@ -176,17 +186,26 @@ class LedgerCheck:
         return classify(self.requests, self.observe(copies, callbacks))
 
     def settled(self) -> bool:
-        """Every request has its final place: the ledger says ``sent``, or a dead letter."""
+        """Every request has its final place: the ledger says ``sent`` (or cancelled), or a
+        dead letter."""
         rows = self.ledger()
-        waiting = {r.key for r in self.requests if rows.get(r.key, LedgerRow("")).status != "sent"}
+        waiting = {r.key for r in self.requests if not _final(rows.get(r.key, LedgerRow("")))}
         if waiting:
             waiting -= {d.key for d in self.dead_letters()}
         return not waiting
 
 
+def _final(row: LedgerRow) -> bool:
+    return row.status == "sent" or (row.status == "failed" and row.reason == "cancelled")
+
+
 def copies_from(messages: Iterable[Any]) -> list[Copy]:
     """``Copy`` per recipient of ``tests.support.smtp.ReceivedMessage``-like objects."""
-    return [Copy(rcpt, m.message_id, bool(m.ambiguous)) for m in messages for rcpt in m.rcpt_tos]
+    return [
+        Copy(rcpt, m.message_id, bool(m.ambiguous), getattr(m, "received_at", None))
+        for m in messages
+        for rcpt in m.rcpt_tos
+    ]
 
 
 def callbacks_from(

@@ -2,8 +2,9 @@
 
 ``classify`` puts every request in exactly one class (``delivered_once``, ``dead_lettered``,
 ``duplicated``, ``cancelled``, ``lost``, ``unexpected``) from what the relay, ``failed.queue``,
-the ledger and the callbacks showed; ``tests/support/ledger_check.py`` collects those observations from the
-real services. No I/O here, so the rules are unit-tested with synthetic observations.
+the ledger and the callbacks showed; ``tests/support/ledger_check.py`` collects those
+observations from the real services. No I/O here, so the rules are unit-tested with synthetic
+observations.
 
 The delivery-policy rules (CONTRACT 12, 14): a request cancelled before it was sent is
 ``cancelled`` (the ledger says ``failed``/``cancelled``, nothing reached the relay; a dead letter

@@ -46,6 +46,15 @@ def test_permanent_failure_keeps_its_reason() -> None:
     assert decision == DeadLetter(Reason.OPTED_OUT, "user opted out", 1)
 
 
+@pytest.mark.parametrize("reason", [Reason.EXPIRED, Reason.SUPPRESSED, Reason.CANCELLED])
+@pytest.mark.parametrize("spent", [0, 2])
+def test_a_failure_decided_before_any_try_spends_no_attempt(reason: Reason, spent: int) -> None:
+    # Expired, suppressed or cancelled before anything was tried: the dead letter's attempts
+    # are those spent before (CONTRACT "Attempts"), not one more.
+    decision = decide(PermanentFailure(reason, "detail"), spent, 1, POLICY)
+    assert decision == DeadLetter(reason, "detail", spent)
+
+
 def test_exhausted_retries_name_the_last_reason() -> None:
     decision = decide(TransientFailure(Reason.SMTP_TRANSIENT, "451 at RCPT"), 2, 0, POLICY)
     assert decision == DeadLetter(Reason.RETRIES_EXHAUSTED, "smtp_transient: 451 at RCPT", 3)

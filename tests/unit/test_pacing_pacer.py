@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from email_worker.pacing import PacerConfig, PacerEvents, Recovery, RoutePacer
+from email_worker.pacing import PacerConfig, PacerEvents, Recovery, RoutePacer, TurnRefused
 from email_worker.pacing.adaptive import RouteState, halved, rate_in_force
 from email_worker.pacing.memory import MemoryRateStore
 from schemas.failures import Reason, ThrottledFailure, TransientFailure
@@ -95,16 +95,59 @@ def test_a_relay_throttle_halves_from_the_observed_rate_once_per_second() -> Non
     assert left[-1] - left[0] >= 20 * 1.05 / 21  # from 20 a second, recovering 10 % a second
 
 
-def test_a_named_relays_throttle_slows_every_send_from_the_relays_observed_rate() -> None:
+def test_a_relays_throttle_slows_that_relays_turn_from_its_observed_rate_only() -> None:
     time = FakeTime()
-    pacer, _, _ = make(time, relay=100)
-    left = sends(pacer, time, 60)  # accepted at 100 a second less the margin
+    pacer, _, events = make(time, relay=100)
+    left = []
+    for _ in range(60):  # accepted through relay a at 100 a second less the margin
+        pacer.wait_turn("example.com", 0)
+        pacer.wait_relay("smtp://a:25", 0)
+        left.append(time.now)
+        pacer.report_relay("smtp://a:25", None)
+        pacer.report("example.com", None)
     observed = 60 / (left[-1] - left[0])  # measured over the time the route was seen
-    pacer.report("example.com", ThrottledFailure("relay:smtp://relay.example:25", "421 at MAIL"))
-    named = pacer.rates()["relay:smtp://relay.example:25"]
-    assert named == pytest.approx(observed / 2, rel=0.01)
-    left = sends(pacer, time, 60, "other.example")
-    assert left[-1] - left[0] >= 59 / (named * 1.2)  # at that rate, grown 10 % a second
+    answer = ThrottledFailure("relay:smtp://a:25", "421 4.7.0 at MAIL")
+    pacer.report_relay("smtp://a:25", answer)
+    pacer.report("example.com", answer)  # the pipeline hears it too: the router's to count
+    assert events.throttles == ["relay:smtp://a:25"]
+    rates = pacer.rates()
+    assert rates == {"relay": 100, "relay:smtp://a:25": pytest.approx(observed / 2, rel=0.01)}
+    for _ in range(30):  # the pipeline's wait and another relay's: RATE_LIMIT only
+        started = time.now
+        pacer.wait_turn("example.com", 0)
+        pacer.wait_relay("smtp://b:25", 0)
+        pacer.report_relay("smtp://b:25", None)
+        pacer.report("example.com", None)
+        assert time.now - started <= 1.05 / 100 + 1e-9
+    started = time.now
+    for _ in range(10):
+        pacer.wait_relay("smtp://a:25", 0)
+        pacer.report_relay("smtp://a:25", None)
+    assert time.now - started >= 9 * 1.05 / (rates["relay:smtp://a:25"] * 1.2)
+
+
+def test_a_relays_own_rate_is_a_ceiling_of_its_route() -> None:
+    time = FakeTime()
+    store = MemoryRateStore(margin=MARGIN, clock=time.clock)
+    config = PacerConfig(None, {}, margin=MARGIN, relay_rates={"smtp://a:25": 4})
+    pacer = RoutePacer(config, store, clock=time.clock, wait=time.wait)
+    assert pacer.rates() == {"relay:smtp://a:25": 4}
+    left = []
+    for _ in range(20):
+        pacer.wait_turn("example.com", 0)
+        pacer.wait_relay("smtp://a:25", 0)
+        left.append(time.now)
+        pacer.report_relay("smtp://a:25", None)
+        pacer.report("example.com", None)
+    assert most_in_window(left) == 4
+
+
+def test_this_replicas_own_refusal_of_a_slot_slows_nothing() -> None:
+    time = FakeTime()
+    pacer, store, events = make(time, relay=10)
+    pacer.report("example.com", TurnRefused("relay", "rate limit: next slot in 6.0s"))
+    pacer.report_relay("smtp://a:25", TurnRefused("relay:smtp://a:25", "next slot in 6.0s"))
+    assert events.throttles == [] and store.calls == 0 and pacer.rates() == {"relay": 10}
 
 
 def test_an_unconfigured_route_recovers_then_is_unlimited_and_free_again() -> None:

@@ -127,6 +127,32 @@ def test_only_postmark_takes_a_message_stream() -> None:
         parse_relays("postmark://?stream=a%20b")
 
 
+def test_a_relay_may_carry_its_own_rate_and_its_name_stays_without_query() -> None:
+    first, second, third = parse_relays(
+        "smtp://u:s3cret@relay.example.com:587?rate=14&weight=2,ses://eu-west-1?rate=0.5,sendgrid://"
+    )
+    assert (first.name, first.rate, first.weight) == ("smtp://relay.example.com:587", 14.0, 2)
+    assert (second.name, second.rate, third.rate) == ("ses://eu-west-1", 0.5, None)
+
+
+@pytest.mark.parametrize(
+    "rate", ["0", "0.0", "-1", "inf", "nan", "1e3", "abc", "", "1,5", " 2", "1234567"]
+)
+def test_a_rate_must_be_a_plain_number_of_emails_per_second_above_zero(rate: str) -> None:
+    with pytest.raises(RelayUrlError, match="relay 1: rate must be emails per second above 0"):
+        parse_relays(f"smtp://relay:25?rate={rate}")
+
+
+@given(st.text(max_size=12))
+def test_any_rate_text_gives_a_positive_finite_rate_or_a_relay_url_error(text: str) -> None:
+    try:
+        (spec,) = parse_relays(f"smtp://relay:25?rate={quote(text, safe='')}")
+    except RelayUrlError as error:
+        assert "relay 1" in str(error)
+    else:
+        assert spec.rate is not None and 0 < spec.rate < 1e7 and spec.name == "smtp://relay:25"
+
+
 def test_a_name_may_not_hold_the_password() -> None:
     with pytest.raises(RelayUrlError, match="may not hold its password"):
         parse_relays("smtp://u:Secret9@relay:25?name=relay-Secret9")

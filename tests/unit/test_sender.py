@@ -78,6 +78,13 @@ def _outgoing(**sender: object) -> OutgoingEmail:
         ({"FROM_ADDRESS": "Acme Support <noreply@acme.com>"}, "noreply@acme.com", "Acme Support"),
         ({"FROM_ADDRESS": '"Acme, Inc." <noreply@acme.com>'}, "noreply@acme.com", "Acme, Inc."),
         ({"FROM_ADDRESS": '"Zoë Støtte" <noreply@acme.com>'}, "noreply@acme.com", "Zoë Støtte"),
+        # Unquoted, as an environment variable holds it: non-ASCII letters and specials too.
+        ({"FROM_ADDRESS": "Zoë Støtte <noreply@acme.com>"}, "noreply@acme.com", "Zoë Støtte"),
+        (
+            {"FROM_ADDRESS": "Équipe Acme, Inc. <noreply@acme.com>"},
+            "noreply@acme.com",
+            "Équipe Acme, Inc.",
+        ),
         ({"FROM_ADDRESS": " <noreply@acme.com> "}, "noreply@acme.com", None),
         (
             {"FROM_ADDRESS": "Acme <noreply@acme.com>", "FROM_NAME": "Zoë from Acme"},
@@ -117,7 +124,9 @@ def test_reply_to_and_return_path_are_read_and_empty_means_unset(
         ("FROM_ADDRESS", "Acme <noreply@acme.com>, Bob <bob@acme.com>"),
         ("FROM_ADDRESS", "noreply@acme.com\r\nBcc: victim@example.org"),
         ("FROM_ADDRESS", "Acme\r\nBcc: victim@example.org <noreply@acme.com>"),
-        ("FROM_ADDRESS", "Zoë <noreply@acme.com>"),  # unquoted non-ASCII: quote it or FROM_NAME
+        ("FROM_ADDRESS", "Zoë <noreply@acme.com> x"),
+        ("FROM_ADDRESS", "Zoë <nöreply@acme.com>"),
+        ("FROM_ADDRESS", "Zoë <noreply>"),
         ("FROM_ADDRESS", "noreply@exämple.com"),
         ("FROM_ADDRESS", "nöreply@example.com"),
         ("FROM_ADDRESS", "=?utf-8?q?Acme?= <noreply@acme.com>"),
@@ -126,6 +135,7 @@ def test_reply_to_and_return_path_are_read_and_empty_means_unset(
         ("FROM_NAME", "Acme\u2028Support"),
         ("FROM_NAME", "=?utf-8?b?QWNtZQ==?="),
         ("REPLY_TO", "help@acme.com, other@acme.com"),
+        ("REPLY_TO", "Help <help@acme.com>, Other <other@acme.com>"),
         ("REPLY_TO", "help@acme.com\nCc: victim@example.org"),
         ("RETURN_PATH", "Bounces <bounces@acme.com>"),
         ("RETURN_PATH", "bounces@-acme"),

@@ -153,6 +153,31 @@ def test_tracing_on_builds_the_sdk_side() -> None:
         built.shutdown()  # nothing buffered: returns without exporting
 
 
+def test_the_callbacks_process_flushes_its_spans_when_its_worker_shuts_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery.signals import worker_shutdown
+
+    from email_worker.app import build
+    from email_worker.callbacks import tasks
+
+    flushed: list[str] = []
+    monkeypatch.setattr(
+        build,
+        "telemetry",
+        lambda settings, command: Telemetry(shutdown=lambda: flushed.append(command)),
+    )
+    tasks.configure(Settings(), build.callback_runtime)  # built lazily: connects to nothing
+    try:
+        tasks.runtime()
+        worker_shutdown.send(sender=None)  # what Celery sends as `email-worker callbacks` stops
+        assert flushed == ["callbacks"]
+        worker_shutdown.send(sender=None)  # closed once: nothing left to flush
+        assert flushed == ["callbacks"]
+    finally:
+        tasks.configure(Settings(), build.callback_runtime)
+
+
 # --- the trace headers travel with every copy -------------------------------------------------
 
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from email_worker.suppression.endpoint import UnsubscribeEndpoint, is_one_click
+from email_worker.suppression import endpoint as endpoint_module
+from email_worker.suppression.endpoint import MAX_ONE_CLICK_BODY, UnsubscribeEndpoint, is_one_click
 from email_worker.suppression.tokens import LazyTokens, UnsubscribeTokens
 from schemas.failures import DeferredFailure, Reason
 
@@ -147,3 +148,23 @@ def test_a_key_that_cannot_be_loaded_answers_503() -> None:
     endpoint = UnsubscribeEndpoint(LazyTokens(load), Store())
     code, _, _, headers = endpoint("POST", "/unsubscribe/abc", FORM, ONE_CLICK)
     assert code == 503 and headers["Retry-After"] == "60"
+
+
+def test_a_body_past_any_one_click_form_is_refused_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A 1 MiB form of tiny parts cost the MIME parser seconds of CPU (the GIL) per POST: a
+    # body longer than a one-click form can be is refused before any parser reads it.
+    def parse(content_type: str, body: bytes) -> bool:
+        raise AssertionError("an oversized body reached the MIME parser")
+
+    monkeypatch.setattr(endpoint_module, "_multipart_one_click", parse)
+    part = b'--b\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n'
+    body = part * (MAX_ONE_CLICK_BODY // len(part) + 1) + b"--b--\r\n"
+    multipart = {"content-type": "multipart/form-data; boundary=b"}
+    assert is_one_click(multipart, body) is False
+    store = Store()
+    code, _, _ = call(store, "POST", TOKENS.mint(ADA), body, multipart)
+    assert code == 400 and store.added == []
+    urlencoded = ONE_CLICK + b"&pad=" + b"x" * MAX_ONE_CLICK_BODY
+    assert is_one_click(FORM, urlencoded) is False
