@@ -80,7 +80,10 @@ class NoEvents:
 
 
 class RoutePacer:
-    """Thread-safe ``Pacer``. ``rates()`` gives the rate in force per route label (gauge)."""
+    """Thread-safe ``Pacer`` and ``RelayPacer``: one send's calls (``wait_turn``, then
+    ``wait_relay`` and ``report_relay`` per relay tried, then ``report``) come from one thread,
+    which keeps the slots it took in a thread-local. ``rates()`` gives the rate in force per
+    route label (gauge)."""
 
     def __init__(
         self,

@@ -65,6 +65,8 @@ def header_line(name: str, value: str, *, utf8: bool = False, words: bool = Fals
     RFC 2047 encoded words, which can be split anywhere. ``words`` marks a structured header
     (addresses, ``List-Unsubscribe`` URLs) that encoded words would break: it is folded at
     its spaces only, and raises ``PermanentFailure(UNSAFE_CONTENT)`` when a word cannot fit."""
+    if len(name) + 2 + len(value) <= SOFT_LINE and value.isascii():
+        return f"{name}: {value}"  # what folding gives a value that fits on one line
     raw = utf8 or value.isascii()
     if raw:
         lines = _fold_at_spaces(f"{name}:", value)

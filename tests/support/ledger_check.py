@@ -209,11 +209,18 @@ def copies_from(messages: Iterable[Any]) -> list[Copy]:
 
 
 def callbacks_from(
-    seen: Iterable[Any], key_field: str = "notification_id"
+    seen: Iterable[Any], key_field: str = "notification_id", *, distinct: bool = False
 ) -> list[tuple[str, str]]:
-    """(key, status) pairs from recorded callback POSTs (``tests.support.http.Seen``)."""
-    pairs = []
+    """(key, status) pairs from recorded callback POSTs (``tests.support.http.Seen``).
+    ``distinct``: one pair per ``webhook-id`` (a status event posted again, at least once,
+    counts once: receivers dedupe on it)."""
+    pairs, events = [], set()
     for request in seen:
+        event = {k.lower(): v for k, v in request.headers.items()}.get("webhook-id")
+        if distinct and event is not None:
+            if event in events:
+                continue
+            events.add(event)
         body = request.json()
         pairs.append((str(body.get(key_field)), str(body.get("status"))))
     return pairs

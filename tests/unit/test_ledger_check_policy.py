@@ -127,3 +127,15 @@ def test_a_pending_callback_for_a_throttling_deferral_is_unexpected() -> None:
     assert outcome == "unexpected" and "pending callback" in detail
     soft = sent("throttled", "smtp_transient", attempts=2)
     assert verdict([COPY], [], soft, callbacks=["pending", "delivered"])[0] == "delivered_once"
+
+
+def test_different_dead_letter_reasons_pass_only_when_the_expectation_names_them_all() -> None:
+    dead = [DeadLetter("a", "recipient_rejected"), DeadLetter("a", "suppressed")]
+    row = LedgerRow("failed", reason="suppressed")
+    both = Request("a", "a@x.test", "recipient_rejected|suppressed")
+    assert verdict([], dead, row, request=both) == (
+        "dead_lettered",
+        "recipient_rejected+suppressed (2 records)",
+    )
+    one = Request("a", "a@x.test", "recipient_rejected")
+    assert verdict([], dead, row, request=one)[0] == "unexpected"
