@@ -295,11 +295,12 @@ class RelayPacer(Protocol):
     for the chosen relay's turn right before handing it the message, and reports its answer,
     so that a throttled relay slows the sends through that relay only."""
 
-    def wait_relay(self, name: str, priority: int) -> None:
+    def wait_relay(self, name: str, priority: int, patience: float | None = None) -> None:
         """Block until the relay's route (when limited or throttled) gives this send a slot,
         the highest priority first. Raises ``ThrottledFailure`` with route ``relay:<name>``
-        when that slot is further away than a thread may wait (the router may hand the
-        message to another relay), or of another route the send holds a slot of (its
+        when that slot is further away than a thread may wait, or than ``patience`` (shorter,
+        when another relay could take the message: the router then hands it on), or of
+        another route the send holds a slot of (its
         ``RATE_LIMIT`` slot went stale during the wait and no fresh one is near)."""
         ...
 
@@ -372,7 +373,7 @@ class NoPacer:
 class NoRelayPacer:
     """No relay of its own route: every relay's turn is now."""
 
-    def wait_relay(self, name: str, priority: int) -> None:
+    def wait_relay(self, name: str, priority: int, patience: float | None = None) -> None:
         return None
 
     def report_relay(self, name: str, failure: WorkerFailure | None) -> None:

@@ -107,18 +107,19 @@ class RouteLimiter:
         """The store said the route has no rate in force (an unconfigured route recovered)."""
         return self._unlimited
 
-    def acquire(self, priority: int) -> float | None:
+    def acquire(self, priority: int, patience: float | None = None) -> float | None:
         """Wait for this route's next slot; return its time (this process's clock), None when
         the route turned out unlimited. Raises ``ThrottledFailure`` when the slot is more than
-        ``max_wait`` away and whatever the store raises (``DeferredFailure``) when it cannot
-        be reached."""
+        ``max_wait`` (or a shorter ``patience``) away and whatever the store raises
+        (``DeferredFailure``) when it cannot be reached."""
         arrived = self._clock()
         with self._lock:
             self._count_arrival(arrived)
             waiter = _Waiter((-priority, next(self._order)), threading.Condition(self._lock))
             heapq.heappush(self._waiters, waiter)
             try:
-                return self._await(waiter, arrived + self._max_wait)
+                wait = self._max_wait if patience is None else min(patience, self._max_wait)
+                return self._await(waiter, arrived + wait)
             finally:
                 self._leave(waiter)
 

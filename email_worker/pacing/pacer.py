@@ -134,7 +134,7 @@ class RoutePacer:
             self._turns.last = turns  # this thread's send: report() measures its lateness
             self._count_wait(arrived, bool(turns))
 
-    def wait_relay(self, name: str, priority: int) -> None:
+    def wait_relay(self, name: str, priority: int, patience: float | None = None) -> None:
         self._turns.relay = None
         if not self._limited:
             return
@@ -144,7 +144,7 @@ class RoutePacer:
             return
         limiter, arrived = self._limiter(route), self._clock()
         try:
-            slot = limiter.acquire(priority)  # raises TurnRefused: the router may go on
+            slot = limiter.acquire(priority, patience)  # raises TurnRefused: the router goes on
             if slot is not None:
                 self._turns.relay = (limiter, slot)
                 self._refresh_stale_turns(priority)

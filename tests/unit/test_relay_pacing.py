@@ -18,7 +18,7 @@ from email_worker.pacing import PacerConfig, RoutePacer, TurnRefused
 from email_worker.pacing.memory import MemoryRateStore
 from email_worker.pacing.store import Throttle
 from email_worker.ports import OutgoingEmail
-from email_worker.relays.router import Relay, RelayRouter
+from email_worker.relays.router import SPILL_PATIENCE_SECONDS, Relay, RelayRouter
 from schemas.failures import (
     DeferredFailure,
     Reason,
@@ -118,10 +118,10 @@ def test_a_throttled_relay_slows_the_sends_through_it_and_no_other() -> None:
     refused = world.send()
     assert isinstance(refused, ThrottledFailure) and refused.route == f"relay:{A}"
     outcomes = [world.timed() for _ in range(10)]
-    assert [relay for relay, _ in outcomes] == [B, A] * 5
-    assert [took for relay, took in outcomes if relay == B] == [0.0] * 5  # never waited
-    waited = [took > 0 for relay, took in outcomes if relay == A]
-    assert waited == [False] + [True] * 4  # a's first slot at 0.5 a second is free at once
+    # a's first slot at 0.5 a second is free at once; its next ones are 2 s away, longer than
+    # a send waits while b could take it (SPILL_PATIENCE_SECONDS): b takes them, nobody waits.
+    assert [relay for relay, _ in outcomes] == [B, A] + [B] * 8
+    assert [took for _, took in outcomes] == [0.0] * 10
     assert most_in_window(a.at[1:]) == 1  # 0.5 a second, recovering 10 % a second
     assert world.events.throttles == [f"relay:{A}"]  # heard once: the pipeline left it alone
     assert set(world.pacer.rates()) == {f"relay:{A}"}
@@ -207,9 +207,11 @@ class ScriptedPacer:
     def __init__(self, refuse: dict[str, WorkerFailure] | None = None) -> None:
         self.refuse = refuse or {}
         self.calls: list[tuple[str, str, object]] = []
+        self.patience: list[float | None] = []
 
-    def wait_relay(self, name: str, priority: int) -> None:
+    def wait_relay(self, name: str, priority: int, patience: float | None = None) -> None:
         self.calls.append(("wait", name, priority))
+        self.patience.append(patience)
         if name in self.refuse:
             raise self.refuse[name]
 
@@ -270,3 +272,14 @@ def test_a_refusal_no_other_relay_could_avoid_ends_the_send(refusal: WorkerFailu
         routed.send(EMAIL)
     assert raised.value is refusal and a.sends == b.sends == 0
     assert routed.breaker_states() == {A: "closed", B: "closed"}
+
+
+def test_a_relay_with_another_behind_it_is_waited_for_briefly_the_last_one_fully() -> None:
+    # A throttled A spills its message to B after SPILL_PATIENCE_SECONDS instead of holding a
+    # thread for the whole max wait; the last relay in the order gets the full wait.
+    refused = ThrottledFailure(f"relay:{A}", "turn too far", retry_after=2)
+    pacer = ScriptedPacer({A: refused})
+    a, b = FakeRelay(), FakeRelay()
+    sent = router(pacer, a, b).send(EMAIL)
+    assert sent.relay == B and a.sends == 0 and b.sends == 1
+    assert pacer.patience == [SPILL_PATIENCE_SECONDS, None]
