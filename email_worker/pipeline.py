@@ -70,8 +70,9 @@ class PipelineConfig:
     # How long to keep retrying the final ledger write in-process once the email is out: giving
     # up early would let a retry re-send an email that was delivered.
     record_patience_seconds: float = 30.0
-    # A send_at less than this far ahead is sent now (CONTRACT 14: "within a few seconds").
-    hold_threshold: timedelta = timedelta(seconds=1)
+    # A send_at more than this far ahead is held (and released by the poll, within a second or
+    # so after it); none ahead is sent now. Zero: never before its send_at (CONTRACT 14).
+    hold_threshold: timedelta = timedelta(0)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # The rest of the sender (CONTRACT 11; ``sender`` is the bare From address).
     sender_name: str | None = None

@@ -70,7 +70,11 @@ def measure(value: Any, limit: int) -> int:
     weight = 0
     stack = [value]
     while stack and weight <= limit:
-        own, parts = _weigh(stack.pop())
+        item = stack.pop()
+        if type(item) is str:  # most leaves (the keys and values of decoded JSON): no call
+            weight += len(item)
+            continue
+        own, parts = _weigh(item)
         weight += own
         if parts is not None and weight <= limit:
             stack.extend(parts)

@@ -43,15 +43,18 @@ _CLOSES = {tag: _BREAK for tag in _LINE} | {tag: _PARA for tag in _PARAGRAPH}
 
 
 # A comment, a declaration or processing instruction, or a start/end tag (quoted attribute
-# values may hold '>'). Anything else, '<' included, is text. Groups: the whole token, then
-# for a tag its "/" (an end tag), its name and the rest up to ">".
+# values may hold '>'). Anything else, '<' included, is text. Groups: a comment or
+# declaration after its "<"; for a tag, its "/" (an end tag), its name and the rest up to ">".
 # Linear time whatever the input (RELIABILITY rule 19): no part of a tag may cross a '<', so
 # every attempt ends at the next '<'; and the quantifiers are possessive (``*+``), so an
 # attempt that fails is not retried with the name and the attributes split differently
-# ("<a" and 16 KB of letters cost 10 s of backtracking with greedy ones).
+# ("<a" and 16 KB of letters cost 10 s of backtracking with greedy ones). The attributes are
+# a run of plain characters, then (a quoted value, a run)*: the same text as the alternation
+# (plain | quoted)*, matched with fewer steps. The leading "<" outside any group lets the
+# engine look for it in C; groups that do not take part cost no string in the split.
 _TOKEN = re.compile(
-    r"(<!--.*?(?:-->|\Z)|<[!?][^<>]*+>?"
-    r"|<(/?)([a-zA-Z][^\t\n\r\f />\x00<]*+)((?:[^<>\"']++|\"[^<\"]*+\"|'[^<']*+')*+)>)",
+    r"<(?:(!--.*?(?:-->|\Z)|[!?][^<>]*+>?)"
+    r"|(/?)([a-zA-Z][^\t\n\r\f />\x00<]*+)([^<>\"']*+(?:(?:\"[^<\"]*+\"|'[^<']*+')[^<>\"']*+)*+)>)",
     re.S,
 )
 _ATTRIBUTE = re.compile(r"""([^\s/=>]++)(?:\s*+=\s*+("[^"]*+"|'[^']*+'|[^\s>]*+))?""")
@@ -59,6 +62,14 @@ _ATTRIBUTE = re.compile(r"""([^\s/=>]++)(?:\s*+=\s*+("[^"]*+"|'[^']*+'|[^\s>]*+)
 _RAW_END = {tag: re.compile(f"</{tag}\\s*>", re.I) for tag in ("script", "style")}
 _SPECIAL = _SKIP | {"a"}  # the tags that do more than add a piece (``_Text.tag``)
 _STEP = 5  # re.split gives a text, then the token's 4 groups, and so on; a text last
+
+
+def _token_length(parts: list[str], index: int) -> int:
+    """The length in the html of the token whose groups follow the text ``parts[index]``."""
+    other = parts[index + 1]
+    if other is not None:
+        return 1 + len(other)
+    return 2 + len(parts[index + 2]) + len(parts[index + 3]) + len(parts[index + 4])
 
 
 class _Text:
@@ -143,13 +154,13 @@ def _split_pass(text: _Text) -> int:
         if raw is None:
             continue
         while counted < index:  # positions are only needed here: counted from the last one
-            position += len(parts[counted]) + len(parts[counted + 1])
+            position += len(parts[counted]) + _token_length(parts, counted)
             counted += _STEP
         end = _raw_end(text.html, raw, position)
         # Skip to the piece of text the element ends in; ending inside a token (a comment
         # there hid the end tag from the split), the rest goes token by token.
         while index < last and position + len(parts[index]) < end:
-            position += len(parts[index]) + len(parts[index + 1])
+            position += len(parts[index]) + _token_length(parts, index)
             index = counted = index + _STEP
             if position > end:
                 return end
@@ -170,7 +181,7 @@ def _search_pass(text: _Text, position: int) -> None:
     while (token := _TOKEN.search(html, position)) is not None:
         text.data(html[position : token.start()])
         position = token.end()
-        _, closing, name, rest = token.groups()
+        _, closing, name, rest = token.groups()  # (a comment or declaration has no name)
         if name is not None:
             raw = text.tag(closing, name, rest)
             if raw is not None:
@@ -196,10 +207,14 @@ def html_to_text(html: str) -> str:
     position = _split_pass(text)
     if position < len(html):
         _search_pass(text, position)
-    # Source whitespace means nothing: one space between words (``split`` knows the same
-    # whitespace as ``\s``). Then a run of marks and the spaces among them is one break: a
-    # blank line if any of them was a paragraph mark.
-    words = " ".join("".join(text.pieces).split())
+    return _joined(text.pieces)
+
+
+def _joined(pieces: list[str]) -> str:
+    """The pieces as text. Source whitespace means nothing: one space between words
+    (``str.split`` knows the same whitespace as ``\\s``). Then a run of marks and the spaces
+    among them is one break: a blank line if any of them was a paragraph mark."""
+    words = " ".join("".join(pieces).split())
     for mark in (_BREAK, _PARA):  # the spaces are single: each one touches a mark or not
         words = words.replace(" " + mark, mark).replace(mark + " ", mark)
     words = _BREAKS.sub(_BREAK, words)  # single breaks, so each one touches a mark or not

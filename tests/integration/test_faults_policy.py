@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from tests.support.ledger_check import (
     copies_from,
     wait_settled,
 )
-from tests.support.policy_mix import VARIABLES, PolicyMix, breakdown, explain
+from tests.support.policy_mix import PolicyMix, breakdown, explain
 from tests.support.private_postgres import (  # noqa: F401 (fixture)
     PrivatePostgres,
     private_postgres_fixture,
@@ -57,7 +56,6 @@ from tests.support.private_rabbit import (  # noqa: F401 (fixture)
 )
 from tests.support.replicas import Replicas
 from tests.support.services import admin_statement
-from tests.support.smtp import Behaviour
 from tests.support.stack import CALLBACK_PATH, Stack, wait_for
 from tests.support.throttling import ThrottlingSmtpServer
 
@@ -278,50 +276,3 @@ def test_database_restart_with_held_sends_and_retries(
         private_postgres.restart()
 
     run_scenario(policy, "PostgreSQL restart", fault)
-
-
-# Minimal reproductions of what the scenarios above found, on the shared services and one
-# in-process worker. A strict xfail marks a bug not fixed yet: once it is, pytest says so
-# (XPASS(strict) fails) and the marker goes.
-
-
-def test_a_throttled_delivery_spends_no_attempt(stack: Stack) -> None:
-    # Found by the scenarios (the ledger and the callback counted each deferral); fixed by
-    # migration 011.
-    key = f"throttled-{uuid.uuid4().hex[:8]}"
-    address = f"{key}@example.com"
-    stack.smtp.script(address, Behaviour(data="451 4.7.1 too many messages, slow down"))
-    stack.start_worker(callback_field_names="attempts:attempts")
-    stack.publish(
-        {"request_id": key, "template_code": "welcome", "to_email": address, "variables": VARIABLES}
-    )
-    wait_for(lambda: [c["status"] for c in stack.callbacks(key)] == ["delivered"], 20, "it")
-    reasons = stack.query("SELECT reason FROM email_events WHERE request_id = %s", key)
-    assert {"reason": "throttled"} in reasons  # it was throttled, then delivered
-    (row,) = stack.query("SELECT attempts FROM email_requests WHERE request_id = %s", key)
-    assert (row["attempts"], stack.callbacks(key)[0]["attempts"]) == (1, 1)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: email_worker/pipeline.py PipelineConfig.hold_threshold (1 s) sends a request "
-    "whose send_at is less than 1 s ahead at once, before its send_at (CONTRACT 14)",
-)
-def test_a_send_at_less_than_a_second_ahead_is_not_sent_before_it(stack: Stack) -> None:
-    key = f"soon-{uuid.uuid4().hex[:8]}"
-    address = f"{key}@example.com"
-    stack.start_worker()
-    send_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-    wait_for(lambda: datetime.now(UTC) >= send_at - timedelta(seconds=0.9), 5, "0.9 s before")
-    stack.publish(
-        {
-            "request_id": key,
-            "template_code": "welcome",
-            "to_email": address,
-            "variables": VARIABLES,
-            "send_at": send_at.isoformat(),
-        }
-    )
-    wait_for(lambda: bool(stack.emails_to(address)), 20, "the email")
-    (email,) = stack.emails_to(address)
-    assert email.received_at >= send_at.timestamp()

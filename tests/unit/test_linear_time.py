@@ -50,6 +50,8 @@ HTML: dict[str, Callable[[int], str]] = {
     "comments": lambda n: "<!--" * n,
     "declarations": lambda n: "<!x" * n,
     "scripts": lambda n: "<script>" * n,
+    "closed styles": lambda n: "<style>p{}</style>x" * n,  # each skipped by position
+    "styles hiding their end in a comment": lambda n: "<style><!--</style>x" * n,
     "entities": lambda n: "&amp;&#x41;&bogus" * n,
     "text": lambda n: "<p>word " * n,
 }

@@ -104,7 +104,7 @@ def test_a_send_at_ahead_is_held_and_recorded_scheduled_without_a_callback() -> 
     assert record.status == LedgerStatus.SCHEDULED and record.callback is None
 
 
-@pytest.mark.parametrize("ahead", [timedelta(seconds=-30), timedelta(0), timedelta(seconds=1)])
+@pytest.mark.parametrize("ahead", [timedelta(seconds=-30), timedelta(0)])
 def test_a_send_at_now_or_past_is_sent_now(ahead: timedelta) -> None:
     world = World()
     attempt = world.pipeline.attempt(request(send_at=NOW + ahead))
@@ -174,3 +174,10 @@ def test_throttling_spends_no_attempt_and_no_deferral_however_often() -> None:
     assert (decision.attempts, decision.deferrals, decision.pause) == (2, 2, False)
     # The same counts with an ordinary transient failure would have exhausted the message.
     assert not isinstance(decide(TransientFailure(Reason.SMTP_TRANSIENT), 2, 2, POLICY), Retry)
+
+
+@pytest.mark.parametrize("ahead", [timedelta(milliseconds=1), timedelta(milliseconds=900)])
+def test_a_send_at_even_slightly_ahead_is_held_never_sent_early(ahead: timedelta) -> None:
+    world = World()
+    attempt = world.pipeline.attempt(request(send_at=NOW + ahead))
+    assert attempt.hold_until == NOW + ahead and world.mailer.sent == []
