@@ -30,4 +30,16 @@ elif command -v rabbitmq-server >/dev/null; then
 else
   echo "services: RabbitMQ not reachable and not installed here" >&2
 fi
+# Redis: only the rate limiter's Redis store tests use it (REDIS_URL, else 127.0.0.1:6379).
+if [ -n "${REDIS_URL:-}" ] || answers 6379; then
+  echo "services: Redis ok"
+elif command -v redis-server >/dev/null; then
+  echo "services: starting Redis"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_for 6379 Redis 30 || exit 1
+else
+  echo "services: Redis not reachable and not installed here" >&2
+fi
 exit 0
