@@ -21,7 +21,8 @@ from schemas.failures import (
 # Permanent outcomes decided before anything was tried (CONTRACT "Attempts": only a try that
 # reached a relay or a dependency is spent): the dead letter carries the attempts spent before.
 # Permanent failures that spend no attempt (CONTRACT v2 "Attempts": only a try that reached a
-# relay or a dependency and failed counts): refused before any try, or never tried at all.
+# relay or a dependency and failed counts): refused before any try, or never tried at all. A
+# crash loop (redelivery_limit, delivery_limit) counts its last try: it may have reached a relay.
 NOTHING_TRIED = frozenset(
     {
         Reason.EXPIRED,
@@ -34,8 +35,6 @@ NOTHING_TRIED = frozenset(
         Reason.RECIPIENT_MISSING,
         Reason.RECIPIENT_INVALID,
         Reason.IDEMPOTENCY_CONFLICT,
-        Reason.REDELIVERY_LIMIT,
-        Reason.DELIVERY_LIMIT,
     }
 )
 

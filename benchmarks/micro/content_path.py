@@ -31,8 +31,9 @@ import tarfile
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -75,18 +76,18 @@ def checkout(ref: str, folder: Path) -> Path | None:
     return folder
 
 
-def _command(tree: Path, workload: str, key_file: str, mode: str) -> list[str]:
-    args = [str(tree), str(_REPO), workload, str(MESSAGES), key_file, mode]
+def _command(tree: Path, workload: str, messages: int, key_file: str, mode: str) -> list[str]:
+    args = [str(tree), str(_REPO), workload, str(messages), key_file, mode]
     return [sys.executable, "-c", _BOOT, *args]
 
 
 class Child:
     """One side: a child process serving the steps of one workload with one tree."""
 
-    def __init__(self, tree: Path, workload: str, key_file: str) -> None:
+    def __init__(self, tree: Path, workload: str, messages: int, key_file: str) -> None:
         environment = os.environ | {"PYTHONHASHSEED": "0"}
         self.process = subprocess.Popen(
-            _command(tree, workload, key_file, "serve"),
+            _command(tree, workload, messages, key_file, "serve"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -111,16 +112,24 @@ class Child:
     def run(self, step: str) -> None:
         self.cpu = self._ask({"run": step, "calls": 1})["cpu"]
 
+    def cpu_seconds(self) -> float:
+        """The child's CPU so far, as of its last answer."""
+        return self.cpu
+
     def summary(self, step: str, record: str) -> str:
         return str(self._ask({"summary": step, "record": record})["summary"])
 
     def close(self) -> None:
         if self.process.stdin is not None:
-            self.process.stdin.close()
+            self.process.stdin.close()  # the child's loop ends at the end of its input
         self.process.wait(timeout=60)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
-def count(tree: Path, workload: str, key_file: str, steps: Sequence[str]) -> dict[str, float]:
+def count(
+    tree: Path, workload: str, messages: int, key_file: str, steps: Sequence[str]
+) -> dict[str, float]:
     """Instructions per message of each step, counted by callgrind (empty without valgrind)."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -128,9 +137,14 @@ def count(tree: Path, workload: str, key_file: str, steps: Sequence[str]) -> dic
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "cg"
         subprocess.run(
-            [valgrind, "--tool=callgrind", "-q", "--dump-before=getppid"]
-            + [f"--callgrind-out-file={out}.%p"]
-            + _command(tree, workload, key_file, f"count:{','.join(steps)}:1"),
+            [
+                valgrind,
+                "--tool=callgrind",
+                "-q",
+                "--dump-before=getppid",
+                f"--callgrind-out-file={out}.%p",
+                *_command(tree, workload, messages, key_file, f"count:{','.join(steps)}:1"),
+            ],
             check=True,
             env=os.environ | {"PYTHONHASHSEED": "0"},
             timeout=3600,
@@ -140,7 +154,7 @@ def count(tree: Path, workload: str, key_file: str, steps: Sequence[str]) -> dic
     # Dump 1 is start-up and preparation; then one per step.
     if len(totals) != len(steps) + 1:
         raise AssertionError(f"{len(totals)} callgrind dumps for {len(steps)} steps")
-    return {name: total / MESSAGES for name, total in zip(steps, totals[1:], strict=True)}
+    return {name: total / messages for name, total in zip(steps, totals[1:], strict=True)}
 
 
 def _total(path: Path) -> int:
@@ -174,10 +188,14 @@ def _instructions_note(
 
 
 def run(
-    rounds: int, scale: float = 1.0, ref: str = BEFORE_REF, callgrind: bool = False
+    rounds: int,
+    scale: float = 1.0,
+    ref: str = BEFORE_REF,
+    callgrind: bool = False,
+    messages: int = MESSAGES,
 ) -> list[Comparison]:
-    """Every step of both workloads, now against ``ref``; nothing when ``ref`` cannot be
-    loaded (said on stderr)."""
+    """Every step of both workloads over ``messages`` messages, now against ``ref``; nothing
+    when ``ref`` cannot be loaded (said on stderr)."""
     found: list[Comparison] = []
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -187,9 +205,12 @@ def run(
             return []
         key_file, record = _key_file(folder)
         for workload, steps in WORKLOADS.items():
-            found += _workload(workload, steps, before, ref, key_file, record, rounds, scale)
+            sides = _Sides(before, ref, key_file, record, messages)
+            found += _workload(workload, steps, sides, rounds, scale)
             if callgrind:
-                now, then = (count(t, workload, key_file, steps) for t in (_REPO, before))
+                now, then = (
+                    count(tree, workload, messages, key_file, steps) for tree in (_REPO, before)
+                )
                 if now:
                     note = _instructions_note(workload, ref, now, then)
                     found = [_noted(c, note) if c.case.startswith(workload) else c for c in found]
@@ -207,25 +228,28 @@ def _noted(comparison: Comparison, note: str) -> Comparison:
     )
 
 
+class _Sides(NamedTuple):
+    before: Path
+    ref: str
+    key_file: str
+    record: str  # the DKIM key's DNS record, for the signatures' check
+    messages: int
+
+
 def _workload(
-    workload: str,
-    steps: Sequence[str],
-    before: Path,
-    ref: str,
-    key_file: str,
-    record: str,
-    rounds: int,
-    scale: float,
+    workload: str, steps: Sequence[str], sides: _Sides, rounds: int, scale: float
 ) -> list[Comparison]:
     found = []
-    now, then = Child(_REPO, workload, key_file), Child(before, workload, key_file)
+    ref, messages = sides.ref, sides.messages
+    now = Child(_REPO, workload, messages, sides.key_file)
+    then = Child(sides.before, workload, messages, sides.key_file)
     try:
         for step in steps:
-            if now.summary(step, record) != then.summary(step, record):
+            if now.summary(step, sides.record) != then.summary(step, sides.record):
                 raise AssertionError(f"{workload} {step}: the outputs differ from {ref}'s")
             mine, theirs = measure_pair(
-                Side("now", lambda: now.run(step), MESSAGES, lambda: now.cpu),
-                Side(f"worker at {ref}", lambda: then.run(step), MESSAGES, lambda: then.cpu),
+                Side("now", partial(now.run, step), messages, now.cpu_seconds),
+                Side(f"worker at {ref}", partial(then.run, step), messages, then.cpu_seconds),
                 calls=max(1, int(CALLS[step] * scale)),
                 rounds=rounds,
             )

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.micro import (
+    content_path,
     dkim_sign,
     html_text,
     http_post,
@@ -24,7 +25,7 @@ from benchmarks.micro import (
 from benchmarks.micro.timing import Comparison
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
-PARTS = ("callback_http", "textify", "mime", "logs", "tracing", "dkim", "pacing")
+PARTS = ("callback_http", "textify", "mime", "logs", "tracing", "dkim", "pacing", "content")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +53,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"write the report (default {RESULTS})",
     )
+    parser.add_argument(
+        "--content-before",
+        default=content_path.BEFORE_REF,
+        metavar="REF",
+        help="the commit whose content path is the 'before' (default %(default)s)",
+    )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="content: also count each step's instructions with valgrind (minutes)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON")
     return parser
 
@@ -66,6 +78,9 @@ def _runs(options: argparse.Namespace) -> dict[str, Callable[[], list[Comparison
         "tracing": lambda: spans.run(rounds, scale),
         "dkim": lambda: dkim_sign.run(rounds, scale),
         "pacing": lambda: pacing.run(rounds, scale),
+        "content": lambda: content_path.run(
+            rounds, scale, options.content_before, callgrind=options.callgrind
+        ),
     }
 
 

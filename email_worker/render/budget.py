@@ -66,7 +66,8 @@ def measure(value: Any, limit: int) -> int:
     if kind is float or value is None:  # prices, missing values: no need to walk anything
         return _SCALAR
     if kind is int:
-        return value.bit_length() // 3 + 1
+        digits: int = value.bit_length() // 3 + 1
+        return digits
     weight = 0
     stack = [value]
     while stack and weight <= limit:

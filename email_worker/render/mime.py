@@ -1,11 +1,13 @@
 """The MIME message of an outgoing email (CONTRACT section 9).
 
-``multipart/alternative`` with the text part then the HTML part, UTF-8, quoted-printable, CRLF
-line ends, written straight to wire bytes: this fixed shape needs no generator, and the
-``email`` package's header parsing and generator cost about half of the worker's CPU per email
-in profiles; our own header check makes that parsing redundant. Its generator would also write
-a long ``List-Unsubscribe`` URL as encoded words, which no client reads as a URL. Messages with
-a non-ASCII address (SMTPUTF8) get UTF-8 headers (RFC 6532), the others ASCII headers.
+``multipart/alternative`` with the text part then the HTML part, UTF-8, CRLF line ends, each
+part 7bit as it is when it can be (ASCII without controls, lines of at most 998 octets), else
+quoted-printable (``_part``), written straight to wire bytes: this fixed shape needs no
+generator, and the ``email`` package's header parsing and generator cost about half of the
+worker's CPU per email in profiles; our own header check makes that parsing redundant. Its
+generator would also write a long ``List-Unsubscribe`` URL as encoded words, which no client
+reads as a URL. Messages with a non-ASCII address (SMTPUTF8) get UTF-8 headers (RFC 6532), the
+others ASCII headers.
 
 Headers: ``From`` (the configured sender, its display name quoted or RFC 2047 encoded),
 ``Reply-To`` when configured, ``To`` (the one validated recipient), ``Subject``, ``Message-ID``,
@@ -159,7 +161,8 @@ def _quoted_printable(data: bytes) -> bytes:
     expression do the bulk). Only "=" and a space or tab ending a line need encoding; a line
     longer than 76 characters is cut into pieces of at most 75 and soft breaks ("=")."""
     lines = []
-    for line in data.replace(b"=", b"=3D").split(b"\n"):
+    for source in data.replace(b"=", b"=3D").split(b"\n"):
+        line = source
         if line[-1:] == b" " or line[-1:] == b"\t":  # would be lost at the end of a line
             line = line[:-1] + (b"=20" if line[-1:] == b" " else b"=09")
         if len(line) > _QP_LINE:

@@ -9,8 +9,10 @@ passes every operation a template can build something with through the render's 
   are intercepted binops), every call (functions, methods, macros), every filter (replaced in
   ``env.filters``), every list, tuple and dict literal, every ``~`` and every captured block
   (``{% set %}...{% endset %}``, macros, ``{% filter %}``), and every value printed
-  (``finalize``). Operations whose result can dwarf their operands are estimated first and
-  refused before they run (``email_worker.render.sizes``);
+  (``finalize``, or ``guard_escaped`` with autoescaping). Operations whose result can dwarf
+  their operands are estimated first and refused before they run
+  (``email_worker.render.sizes``); ``email_worker.render.compiler`` writes the guards into the
+  compiled code;
 - every loop iteration (recursive ``loop(...)`` calls included) and every iterator a filter
   returns is charged to the budget, so nested loops with no output stop at the time budget;
 - compiling is bounded too: a source of more than ``MAX_TEMPLATE_TOKENS`` tokens is refused
@@ -24,13 +26,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, cast
+from typing import Any
 
-from jinja2 import StrictUndefined, nodes
-from jinja2.compiler import CodeGenerator, Frame
+from jinja2 import StrictUndefined
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.visitor import NodeTransformer
 from markupsafe import Markup, escape
 
 from email_worker.render.budget import (
@@ -40,6 +40,7 @@ from email_worker.render.budget import (
     measure,
     require,
 )
+from email_worker.render.compiler import GuardedCodeGenerator
 from email_worker.render.sizes import FILTER_SIZES, binop_size, brace_width, method_size
 
 MAX_TEMPLATE_TOKENS = 20_000  # lexer tokens per part: ~3,000 placeholders, ~0.5 s to compile
@@ -55,89 +56,11 @@ class TemplateTooComplex(BudgetExceeded):
     detail = f"template too large to compile (more than {MAX_TEMPLATE_TOKENS} tokens)"
 
 
-def _guard(kind: str, node: nodes.Node) -> nodes.Call:
-    """``environment.guard_<kind>(node)``: an environment attribute, so no template can name it
-    (the code generator below writes it as a direct call)."""
-    argument = cast(nodes.Expr, node)
-    return nodes.Call(
-        nodes.EnvironmentAttribute(f"guard_{kind}"), [argument], [], None, None, lineno=node.lineno
-    )
-
-
-class _InsertGuards(NodeTransformer):
-    """Wraps each loop's iterable and each literal the template builds in a guard."""
-
-    def visit_For(self, node: nodes.For) -> nodes.Node:  # noqa: N802
-        self.generic_visit(node)
-        node.iter = _guard("iter", node.iter)
-        return node
-
-    def visit_List(self, node: nodes.List | nodes.Dict) -> nodes.Node:  # noqa: N802
-        self.generic_visit(node)
-        return _guard("value", node)
-
-    visit_Dict = visit_List  # noqa: N815
-
-    def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:  # noqa: N802
-        self.generic_visit(node)
-        return _guard("value", node) if node.ctx == "load" else node  # not a loop target
-
-
-class _GuardedCodeGenerator(CodeGenerator):
-    def visit_Template(  # noqa: N802
-        self, node: nodes.Template, frame: Frame | None = None
-    ) -> None:
-        super().visit_Template(_InsertGuards().visit(node), frame)
-
-    def visit_Call(  # noqa: N802
-        self, node: nodes.Call, frame: Frame, forward_caller: bool = False
-    ) -> None:
-        if isinstance(node.node, nodes.EnvironmentAttribute):  # only ever one of our guards
-            self.write(f"environment.{node.node.name}(")
-            self.visit(node.args[0], frame)
-            self.write(")")
-            return
-        super().visit_Call(node, frame, forward_caller=forward_caller)
-
-    # A printed value with autoescaping on is ``environment.guard_escaped(value)``: what
-    # Jinja writes as ``escape(environment.finalize(value))``, in one call (it is made for
-    # every value a template prints). Volatile and plain-text output is left to Jinja.
-    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
-        if _escaped_here(frame):
-            self.write("environment.guard_escaped(")
-        else:
-            super()._output_child_pre(node, frame, finalize)
-
-    def _output_child_post(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
-        if _escaped_here(frame):
-            self.write(")")
-        else:
-            super()._output_child_post(node, frame, finalize)
-
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802
-        """``a ~ b``: the parts are measured by ``environment.guard_parts`` before joining."""
-        if frame.eval_ctx.volatile:
-            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
-        elif frame.eval_ctx.autoescape:
-            func_name = "markup_join"
-        else:
-            func_name = "str_join"
-        self.write(f"{func_name}(environment.guard_parts((")
-        for arg in node.nodes:
-            self.visit(arg, frame)
-            self.write(", ")
-        self.write(")))")
-
-
-def _escaped_here(frame: Frame) -> bool:
-    return bool(frame.eval_ctx.autoescape) and not frame.eval_ctx.volatile
-
-
 class GuardedEnvironment(ImmutableSandboxedEnvironment):
     """Immutable sandbox, ``StrictUndefined``, no value over ``limit``, and every operation
     charged to the active render budget (``template_budget.render_budget``)."""
 
-    code_generator_class = _GuardedCodeGenerator
+    code_generator_class = GuardedCodeGenerator
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def __init__(self, *, limit: int, autoescape: bool) -> None:
@@ -253,7 +176,7 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
         return wrapped
 
     def _kept_result(self, result: Any) -> Any:
-        if type(result) not in _PLAIN and isinstance(result, Iterator):  # map, select, batch, slice...: lazily, per item
+        if _is_iterator(result):  # map, select, batch, slice...: lazily, per item
             return self.guard_iter(result, _ITEM)
         return self.keep(result)
 

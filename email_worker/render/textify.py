@@ -157,17 +157,27 @@ def _split_pass(text: _Text) -> int:
             position += len(parts[counted]) + _token_length(parts, counted)
             counted += _STEP
         end = _raw_end(text.html, raw, position)
-        # Skip to the piece of text the element ends in; ending inside a token (a comment
-        # there hid the end tag from the split), the rest goes token by token.
-        while index < last and position + len(parts[index]) < end:
-            position += len(parts[index]) + _token_length(parts, index)
-            index = counted = index + _STEP
-            if position > end:
-                return end
-        parts[index] = parts[index][end - position :]
+        found = _skipped_to(parts, index, position, end)
+        if found is None:  # the element ends inside a token: the rest goes token by token
+            return end
+        index = counted = found
         position = end
     text.data(parts[last])
     return len(text.html)
+
+
+def _skipped_to(parts: list[str], index: int, position: int, end: int) -> int | None:
+    """The index of the piece of text that position ``end`` falls in, cut to start there
+    (``position``: where ``parts[index]`` starts); ``None`` when ``end`` falls inside a token,
+    a comment there having hidden an end tag from the split."""
+    last = len(parts) - 1
+    while index < last and position + len(parts[index]) < end:
+        position += len(parts[index]) + _token_length(parts, index)
+        index += _STEP
+        if position > end:
+            return None
+    parts[index] = parts[index][end - position :]
+    return index
 
 
 def _raw_end(html: str, tag: str, start: int) -> int:

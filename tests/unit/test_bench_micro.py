@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from benchmarks.micro import (
+    content_path,
+    content_steps,
     dkim_sign,
     html_text,
     http_post,
@@ -208,12 +211,41 @@ def test_runner_writes_the_report_and_json(tmp_path: Path) -> None:
     assert [row["part"] for row in rows] == ["mime", "mime"]
 
 
+def test_the_content_path_now_and_before_give_the_same_outputs_at_every_step() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        if content_path.checkout(content_path.BEFORE_REF, Path(folder)) is None:
+            skip_or_fail(f"git or commit {content_path.BEFORE_REF} is not available")
+
+    found = content_path.run(rounds=1, scale=0.01, messages=2)
+
+    assert [c.case for c in found] == [
+        f"{workload}: {step}"
+        for workload, steps in content_path.WORKLOADS.items()
+        for step in steps
+    ]
+    assert all(c.equivalent.startswith("the same outputs") for c in found)
+    assert "CPU per email, before → now: realistic: render" in report.verdict("content", found)
+    _measured(found)
+
+
+def test_the_content_summary_tells_different_outputs_apart() -> None:
+    bench = content_steps.make_bench("simple", 2, None)
+    content_steps.prepare(bench)
+    summaries = {step: content_steps.summary(bench, step) for step in ("render", "build")}
+    bench.variables[1]["name"] = "Somebody else"
+
+    content_steps.prepare(bench)
+
+    assert all(content_steps.summary(bench, s) != summaries[s] for s in summaries)
+
+
 def test_runner_refuses_an_unknown_part() -> None:
     assert runner.main(["nonsense"]) == 2
 
 
 def test_pacing_measures_the_limiter_against_no_pacer() -> None:
-    found = pacing.run(1, 0.005)  # the Postgres case only when Postgres answers
+    found = pacing.run(1, 0.05)  # the Postgres case only when Postgres answers (long enough to
+    # measure some CPU on each side even on a loaded machine)
     _measured(found)
     cases = [c.case for c in found]
     assert cases[:2] == ["no limit set", "RATE_LIMIT far above the rate"]

@@ -84,6 +84,10 @@ HEADERS: dict[str, tuple[Callable[[Any], object], Callable[[int], Any]]] = {
         lambda n: "=" * n + "?",
     ),
     "message bodies": (build_message, lambda n: _email(body="line with words\n" * n)),
+    # One long line: quoted-printable cut into pieces, every "=" an escape at any cut.
+    "a body of one long line": (build_message, lambda n: _email(body="<a href=x>" * n)),
+    "a long line of '='": (build_message, lambda n: _email(body="=" * n)),
+    "long lines ending in spaces": (build_message, lambda n: _email(body=("x" * 1000 + " \n") * n)),
     "bare address": (is_bare_address, lambda n: "a" * n + "@" + "b" * n),
     "bare address, many @": (is_bare_address, lambda n: "a@" * n),
 }

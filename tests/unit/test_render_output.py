@@ -107,8 +107,8 @@ def test_a_lone_surrogate_in_the_output_is_unsafe_content() -> None:
     assert caught.value.detail == "rendered html is not valid unicode"
 
 
-@pytest.mark.parametrize(("value", "fits"), [("a" * 1000, True), ("é" * 500, True)])
-def test_the_cap_counts_utf8_bytes_of_the_whole_output(value: str, fits: bool) -> None:
+@pytest.mark.parametrize("value", ["a" * 1000, "é" * 500])  # 3,000 bytes, 3 times
+def test_the_cap_counts_utf8_bytes_of_the_whole_output(value: str) -> None:
     html = "{% for i in range(3) %}{{ x }}{% endfor %}"
     renderer = TemplateRenderer(max_rendered_bytes=3000)
 
@@ -119,8 +119,8 @@ def test_the_cap_counts_utf8_bytes_of_the_whole_output(value: str, fits: bool) -
 
 def test_a_failure_inside_the_stream_still_names_the_template_line() -> None:
     with pytest.raises(PermanentFailure) as caught:
-        TemplateRenderer().render(_template("a\n{% for i in xs %}\n{{ i.nope }}{% endfor %}"), {
-            "xs": [{"k": 1}]
-        })
+        TemplateRenderer().render(
+            _template("a\n{% for i in xs %}\n{{ i.nope }}{% endfor %}"), {"xs": [{"k": 1}]}
+        )
 
     assert caught.value.detail == "missing attribute 'nope' (html line 3)"

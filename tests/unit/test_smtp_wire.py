@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from email_worker.smtp.wire import accepted_reply, classify, dot_stuffed, mailbox
 from schemas.failures import (
@@ -22,6 +26,16 @@ def test_mailbox_is_the_bare_address_in_angle_brackets() -> None:
 def test_dot_stuffing_doubles_leading_dots_and_ends_with_the_final_dot() -> None:
     assert dot_stuffed(b"a\r\n.b\r\n..c") == b"a\r\n..b\r\n...c\r\n.\r\n"
     assert dot_stuffed(b"done\r\n") == b"done\r\n.\r\n"
+    assert dot_stuffed(b".first\r\n") == b"..first\r\n.\r\n"
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([b".", b"..", b"\r\n", b"\n", b"\r", b"a"])).map(b"".join))
+def test_dot_stuffing_doubles_a_dot_wherever_a_line_starts(payload: bytes) -> None:
+    expected = re.sub(rb"(?m)^\.", b"..", payload)  # what it did with a regular expression
+    expected += b"" if expected.endswith(b"\r\n") else b"\r\n"
+
+    assert dot_stuffed(payload) == expected + b".\r\n"
 
 
 def test_the_expected_reply_or_any_2xx_is_success() -> None:
