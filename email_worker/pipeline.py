@@ -278,7 +278,7 @@ class Pipeline:
             attempt.fingerprint = address_fingerprint(
                 recipient.address, self._config.message_id_secret
             )
-            suppressed = self._suppressions.check(recipient.address)
+            suppressed = self._suppressed(attempt.claim, recipient.address)
             # Nothing goes to the relay (CONTRACT 15); an unsubscribe stops bulk mail only.
             if suppressed is not None and self._bulk.suppresses(suppressed, attempt.priority):
                 return PermanentFailure(Reason.SUPPRESSED, suppressed)
@@ -309,6 +309,14 @@ class Pipeline:
             log.exception("unexpected error in the pipeline")
             return TransientFailure(Reason.INTERNAL_ERROR, type(exc).__name__)
         return None
+
+    def _suppressed(self, claim: Claim | None, address: str) -> str | None:
+        """The suppression reason of ``address``: the claim's answer when it checked this very
+        address, else the list's (``Suppressions.check``)."""
+        checked = claim.suppression if claim is not None else None
+        if checked is not None and checked.address == address:
+            return checked.reason
+        return self._suppressions.check(address)
 
     def _deliver(
         self, request: EmailRequest, attempt: Attempt, email: OutgoingEmail

@@ -123,6 +123,15 @@ class OutgoingEmail:
 
 
 @dataclass(frozen=True)
+class SuppressionCheck:
+    """The suppression list's answer for ``address``, read with the claim (in the same
+    statement: one round trip less per message): its reason, or None when not listed."""
+
+    address: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class Claim:
     """Proof that this worker owns the request until the lease expires. ``lease`` fences
     every later write: a worker whose lease was taken over updates nothing."""
@@ -136,6 +145,9 @@ class Claim:
     # MAX_DELIVERIES, ``PermanentFailure(REDELIVERY_LIMIT)``, recorded instead of an attempt.
     deliveries: int = 1
     failure: WorkerFailure | None = None
+    # The message's own address checked against the suppression list by the claim; None when
+    # the ledger did not check (the pipeline asks ``Suppressions`` then).
+    suppression: SuppressionCheck | None = None
 
 
 @dataclass(frozen=True)

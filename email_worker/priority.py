@@ -11,7 +11,9 @@ refuses it later anyway); decoding is the C JSON scanner (linear time), and a ho
 depth ends in ``RecursionError``, which counts as 0 too.
 
 ``LanePolicy.moves`` is the one move rule (pure); ``LaneState`` is what the worker knows about
-its lane, shared by the intake (pika's I/O thread) and the mover's thread.
+its lane, shared by the intake (pika's I/O thread) and the mover's thread; ``SendRate`` and
+``backlog_is_deep`` say whether the email queue's backlog is deep enough for a move to matter
+(``PRIORITY_LANE_SECONDS``, docs/priority.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,25 +79,89 @@ def _valid(value: object) -> int | None:
 @dataclass(frozen=True)
 class LanePolicy:
     """``high``: ``PRIORITY_HIGH``; ``threshold``: unfinished deliveries from the email queue
-    past which low-priority ones move; ``lane``: whether a lane exists at all."""
+    past which low-priority ones may move; ``lane``: whether a lane exists at all;
+    ``seconds``: ``PRIORITY_LANE_SECONDS``, how long the email queue's backlog may take to
+    send before moves start (0: whenever the threshold is reached)."""
 
     high: int = 5
     threshold: int = 32
     lane: bool = True
+    seconds: float = 0.0
 
     def is_high(self, priority: int) -> bool:
         return priority >= self.high
 
-    def moves(self, priority: int, *, window: int, lane_busy: bool, lane_open: bool) -> bool:
+    def weighs_backlog(self, window: int) -> bool:
+        """Whether the email queue's depth must be read to decide (``deep`` of ``moves``)."""
+        return self.lane and self.seconds > 0 and window >= self.threshold
+
+    def moves(
+        self, priority: int, *, window: int, lane_busy: bool, lane_open: bool, deep: bool = True
+    ) -> bool:
         """Whether a delivery from the email queue moves to the lane. Never a high-priority
         one, and never while moves are off (no lane, or a move just failed). Otherwise: when
-        the worker already holds ``threshold`` unfinished deliveries from the email queue
-        (``window``: it has a backlog, and the queue behind it may hide a high-priority
-        message), or when the lane may still hold messages (a later message must follow
-        them there: first in, first out)."""
+        the lane may still hold messages (a later message must follow them there: first in,
+        first out), or when the worker holds ``threshold`` unfinished deliveries from the
+        email queue (``window``: it has a backlog) and, with ``seconds``, the email queue
+        holds more than that many seconds of sending (``deep``: a high-priority message
+        published now would wait longer than that behind it; below, it is seen soon enough
+        without moving the backlog twice through the broker)."""
         if not (self.lane and lane_open) or self.is_high(priority):
             return False
-        return lane_busy or window >= self.threshold
+        if lane_busy:
+            return True
+        return window >= self.threshold and (deep or self.seconds <= 0)
+
+
+# ``SendRate``: the rate over each RATE_WINDOW seconds (over less, only once MIN_DONE
+# deliveries finished in at least MIN_SPAN seconds), the highest of the last RATE_MEMORY.
+RATE_WINDOW = 1.0
+RATE_MEMORY = 5.0
+MIN_SPAN = 0.1
+MIN_DONE = 4
+
+
+class SendRate:
+    """The pace at which a process finishes deliveries, from samples of its running count
+    (one thread samples it: not thread-safe). The highest rate of the last few seconds: a
+    pause (a slow moment of the relay, the database or the machine) must not make a backlog
+    look deep for a moment, since the first move drags every later low-priority message into
+    the lane. Measured from the first delivery finished: the ones before (connections
+    opening, caches filling) say nothing of the pace."""
+
+    def __init__(self, window: float = RATE_WINDOW, memory: float = RATE_MEMORY) -> None:
+        self._window, self._memory = window, memory
+        self._samples: deque[tuple[float, int]] = deque()
+        self._rates: deque[tuple[float, float]] = deque()
+
+    def sample(self, now: float, done: int) -> float | None:
+        """Add ``done`` (finished so far) at ``now``; the highest rate of the last
+        ``memory`` seconds, or None while unknown (too few finished in too short a time)."""
+        if done == 0:
+            return None
+        samples = self._samples
+        samples.append((now, done))
+        while len(samples) > 2 and now - samples[1][0] >= self._window:
+            samples.popleft()
+        then, before = samples[0]
+        elapsed, finished = now - then, done - before
+        if elapsed >= self._window or (elapsed >= MIN_SPAN and finished >= MIN_DONE):
+            self._rates.append((now, finished / elapsed))
+        while self._rates and now - self._rates[0][0] > self._memory:
+            self._rates.popleft()
+        return max((rate for _, rate in self._rates), default=None)
+
+
+def backlog_is_deep(ready: int, consumers: int, rate: float | None, seconds: float) -> bool:
+    """Whether ``ready`` messages in the email queue take longer than ``seconds`` to send when
+    each of its ``consumers`` (this process among them) sends ``rate`` a second. An unknown
+    rate (start-up) is not deep: moving a backlog on a guess would move all of it, since every
+    later low-priority message follows the first into the lane."""
+    if rate is None:
+        return False
+    if rate <= 0:
+        return ready > 0
+    return ready > seconds * rate * max(1, consumers)
 
 
 class LaneState:
@@ -114,6 +181,7 @@ class LaneState:
         self._empty = False
         self._known = False
         self._off_until = float("-inf")
+        self._deep = False
 
     @property
     def known(self) -> bool:
@@ -125,6 +193,16 @@ class LaneState:
     def busy(self) -> bool:
         with self._lock:
             return self._pending > 0 or not self._empty
+
+    @property
+    def deep(self) -> bool:
+        """The email queue's backlog is deep (``backlog_is_deep``) at the latest reading."""
+        with self._lock:
+            return self._deep
+
+    def set_deep(self, deep: bool) -> None:
+        with self._lock:
+            self._deep = deep
 
     @property
     def open(self) -> bool:

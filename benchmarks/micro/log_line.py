@@ -97,6 +97,8 @@ class Line:
 
     def fields(self) -> dict[str, object]:
         self.write()
+        for handler in self.logger.handlers:  # a handler may gather lines before writing
+            handler.flush()
         found: dict[str, object] = json.loads(self.sink.last)
         found.pop("time", None)
         found.pop("logger", None)  # the two loggers' names differ by design

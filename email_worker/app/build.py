@@ -72,7 +72,7 @@ def lane(settings: Settings) -> Lane | None:
         return None
     amqp = settings.amqp_url.get_secret_value()
     params = connection_parameters(amqp, settings.heartbeat_seconds, "email-worker lane")
-    return Lane(settings.lane_queue, params)
+    return Lane(settings.lane_queue, params, settings.email_queue)
 
 
 @dataclass
@@ -200,6 +200,7 @@ def handler(
             lease_seconds=settings.lease_seconds,
             max_deliveries=settings.max_deliveries,
             observe_batch=metrics.ledger_batch,
+            check_suppressions=True,  # the list read with the claim: one statement less
         ),
         RecipientDirectory(services.users),
         services.templates,

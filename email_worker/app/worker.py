@@ -79,7 +79,12 @@ class Worker:
             prefetch=settings.prefetch,
             concurrency=settings.concurrency,
             drain_seconds=settings.drain_seconds,
-            policy=LanePolicy(settings.priority_high, settings.lane_threshold, bool(self.lane)),
+            policy=LanePolicy(
+                settings.priority_high,
+                settings.lane_threshold,
+                bool(self.lane),
+                settings.priority_lane_seconds,
+            ),
             lane=self.lane,
             pause_seconds=settings.pause_seconds,
             max_message_bytes=settings.max_message_bytes,

@@ -1,6 +1,6 @@
 """From intake to work: every delivery the consumer receives, from the email queue or from the
 bulk lane, is given its priority and either handed to the mover (a low-priority one while the
-worker has a backlog, see ``priority.LanePolicy``) or put in the local backlog, which the
+worker has a deep backlog, see ``priority.LanePolicy``) or put in the local backlog, which the
 ``CONCURRENCY`` worker threads empty highest priority first (CONTRACT section 13).
 
 Hazards handled here:
@@ -72,6 +72,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._window = 0  # unfinished deliveries from the email queue
+        self._processed = 0  # deliveries the worker threads finished (the send rate's count)
         self._threads: list[threading.Thread] = []
         self._started = 0.0
 
@@ -79,6 +80,18 @@ class Dispatcher:
     def in_flight(self) -> int:
         with self._lock:
             return self._in_flight
+
+    @property
+    def window(self) -> int:
+        """Unfinished deliveries from the email queue (waiting, in progress, being moved)."""
+        with self._lock:
+            return self._window
+
+    @property
+    def processed(self) -> int:
+        """Deliveries the worker threads have finished since start-up (moves not counted)."""
+        with self._lock:
+            return self._processed
 
     def attach(self, mover: Mover) -> None:
         self._mover = mover
@@ -97,7 +110,9 @@ class Dispatcher:
         if (
             self._mover is not None
             and not from_lane
-            and self.policy.moves(priority, window=window, lane_busy=lane.busy, lane_open=lane.open)
+            and self.policy.moves(
+                priority, window=window, lane_busy=lane.busy, lane_open=lane.open, deep=lane.deep
+            )
         ):
             lane.submitted()  # before the next delivery's decision reads ``busy``
             self._mover.submit(item)
@@ -109,10 +124,11 @@ class Dispatcher:
         if not self.backlog.put(item, item.priority):
             self.finished(item)
 
-    def finished(self, item: Received) -> None:
+    def finished(self, item: Received, *, processed: bool = False) -> None:
         with self._lock:
             self._in_flight -= 1
             self._window -= not item.from_lane
+            self._processed += processed
 
     def ready(self) -> bool:
         """Whether consumption may start: with a lane, once its depth is known (so a later
@@ -147,4 +163,4 @@ class Dispatcher:
                 log.exception("unhandled error while processing a message")
                 self._requeue(item.delivery)
             finally:
-                self.finished(item)
+                self.finished(item, processed=True)

@@ -24,10 +24,12 @@ from email_worker.ports import Delivery
 @dataclass(frozen=True)
 class Lane:
     """The lane's queue and the parameters of the connection that moves copies there (one of
-    its own: RELIABILITY rule 5)."""
+    its own: RELIABILITY rule 5); ``source``: the email queue, whose depth that connection
+    reads while the worker has a backlog (empty: not read, the backlog never counts as deep)."""
 
     queue: str
     parameters: pika.ConnectionParameters
+    source: str = ""
 
 
 @dataclass(frozen=True)

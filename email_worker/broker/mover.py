@@ -15,7 +15,9 @@ high-priority one for 17 s. Here copies go out back to back and are settled as t
 confirms them, in publish order, so the lane holds them in the order the email queue delivered
 them (one publishing channel). The same thread reads the lane's depth while the lane may hold
 messages (``priority.LaneState``), so the intake knows when a later low-priority message may
-stay local again without overtaking one in the lane.
+stay local again without overtaking one in the lane; and, while the worker has a backlog, the
+email queue's depth and this process's send rate (``PRIORITY_LANE_SECONDS``), so that a backlog
+sent within that time anyway is not moved twice through the broker (``depths.py``).
 
 Hazards handled here:
 - Everything but ``submit`` and ``stop`` runs on the mover's ioloop thread: pika objects are
@@ -30,22 +32,25 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
 import pika
 from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.channel import Channel
-from pika.exceptions import AMQPError, ChannelClosedByBroker
+from pika.exceptions import AMQPError
 
+from email_worker.broker.depths import DepthReader
 from email_worker.broker.dispatch import Dispatcher, Received
 from email_worker.broker.lane import Lane, MoveHooks
 from email_worker.broker.publisher import NACKED, UNREACHABLE, UNROUTABLE, copy_properties
+from email_worker.priority import SendRate, backlog_is_deep
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 512  # copies published and not yet confirmed
-TICK_SECONDS = 0.2  # how often the depth of a lane that may hold messages is read
+TICK_SECONDS = 0.1  # how often the depths that matter are read (lane, email queue backlog)
 LANE_OFF = "lane_off"  # an earlier failure turned moves off: no copy is even tried
 
 
@@ -65,7 +70,8 @@ class LaneMover:
         self._published = 0
         self._connection: SelectConnection | None = None
         self._channel: Channel | None = None
-        self._reading = False
+        self._depths = DepthReader()
+        self._rate = SendRate()
         self._missing = False
         self._stopping = False
         self._delay = 0.5
@@ -147,7 +153,7 @@ class LaneMover:
         """The connection failed to open or closed: every move in flight or waiting fails;
         connect again after a backoff (or stop the ioloop when stopping)."""
         self._connection = self._channel = None
-        self._reading = False
+        self._depths.reset()
         self._abandon(cause)
         if self._stopping:
             self._ioloop.stop()
@@ -236,43 +242,53 @@ class LaneMover:
         self._hooks.counted("failed")
         self._dispatcher.hand_back(item)
 
-    # The lane's depth (ioloop thread).
+    # Depths (ioloop thread).
     def _tick(self) -> None:
         if self._stopping:
             return
         self._ioloop.call_later(TICK_SECONDS, self._tick)
         self._read_depth()
+        self._weigh_backlog()
 
     def _read_depth(self) -> None:
-        connection = self._connection
-        if self._reading or connection is None or not connection.is_open:
-            return
         if self._state.needs_depth():
-            self._reading = True
             started = self._state.depth_read_started()
-            connection.channel(on_open_callback=lambda channel: self._declare(channel, started))
+            self._depths.read(
+                self._connection,
+                self._lane.queue,
+                lambda ready, _: self._lane_depth(started, ready),
+                self._lane_missing,
+            )
 
-    def _declare(self, channel: Channel, started: int) -> None:
-        channel.add_on_close_callback(self._depth_channel_closed)
-        channel.queue_declare(
-            self._lane.queue, passive=True, callback=lambda ok: self._depth(channel, started, ok)
+    def _lane_depth(self, started: int, ready: int) -> None:
+        self._missing = False
+        self._state.depth_read(started, ready)
+
+    def _lane_missing(self) -> None:
+        self._state.turn_off(self._off_seconds)
+        if not self._missing:
+            log.error(
+                "the priority lane queue is missing: low-priority messages stay in the "
+                "email queue's order until it exists (email-worker topology apply)",
+                extra={"queue": self._lane.queue},
+            )
+        self._missing = True
+
+    def _weigh_backlog(self) -> None:
+        """While the worker holds a backlog, read the email queue's depth and tell the intake
+        whether it is deep (``priority.backlog_is_deep``); otherwise it is not."""
+        rate = self._rate.sample(time.monotonic(), self._dispatcher.processed)
+        policy = self._dispatcher.policy
+        # While the lane may hold messages every low-priority one follows them, deep or not:
+        # nothing to read, and once it is empty moves wait for a fresh reading.
+        weighed = self._lane.source and policy.weighs_backlog(self._dispatcher.window)
+        if not weighed or self._state.busy:
+            self._state.set_deep(False)
+            return
+
+        def answered(ready: int, consumers: int) -> None:
+            self._state.set_deep(backlog_is_deep(ready, consumers, rate, policy.seconds))
+
+        self._depths.read(
+            self._connection, self._lane.source, answered, lambda: self._state.set_deep(False)
         )
-
-    def _depth(self, channel: Channel, started: int, ok: Any) -> None:
-        self._reading = self._missing = False
-        self._state.depth_read(started, int(ok.method.message_count))
-        channel.close()
-
-    def _depth_channel_closed(self, channel: Channel, reason: Exception) -> None:
-        if not self._reading:
-            return  # closed by us after the answer
-        self._reading = False
-        if isinstance(reason, ChannelClosedByBroker) and reason.reply_code == 404:
-            self._state.turn_off(self._off_seconds)
-            if not self._missing:
-                log.error(
-                    "the priority lane queue is missing: low-priority messages stay in the "
-                    "email queue's order until it exists (email-worker topology apply)",
-                    extra={"queue": self._lane.queue},
-                )
-            self._missing = True

@@ -10,6 +10,7 @@ and ~0.1 ms through ``http.client``; this module adds only what the rules need o
 - at most ``max_answer_bytes`` of an answer read: past that the connection is dropped, so a
   huge answer costs nothing;
 - Nagle off, so a body written after its headers is not held for the peer's delayed ACK;
+- the answer's headers read by ``answer.py`` (the same headers, without ``email.parser``);
 - no SSRF (RELIABILITY rule 15): the URL is read by ``url_policy.parse_url``, the parser that
   checked it, and with a ``UrlPolicy`` a URL that is not on the operator's own callback origin
   is sent only to an allow-listed name and only to addresses the policy checked (every address
@@ -30,6 +31,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from email_worker.callbacks.answer import Answer as _Response
 from email_worker.callbacks.url_policy import IPAddress, Refused, UrlPolicy, parse_url, resolve
 
 _Origin = tuple[str, str, int]
@@ -170,7 +172,10 @@ def _split(url: str) -> tuple[_Origin, str]:
 
 class _PinnedConnection(http.client.HTTPConnection):
     """Connects to ``addresses`` only (never resolving ``host`` itself), Nagle off; with
-    ``tls``, verifies the certificate for ``host``."""
+    ``tls``, verifies the certificate for ``host``. Answers are read by ``answer.Answer``
+    (``http.client``'s, with a header parser that costs a fraction of ``email.parser``)."""
+
+    response_class = _Response
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ exits 1 when the address is not suppressed (see docs/suppression.md).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -68,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = load_settings()
-    logs.configure(settings.log_level)
+    # The services write a line per message: theirs are gathered (logs.LINGER_SECONDS); a
+    # command's lines go out at once, in order with what it prints.
+    logs.configure(settings.log_level, gather=args.command in ("run", "callbacks"))
     for deprecation in settings.deprecations():
         log.warning(deprecation)
     try:
@@ -87,7 +90,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
         from email_worker.app import Worker
 
-        Worker(settings).run()
+        worker = Worker(settings)
+        # What start-up built lives as long as the process: out of the collector's sight, a
+        # full collection no longer walks ~100,000 objects (2-4% of the CPU per email).
+        gc.collect()
+        gc.freeze()
+        worker.run()
         return 0
     if args.command in ("callbacks", "beat"):
         from email_worker.app.build import callback_runtime

@@ -16,8 +16,8 @@ No transaction or row lock is held beyond the ledger's own statements. The maint
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from psycopg2 import errors
@@ -26,19 +26,20 @@ from psycopg2.extensions import cursor
 from email_worker.ledger.db import Database
 from email_worker.ledger.group_commit import GroupCommit
 from email_worker.ledger.statements import (
-    CLAIM_MANY,
     ENQUEUE_CALLBACK,
     EVENT,
     REJECT,
     Outcome,
     claim_rows,
+    claim_statement,
     error_text,
     finish_rows,
     finish_statement,
     outbox_params,
+    tokens,
     traceparents,
 )
-from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record
+from email_worker.ports import AlreadySent, Claim, LedgerStatus, Record, SuppressionCheck
 from schemas.callback import CallbackStatus
 from schemas.failures import DeferredFailure, PermanentFailure, Reason, WorkerFailure
 from schemas.request import EmailRequest
@@ -69,11 +70,15 @@ class PgLedger:
         lease_seconds: float,
         max_deliveries: int = MAX_DELIVERIES,
         observe_batch: Callable[[str, int], object] | None = None,
+        check_suppressions: bool = False,
     ) -> None:
         """``observe_batch(statement, size)`` is told the size of every shared statement
         (``claim`` or ``finish``). A claim that finds more than ``max_deliveries``
-        redeliveries without an outcome carries ``PermanentFailure(REDELIVERY_LIMIT)``."""
+        redeliveries without an outcome carries ``PermanentFailure(REDELIVERY_LIMIT)``.
+        With ``check_suppressions`` (migration 007 applied) the claim statement also reads
+        the suppression list for the message's own address (``Claim.suppression``)."""
         self._db = db
+        self._check_suppressions = check_suppressions
         self._lease_seconds = lease_seconds
         self._max_deliveries = max_deliveries
         observe = observe_batch or (lambda statement, size: None)
@@ -101,7 +106,7 @@ class PgLedger:
     def _claimed(self, request: EmailRequest, lease: str, row: tuple[Any, ...]) -> Claim:
         """The ``Claim`` a row of ``ew_claim_batch2`` makes, classified by its delivery count
         (this claim included: ``deliveries - 1`` redeliveries died without an outcome)."""
-        _, attempts, claimed_from, deliveries = row
+        _, attempts, claimed_from, deliveries = row[:4]
         failure = None
         if deliveries - 1 > self._max_deliveries:
             failure = PermanentFailure(
@@ -121,19 +126,25 @@ class PgLedger:
         claims nothing and raises ``DeferredFailure``."""
         order = _by_request_id([request.request_id for request in requests])
         batch = [requests[i] for i in order]
-        leases = [uuid.uuid4().hex for _ in batch]
+        leases = tokens(len(batch))
+        statement, keys = claim_statement(batch, checked=self._check_suppressions)
         params = {
             "batch": claim_rows(batch, leases),
             "lease_seconds": self._lease_seconds,
             "lock_timeout": _lock_timeout(lock_timeout_ms),
+            "hashes": keys,
         }
         done: dict[int, Claim | AlreadySent | WorkerFailure] = {}
         try:
             with self._db.autocommit() as cur:
-                cur.execute(CLAIM_MANY, params)
+                cur.execute(statement, params)
                 for row in cur.fetchall():
                     k = row[0] - 1  # pos
-                    done[k] = self._claimed(batch[k], leases[k], row)
+                    claim = self._claimed(batch[k], leases[k], row)
+                    if keys is not None and keys[k] is not None:  # read with the claim
+                        checked = SuppressionCheck(str(batch[k].recipient), row[4])
+                        claim = replace(claim, suppression=checked)
+                    done[k] = claim
                 for k, request in enumerate(batch):
                     if k not in done:
                         done[k] = _refusal(cur, request)

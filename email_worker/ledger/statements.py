@@ -16,7 +16,10 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import psycopg2
+
 from email_worker.ports import Claim, Record
+from email_worker.suppression.entries import address_key, normalise
 from schemas.callback import CallbackStatus
 from schemas.failures import Reason
 from schemas.request import EmailRequest
@@ -26,6 +29,16 @@ from schemas.request import EmailRequest
 CLAIM_MANY = (
     "SELECT pos, attempts, claimed_from, deliveries"
     " FROM ew_claim_batch2(%(batch)s, %(lease_seconds)s, %(lock_timeout)s)"
+)
+# The same claim, with each claimed row's address checked against the suppression list
+# (migration 007) in the same statement: ``hashes`` holds the SHA-256 key of each row's
+# address by ``pos`` (NULL for a row without one); the reason of a live entry, or NULL. The
+# condition is ``SuppressionStore``'s (an expired entry counts as absent).
+CLAIM_MANY_CHECKED = (
+    "SELECT c.pos, c.attempts, c.claimed_from, c.deliveries,"
+    " (SELECT s.reason FROM suppressions s WHERE s.address_hash = (%(hashes)s::bytea[])[c.pos]"
+    " AND (s.expires_at IS NULL OR s.expires_at > now()))"
+    " FROM ew_claim_batch2(%(batch)s, %(lease_seconds)s, %(lock_timeout)s) c"
 )
 # ew_finish_batch3 (migration 011): 003's, and it records the relay (a row's "relay" key, 010)
 # and the attempts the outcome spent (its "spent" key).
@@ -73,16 +86,47 @@ def claim_rows(batch: Sequence[EmailRequest], leases: list[str]) -> str:
     )
 
 
+def claim_statement(
+    batch: Sequence[EmailRequest], *, checked: bool
+) -> tuple[str, list[Any] | None]:
+    """``CLAIM_MANY``, or with ``checked`` ``CLAIM_MANY_CHECKED`` and its ``hashes``: the
+    suppression key of each request's address, None where it has none or one the list could
+    not hold (the pipeline then asks the list itself, and gets its error for that one only)."""
+    if not checked:
+        return CLAIM_MANY, None
+    return CLAIM_MANY_CHECKED, [_suppression_key(request.recipient) for request in batch]
+
+
+def _suppression_key(address: str | None) -> Any:
+    if not address:
+        return None
+    try:
+        return psycopg2.Binary(address_key(normalise(address)))
+    except ValueError:
+        return None
+
+
+def tokens(count: int) -> list[str]:
+    """``count`` random 128-bit tokens in hex (leases, webhook ids), drawn from the system's
+    random source in one call per batch rather than one per row."""
+    drawn = secrets.token_hex(16 * count)
+    return [drawn[32 * k : 32 * (k + 1)] for k in range(count)]
+
+
 def finish_rows(outcomes: Sequence[Outcome]) -> str:
     """The JSON rows ``ew_finish_batch`` reads, ``pos`` counted from 1."""
-    return _json(_finish_row(*outcome) | {"pos": k} for k, outcome in enumerate(outcomes, start=1))
+    ids = tokens(len(outcomes))
+    return _json(
+        _finish_row(*outcome, ids[k - 1]) | {"pos": k} for k, outcome in enumerate(outcomes, 1)
+    )
 
 
-def _finish_row(claim: Claim, request: EmailRequest, record: Record) -> dict[str, Any]:
+def _finish_row(claim: Claim, request: EmailRequest, record: Record, token: str) -> dict[str, Any]:
     email = record.email
     url = record.callback_url if record.callback is not None else None
     ids = (request.request_id, request.notification_id, request.correlation_id)
-    row = outbox_params(ids, record.callback, error_text(record.reason, record.detail), url) | {
+    error = error_text(record.reason, record.detail)
+    row = outbox_params(ids, record.callback, error, url, token) | {
         "request_id": claim.request_id,
         "lease": claim.lease,
         "attempt": claim.attempt,
@@ -136,14 +180,19 @@ def error_text(reason: Reason | None, detail: str) -> str | None:
 
 
 def outbox_params(
-    ids: tuple[str, str, str], status: CallbackStatus | None, error: str | None, url: str | None
+    ids: tuple[str, str, str],
+    status: CallbackStatus | None,
+    error: str | None,
+    url: str | None,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """The callback fields of a row (``ew_enqueue_callback``'s arguments): ``ids`` are the
-    request, notification and correlation ids."""
+    request, notification and correlation ids; ``token`` the webhook id's random part (drawn
+    here when not given)."""
     request_id, notification_id, correlation_id = ids
     return {
-        # Stable per event: stored once. Only drawn when there is a callback to send.
-        "webhook_id": f"msg_{secrets.token_hex(16)}" if url else None,
+        # Stable per event: stored once. Only used when there is a callback to send.
+        "webhook_id": f"msg_{token or secrets.token_hex(16)}" if url else None,
         "request_id": request_id,
         "notification_id": notification_id,
         "correlation_id": correlation_id,

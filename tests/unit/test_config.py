@@ -68,7 +68,7 @@ def test_the_deprecation_is_logged_at_start_up(
 
     monkeypatch.setenv("EMAIL_WORKER_DB_PREPARED_STATEMENTS", "true")
     monkeypatch.setattr(cli, "_dispatch", lambda args, settings: 0)
-    monkeypatch.setattr("email_worker.logs.configure", lambda level: None)
+    monkeypatch.setattr("email_worker.logs.configure", lambda level, **_: None)
     with caplog.at_level("WARNING", logger="email_worker.cli"):
         assert cli.main(["migrate"]) == 0
     assert any("DB_PREPARED_STATEMENTS" in r.getMessage() for r in caplog.records)

@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from email_worker.priority import LanePolicy, LaneState, body_priority, delivery_priority
+from email_worker.priority import (
+    LanePolicy,
+    LaneState,
+    SendRate,
+    backlog_is_deep,
+    body_priority,
+    delivery_priority,
+)
 from schemas.failures import PermanentFailure
 from schemas.inbound import parse_message
 from tests.support.growth import assert_linear
@@ -219,4 +226,77 @@ def test_the_lane_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (Settings().lane_queue, Settings().lane_threshold) == (None, 3)
     monkeypatch.setenv("EMAIL_WORKER_PRIORITY_HIGH", "11")
     with pytest.raises(ValueError, match="priority_high"):
+        Settings()
+
+
+DEEP = LanePolicy(high=5, threshold=32, seconds=5.0)
+
+
+@pytest.mark.parametrize(
+    ("window", "busy", "deep", "moves"),
+    [
+        (40, False, False, False),  # a backlog the workers send soon: stays in email.queue
+        (40, False, True, True),  # a deep one: moves
+        (10, False, True, False),  # no backlog of its own: stays, however deep the queue
+        (0, True, False, True),  # the lane may hold earlier ones: follows them, deep or not
+    ],
+)
+def test_with_lane_seconds_only_a_deep_backlog_moves(
+    window: int, busy: bool, deep: bool, moves: bool
+) -> None:
+    assert DEEP.moves(1, window=window, lane_busy=busy, lane_open=True, deep=deep) is moves
+    assert DEEP.weighs_backlog(window) is (window >= 32)
+    assert not POLICY.weighs_backlog(window)  # seconds 0: the depth never decides
+
+
+@pytest.mark.parametrize(
+    ("ready", "consumers", "rate", "deep"),
+    [
+        (1000, 2, 100.0, False),  # 5 s exactly: not more than the limit
+        (1001, 2, 100.0, True),
+        (3000, 1, 1000.0, False),
+        (10, 1, 0.0, True),  # nothing sent over a whole window: any backlog is deep
+        (0, 1, 0.0, False),
+        (10**6, 1, None, False),  # pace unknown (start-up): never deep on a guess
+        (600, 0, 100.0, True),  # no consumer reported: this process alone
+    ],
+)
+def test_a_backlog_is_deep_past_the_lane_seconds_of_sending(
+    ready: int, consumers: int, rate: float | None, deep: bool
+) -> None:
+    assert backlog_is_deep(ready, consumers, rate, 5.0) is deep
+
+
+def test_the_pace_is_unknown_until_enough_finished_then_the_best_of_the_last_seconds() -> None:
+    rate = SendRate(window=1.0, memory=5.0)
+    assert rate.sample(0.0, 0) is None  # nothing finished: start-up says nothing of the pace
+    assert rate.sample(0.1, 0) is None
+    assert rate.sample(0.2, 2) is None  # the first finished: measured from here
+    assert rate.sample(0.25, 4) is None  # too short, too few
+    assert rate.sample(0.35, 12) == pytest.approx(10 / 0.15)  # enough finished early on
+    for t in range(1, 4):
+        rate.sample(0.35 + t, 12 + 100 * t)  # 100 a second
+    assert rate.sample(4.35, 12 + 300 + 10) == pytest.approx(100.0)  # a pause: the best stays
+    for t in range(5, 11):
+        latest = rate.sample(0.35 + t, 322)  # nothing more finished
+    assert latest == 0.0  # a whole memory of nothing: the pace is 0
+
+
+def test_the_lane_state_reports_the_latest_depth_reading() -> None:
+    state = LaneState(Clock())
+    assert not state.deep
+    state.set_deep(True)
+    assert state.deep
+    state.set_deep(False)
+    assert not state.deep
+
+
+def test_the_lane_seconds_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from email_worker.config import Settings
+
+    assert Settings().priority_lane_seconds == 5.0
+    monkeypatch.setenv("EMAIL_WORKER_PRIORITY_LANE_SECONDS", "0")  # at the threshold, as before
+    assert Settings().priority_lane_seconds == 0.0
+    monkeypatch.setenv("EMAIL_WORKER_PRIORITY_LANE_SECONDS", "-1")
+    with pytest.raises(ValueError, match="priority_lane_seconds"):
         Settings()
