@@ -27,12 +27,15 @@ from email_worker.cli.dlq import EXIT_FAILED, dlq_command, dlq_parser
 from email_worker.cli.suppression import suppression_command, suppression_parser
 from email_worker.config import PREFIX, Settings
 from email_worker.ledger.migrations import SchemaBehind
+from email_worker.ops.allocator import cap_arenas
 
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
 EXIT_TOPOLOGY = 3
 EXIT_SCHEMA = 4
+# The long-running commands: many threads, the allocator's arenas capped (ops/allocator.py).
+SERVICES = ("run", "callbacks", "beat")
 
 
 def load_settings() -> Settings:
@@ -68,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in SERVICES:
+        cap_arenas()  # before any thread starts (ops/allocator.py)
     settings = load_settings()
     # The services write a line per message: theirs are gathered (logs.LINGER_SECONDS); a
     # command's lines go out at once, in order with what it prints.

@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     priority_lane_threshold: int | None = Field(default=None, ge=1)
     # Moves start only when the email queue holds more than this many seconds of sending (a
     # high-priority message published now would wait longer behind it); 0: at the threshold.
-    priority_lane_seconds: float = Field(default=5.0, ge=0)
+    priority_lane_seconds: float = Field(default=1.0, ge=0)
 
     # Retries and idempotency.
     max_attempts: int = Field(default=5, ge=1, le=100)

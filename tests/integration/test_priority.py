@@ -239,3 +239,24 @@ def test_a_backlog_sent_within_the_lane_seconds_is_not_moved(stack: Stack) -> No
     assert worker.lane is not None and consumers(stack, lane) == 1  # the lane is there...
     assert moves(worker) == 0 and moves(worker, "failed") == 0  # ...and nothing went to it
     print("MEASURED shallow backlog: 0 of 300 moved to the lane")
+
+
+def test_a_high_priority_message_overtakes_thousands_at_a_fast_relay(stack: Stack) -> None:
+    """The relay unpaced (as fast as the worker sends): 4,500 bulk messages are several
+    seconds of sending, past the default ``PRIORITY_LANE_SECONDS``, so they move and the
+    urgent message published behind them is sent long before the last of them."""
+    check = stack.ledger_check()
+    bulk(check, "fast", 3 * BULK)
+    check.publish()
+    worker = stack.start_worker()  # the defaults
+    urgent = publish_urgent(stack, check, body_priority=9)
+    report = stack.settle_and_check(check, 180)
+    assert report.ok, report.summary()
+    order = [rcpt for rcpt, _ in accepted(stack)]
+    position = order.index(f"{urgent}@example.com") + 1
+    print(
+        f"MEASURED fast relay: the urgent message was {position}th of {len(order)} accepted, "
+        f"{moves(worker):.0f} moved to the lane"
+    )
+    assert moves(worker) > 0
+    assert position <= len(order) // 4  # without moves: after every bulk message published first

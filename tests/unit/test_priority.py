@@ -294,7 +294,7 @@ def test_the_lane_state_reports_the_latest_depth_reading() -> None:
 def test_the_lane_seconds_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from email_worker.config import Settings
 
-    assert Settings().priority_lane_seconds == 5.0
+    assert Settings().priority_lane_seconds == 1.0
     monkeypatch.setenv("EMAIL_WORKER_PRIORITY_LANE_SECONDS", "0")  # at the threshold, as before
     assert Settings().priority_lane_seconds == 0.0
     monkeypatch.setenv("EMAIL_WORKER_PRIORITY_LANE_SECONDS", "-1")
