@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks.report_kernel import kernel_table
 from benchmarks.scenario import RunResult, medians
 from benchmarks.sinks import SinkCapacity
 from benchmarks.stats import format_mib, format_ms, format_rate, format_ratio, per_thousand, ratio
@@ -183,6 +184,11 @@ def _cpu_budget(report: Report, which: list[RunResult] | None = None) -> list[st
     ]
 
 
+def _kernel(report: Report, runs: list[RunResult], workload: str = "") -> list[str]:
+    title = f"### What the kernel does for the worker's processes{workload} (same window)"
+    return kernel_table(runs, lambda run: _label(run, report), title)
+
+
 def _realistic(report: Report) -> list[str]:
     if not report.realistic:
         return []
@@ -197,7 +203,7 @@ def _realistic(report: Report) -> list[str]:
     budget = _cpu_budget(report, report.realistic)
     if budget:
         budget[0] = "### Where the cores go, realistic workload (CPU s per 1,000 emails)"
-    return [*lines, *budget]
+    return [*lines, *budget, *_kernel(report, report.realistic, ", realistic workload")]
 
 
 def _half_rate(report: Report) -> list[str]:
@@ -379,7 +385,8 @@ def markdown(report: Report) -> str:
         "",
         *_table(["", ""], [[k, v] for k, v in report.machine.items()]),
     ]
-    lines += _limits(report) + _runs(report) + _cpu_budget(report) + _realistic(report)
+    lines += _limits(report) + _runs(report) + _cpu_budget(report)
+    lines += _kernel(report, report.runs) + _realistic(report)
     lines += _half_rate(report) + _limiter(report) + _dkim(report)
     lines += _naive(report) + _stronger(report)
     lines += _verdict(report)

@@ -41,6 +41,10 @@ class ProcessFigures:
     name: str
     cpu_seconds: float  # used during the measured window only
     peak_rss_bytes: int  # since the process started (VmHWM)
+    # Same window, the worker's own processes only (0 where not measured, e.g. baselines):
+    system_seconds: float = 0.0  # of cpu_seconds, in the kernel (stime)
+    context_switches: int = 0  # voluntary + nonvoluntary, summed over the threads
+    threads: int = 0  # at the end of the window
 
 
 @dataclass
@@ -171,7 +175,7 @@ class Scenario:
         services, sink = self.target.services, self.target.sink
         services.callbacks.clear()
         sink_before = sink.count()
-        before = {pid: procstat.sample(pid) for _, pid in pids}
+        before = {pid: (procstat.sample(pid), procstat.activity(pid)) for _, pid in pids}
         shared_before = _shared_cpu(sink.pid)
         messages = (self.workload.message(f"{self.prefix}-{n}", n) for n in range(self.messages))
         publisher = broker.connect(self.target.amqp_url)  # open until all are consumed
@@ -182,7 +186,7 @@ class Scenario:
             )
             first, last = min(published.values()), max(published.values())
             self._wait_done(ledger, timeout - (time.time() - first))
-            after = {pid: procstat.sample(pid) for _, pid in pids}
+            after = {pid: (procstat.sample(pid), procstat.activity(pid)) for _, pid in pids}
             shared_after = _shared_cpu(sink.pid)
             sent_at = ledger.sent_at()
             failed = ledger.counts().get("failed", 0)
@@ -280,18 +284,22 @@ def _shared_cpu(sink_pid: int) -> dict[str, float]:
     return totals
 
 
+_Reading = tuple[procstat.Sample | None, procstat.Activity | None]
+
+
 def _figures(
-    pids: list[tuple[str, int]],
-    before: dict[int, procstat.Sample | None],
-    after: dict[int, procstat.Sample | None],
+    pids: list[tuple[str, int]], before: dict[int, _Reading], after: dict[int, _Reading]
 ) -> list[ProcessFigures]:
     figures = []
     for index, (name, pid) in enumerate(pids):
-        start, end = before.get(pid), after.get(pid)
-        if start is None or end is None:
+        (start, k_start), (end, k_end) = before[pid], after[pid]
+        if start is None or end is None or k_start is None or k_end is None:
             raise BenchmarkError(f"process {name} ({pid}) vanished before it was measured")
         label = name if name == "callbacks" else f"run{index - 1}"
+        cpu = end.cpu_seconds - start.cpu_seconds
+        system = k_end.system_seconds - k_start.system_seconds
+        switches = procstat.switches_between(k_start.switches, k_end.switches)
         figures.append(
-            ProcessFigures(label, end.cpu_seconds - start.cpu_seconds, end.peak_rss_bytes)
+            ProcessFigures(label, cpu, end.peak_rss_bytes, system, switches, k_end.threads)
         )
     return figures

@@ -50,6 +50,9 @@ def test_benchmark_runs_every_phase_and_writes_its_report(
         names = sorted(p["name"] for p in worker["processes"])
         assert names == ["callbacks", "run0"]
         assert all(p["cpu_seconds"] > 0 and p["peak_rss_bytes"] > 0 for p in worker["processes"])
+        for proc in worker["processes"]:  # the kernel's figures of the same window
+            assert 0 <= proc["system_seconds"] <= proc["cpu_seconds"] + 0.02  # tick rounding
+            assert proc["context_switches"] > 0 and proc["threads"] > 1
     slower = min(run["emails_per_s"] for run in data["runs"])  # the median of two: the lower
     assert data["half_rate"]["sent"] == data["half_rate"]["messages"] >= 50
     assert data["half_rate"]["paced_rate"] == pytest.approx(slower / 2)
@@ -66,6 +69,7 @@ def test_benchmark_runs_every_phase_and_writes_its_report(
     assert set(worker["machine_cpu"]) == {"PostgreSQL", "RabbitMQ", "SMTP sink", "harness"}
     assert worker["machine_cpu"]["PostgreSQL"] > 0 and worker["machine_cpu"]["harness"] > 0
     assert "## Where the cores go" in text
+    assert "### What the kernel does for the worker's processes (same window)" in text
     assert [r["round_number"] for r in data["realistic"]] == [1, 2]
     for real in data["realistic"]:  # recipient 13 refused with 550; 7 and 57 get 451 once
         assert (real["sent"], real["failed"], real["callbacks"]) == (99, 1, 99)

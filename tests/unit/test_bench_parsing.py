@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,52 @@ def test_cpu_of_commands_finds_this_process_by_its_name() -> None:
     found = procstat.cpu_of_commands(frozenset({name}))
     assert os.getpid() in found and found[os.getpid()][0] == name
     assert procstat.cpu_of_commands(frozenset({"no-such-command-here"})) == {}
+
+
+STATUS = (
+    "Name:\temail worker (run)\nState:\tS (sleeping)\nVmHWM:\t  123456 kB\nThreads:\t36\n"
+    "voluntary_ctxt_switches:\t4500\nnonvoluntary_ctxt_switches:\t120\n"
+)
+
+
+def test_system_seconds_are_stime_only_after_a_name_with_spaces_and_parentheses() -> None:
+    assert procstat.parse_system_seconds(STAT, ticks=100) == pytest.approx(1.3)  # stime 130
+
+
+def test_status_counts_and_context_switches() -> None:
+    assert procstat.parse_status_count(STATUS, "Threads") == 36
+    assert procstat.parse_status_count(STATUS, "NoSuchKey") == 0
+    # "voluntary_ctxt_switches" must not also match the "nonvoluntary_..." line
+    assert procstat.parse_context_switches(STATUS) == 4620
+    assert procstat.parse_context_switches("Name:\tzombie\n") == 0
+
+
+def test_switches_between_two_readings_per_thread() -> None:
+    before = {10: 100, 11: 50, 12: 7}  # thread 12 ends before the second reading
+    after = {10: 130, 11: 50, 13: 9}  # thread 13 starts in between: all of its own count
+    assert procstat.switches_between(before, after) == 30 + 0 + 9
+    assert procstat.switches_between({14: 500}, {14: 3}) == 3  # a reused id counts from 0
+
+
+def test_activity_of_this_process_sums_its_threads() -> None:
+    started, finish = threading.Event(), threading.Event()
+
+    def waits() -> None:
+        for _ in range(3):  # each sleep leaves the core: one voluntary switch at least
+            time.sleep(0.001)
+        started.set()
+        finish.wait()
+
+    thread = threading.Thread(target=waits)
+    thread.start()
+    started.wait()
+    try:
+        mine = procstat.activity(os.getpid())
+    finally:
+        finish.set()
+        thread.join()
+    assert mine is not None
+    assert mine.threads >= 2 and len(mine.switches) >= 2
+    assert thread.native_id is not None and mine.switches.get(thread.native_id, 0) >= 3
+    assert mine.system_seconds >= 0
+    assert procstat.activity(2**22 + 17) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 from benchmarks import report
 from benchmarks.scenario import ProcessFigures, RunResult, medians
@@ -149,3 +150,47 @@ def test_one_round_reports_as_before() -> None:
     text = report.markdown(_report(1500.0))
 
     assert "round" not in text and "| 2 | 20,000 |" in text
+
+
+def _with_kernel_figures(run: RunResult) -> RunResult:
+    """``run`` with the kernel's figures: run processes 4 of their 10 CPU s in the kernel,
+    30,000 switches each, 38 and 40 threads; callbacks 1 of 4 s."""
+    for n, proc in enumerate(run.processes):
+        kernel = (1.0, 8_000, 5) if proc.name == "callbacks" else (4.0, 30_000, 36 + 2 * n)
+        run.processes[n] = replace(
+            proc, system_seconds=kernel[0], context_switches=kernel[1], threads=kernel[2]
+        )
+    return run
+
+
+def test_kernel_table_follows_where_the_cores_go_for_both_workloads() -> None:
+    rep = _report(1500.0)
+    for run in rep.runs:
+        run.machine_cpu = {"PostgreSQL": 20.0}
+        _with_kernel_figures(run)
+    rep.realistic = [_with_kernel_figures(_run(2, 600.0))]
+    rep.realistic[0].machine_cpu = {"PostgreSQL": 20.0}
+    text = report.markdown(rep)
+
+    sections = [line for line in text.splitlines() if line.startswith("#")]
+    cores = sections.index("## Where the cores go (CPU seconds per 1,000 emails, same window)")
+    assert sections[cores + 1].startswith("### What the kernel does for the worker's processes (")
+    realistic = next(n for n, s in enumerate(sections) if s.startswith("### Where the cores go, r"))
+    assert "realistic workload" in sections[realistic + 1]
+    # 2 processes, 20,000 emails: run 20 CPU s (1.00/1k) of which 8 kernel (0.40/1k, 40%);
+    # 60,000 switches = 3.0 per email; callbacks 4 s (0.20/1k) of which 1 (0.05/1k, 25%).
+    assert text.count("| 2 | 1.00 | 0.40 (40%) | 3.0 | 38-40 | 0.20 | 0.05 (25%) |") == 2
+    assert "| 1 | 0.50 | 0.20 (40%) | 1.5 | 38 | 0.20 | 0.05 (25%) |" in text
+    data = json.loads(rep.to_json())
+    assert data["runs"][1]["processes"][1] == {
+        "name": "run0",
+        "cpu_seconds": 10.0,
+        "peak_rss_bytes": 80 * MIB,
+        "system_seconds": 4.0,
+        "context_switches": 30_000,
+        "threads": 38,
+    }
+
+
+def test_no_kernel_table_without_its_figures() -> None:
+    assert "What the kernel does" not in report.markdown(_report(1500.0))
