@@ -7,6 +7,10 @@ trips), the checks of concurrent messages sharing one statement (``group_commit.
 cache, so an entry added by any process stops the very next message to that address.
 Expired entries count as absent everywhere and are deleted by ``prune_expired``.
 
+Many entries at once (``add_many``, migration ``012_report_batches``): the entries of one
+webhook POST, written inside the caller's transaction in one statement per chunk, each with
+exactly the effect ``add`` gives it, in their order.
+
 Errors: ``DeferredFailure(DATABASE_UNAVAILABLE)`` when Postgres cannot be reached (from
 ``Database``), ``SchemaBehind`` when migration 007 was not applied, ``ValueError`` for an
 address that is not one ``local@domain`` or an unknown reason or source.
@@ -14,6 +18,7 @@ address that is not one ``local@domain`` or an unknown reason or source.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -55,6 +60,7 @@ _LIST = (
     " ORDER BY last_seen DESC, address_hash LIMIT %s OFFSET %s"
 )
 _ADD = "SELECT ew_suppression_add(%s, %s, %s, %s, %s, %s)"
+_ADD_MANY = "SELECT ew_suppression_add_many(%s::jsonb)"
 _REMOVE = "DELETE FROM suppressions WHERE address_hash = %s"
 _PRUNE = "DELETE FROM suppressions WHERE expires_at <= now()"
 _COUNT = f"SELECT count(*) FROM suppressions WHERE {_LIVE}"
@@ -99,18 +105,10 @@ class SuppressionStore:
         (complaint > hard_bounce > manual > unsubscribe) replaces a weaker one, never the
         reverse; an expired entry is replaced as if new. ``detail`` is cut to 200 characters
         and must hold no address; ``expires_at`` must be timezone-aware (None: never)."""
-        normalised = normalise(address)
-        kind = SuppressionReason(reason)
+        checked = entry_row(address, reason, source, detail)
         if expires_at is not None and expires_at.tzinfo is None:
             raise ValueError("expires_at must carry a timezone")
-        row = (
-            address_key(normalised),
-            normalised,
-            kind.value,
-            check_source(source),
-            detail[:MAX_DETAIL],
-            expires_at,
-        )
+        row = (*checked, expires_at)
         with _schema_checked(self._db) as cur:
             cur.execute(_ADD, row)
 
@@ -164,6 +162,40 @@ class SuppressionStore:
         with _schema_checked(self._db) as cur:
             cur.execute(_PRUNE)
             return cur.rowcount
+
+
+EntryRow = tuple[bytes, str, str, str, str]  # (key, address, reason, source, detail)
+
+
+def entry_row(
+    address: str, reason: SuppressionReason | str, source: str, detail: str = ""
+) -> EntryRow:
+    """What ``add`` writes for ``address``, checked: ``ValueError`` for what is not one
+    address, an unknown reason or a bad source."""
+    normalised = normalise(address)
+    kind = SuppressionReason(reason)
+    return (
+        address_key(normalised),
+        normalised,
+        kind.value,
+        check_source(source),
+        detail[:MAX_DETAIL],
+    )
+
+
+def add_many(cur: Cursor, rows: Sequence[EntryRow]) -> None:
+    """Write ``rows`` (from ``entry_row``; never expiring) in one statement on ``cur``, ending
+    as ``add`` of each in their order would (migration 012 folds the rows of one address
+    first). Inside the caller's transaction: they commit or roll back with what else it
+    writes."""
+    if not rows:
+        return
+    keys = ("hash", "address", "reason", "source", "detail")
+    entries = [
+        {"pos": pos, **dict(zip(keys, (row[0].hex(), *row[1:]), strict=True))}
+        for pos, row in enumerate(rows)
+    ]
+    cur.execute(_ADD_MANY, (json.dumps(entries, ensure_ascii=False, separators=(",", ":")),))
 
 
 def _masked(entry: Entry, address: str) -> Entry:

@@ -18,6 +18,13 @@ redacted (most ISPs redact it) still suppresses the right address.
 Every effect is idempotent (the list keeps one entry per address; a request moves to
 ``bounced`` once), so a provider retrying after a failure (``DeferredFailure`` → 503) redoes
 nothing twice.
+
+One call of ``take`` (one webhook POST: SendGrid sends thousands of events in one) is decided
+here report by report (an ``Intent`` each) and recorded by the ledger all at once when it can
+(``BatchLedger``, ``PgReportLedger``): one transaction, a few statements per chunk, each report
+with exactly the effect it has alone, in order. Nothing is kept when it fails, and callbacks
+are handed over only after it committed. A ledger that ties one report at a time (the unit
+tests' fake) gets the reports one by one, through the ``SuppressionList``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from email_worker.ports import Notifier
 from email_worker.reports.model import REQUEST_STATUS, SUPPRESSES, Report
@@ -49,6 +56,52 @@ class ReportLedger(Protocol):
         """Find the request ``report`` is about; move it from ``sent`` or ``unknown`` to
         ``status`` with an event and a ``failed`` callback carrying ``error``. None when no
         request matches. Raises ``DeferredFailure`` when Postgres is unavailable."""
+        ...
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What one report asks of the stores. ``status`` (None: do not tie): the request status
+    to record, with the callback's ``error``; ``reason`` (None: suppress nothing): the
+    suppression reason, for ``address`` when the provider vouches for it, or for the tied
+    request's recipient when ``via_request``."""
+
+    report: Report
+    status: str | None
+    error: str
+    reason: str | None
+    address: str | None
+    via_request: bool
+
+    @classmethod
+    def of(cls, report: Report, vouched: bool) -> Intent:
+        """What ``report`` asks for when ``vouched`` (or not): see the module docstring."""
+        reason, status = SUPPRESSES.get(report.kind), REQUEST_STATUS.get(report.kind)
+        if not (report.message_ids or report.provider_ids):
+            status = None  # nothing to tie it by
+        error = ""
+        if status is not None:
+            error = f"{status}: {report.summary}" if report.summary else status
+        address = report.address if vouched else None
+        if vouched and address is None:
+            reason = None  # a signed report naming no address suppresses nothing
+        return cls(report, status, error, reason, address, via_request=not vouched)
+
+    def suppresses(self, tied: Tied | None) -> str | None:
+        """The address this report suppresses once tied (or not) as ``tied``; None: none."""
+        if self.reason is None:
+            return None
+        if self.via_request:
+            return tied.recipient if tied is not None and tied.recipient else None
+        return self.address
+
+
+@runtime_checkable
+class BatchLedger(Protocol):
+    def record(self, source: str, intents: Sequence[Intent]) -> list[Tied | None]:
+        """Apply every intent from ``source`` in one transaction, in order, each as ``tie``
+        and ``SuppressionList.add`` would alone: the ``Tied`` of each (None: not tied). Nothing
+        is kept when it raises (``DeferredFailure``, ``SchemaBehind``, ``ValueError``)."""
         ...
 
 
@@ -82,7 +135,9 @@ class Outcome:
 
 class ReportIntake:
     """Applies reports. ``count(provider, kind)`` is the metric hook; never raises except
-    ``DeferredFailure`` (and ``SchemaBehind``) from the stores."""
+    ``DeferredFailure`` (and ``SchemaBehind``) from the stores. With a ``BatchLedger`` the
+    ledger writes the suppression entries itself, in its transaction, and ``suppressions`` is
+    not used."""
 
     def __init__(
         self,
@@ -92,6 +147,7 @@ class ReportIntake:
         count: Callable[[str, str], None] = lambda provider, kind: None,
     ) -> None:
         self._ledger = ledger
+        self._batches = ledger if isinstance(ledger, BatchLedger) else None
         self._suppressions = suppressions
         self._notifier = notifier
         self._count = count
@@ -99,27 +155,41 @@ class ReportIntake:
     def take(self, source: str, reports: Sequence[Report], *, vouched: bool) -> Outcome:
         """Apply each report from ``source`` (``ses``, ``dsn``...). ``vouched``: the provider
         signed the address itself (see the module docstring)."""
+        intents = [Intent.of(report, vouched) for report in reports]
+        acting = any(intent.status or intent.reason for intent in intents)
+        if not acting:
+            found: list[Tied | None] = [None] * len(intents)
+        elif self._batches is not None:
+            found = self._batches.record(source, intents)
+        else:
+            found = [self._one(source, intent) for intent in intents]
         total = Outcome()
-        for report in reports:
-            total += self._one(source, report, vouched)
-            self._count(source, report.kind.value)
+        for intent, tied in zip(intents, found, strict=True):
+            total += self._taken(source, intent, tied)
         return total
 
-    def _one(self, source: str, report: Report, vouched: bool) -> Outcome:
-        reason, status = SUPPRESSES.get(report.kind), REQUEST_STATUS.get(report.kind)
-        suppressed = 0
-        if vouched and reason is not None and report.address is not None:
-            self._suppressions.add(report.address, reason, source, report.summary)
-            suppressed = 1
+    def _one(self, source: str, intent: Intent) -> Tied | None:
+        """One report through a ledger that ties one at a time (each call its own
+        transaction)."""
+        if intent.reason is not None and intent.address is not None:
+            self._suppressions.add(intent.address, intent.reason, source, intent.report.summary)
         tied = None
-        if status is not None and (report.message_ids or report.provider_ids):
-            error = f"{status}: {report.summary}" if report.summary else status
-            tied = self._ledger.tie(report, status, error)
-        if not vouched and reason is not None and tied is not None and tied.recipient:
-            self._suppressions.add(tied.recipient, reason, source, report.summary)
-            suppressed = 1
+        if intent.status is not None:
+            tied = self._ledger.tie(intent.report, intent.status, intent.error)
+        address = intent.suppresses(tied)
+        if intent.reason is not None and intent.via_request and address is not None:
+            self._suppressions.add(address, intent.reason, source, intent.report.summary)
         if tied is not None and tied.outbox_id is not None:
             self._notifier.hand_over(tied.outbox_id)
+        return tied
+
+    def _taken(self, source: str, intent: Intent, tied: Tied | None) -> Outcome:
+        """Hand over the callback (once recorded, when batched), count and log one report."""
+        if self._batches is not None and tied is not None and tied.outbox_id is not None:
+            self._notifier.hand_over(tied.outbox_id)
+        suppressed = intent.suppresses(tied) is not None
+        report = intent.report
+        self._count(source, report.kind.value)
         log.info(
             "report taken",
             extra={
@@ -127,7 +197,7 @@ class ReportIntake:
                 "kind": report.kind.value,
                 "request_id": tied.request_id if tied else None,
                 "status_changed": bool(tied and tied.changed),
-                "suppressed": bool(suppressed),
+                "suppressed": suppressed,
             },
         )
-        return Outcome(1, suppressed, 1 if tied else 0)
+        return Outcome(1, int(suppressed), 1 if tied else 0)

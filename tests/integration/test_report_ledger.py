@@ -11,6 +11,7 @@ import pytest
 
 from email_worker.ledger.db import Database
 from email_worker.ledger.reports import PgReportLedger
+from email_worker.reports.intake import Intent
 from email_worker.reports.model import Kind, Report
 
 pytestmark = pytest.mark.integration
@@ -147,3 +148,37 @@ def test_the_replay_guard_claims_once_and_forgets_on_request(db: Database) -> No
     _rows(db, "UPDATE webhook_replays SET expires_at = now() - interval '1 second'")
     assert ledger.claim("postmark", "other", 60) is True  # prunes the expired keys on the way
     assert _rows(db, "SELECT provider FROM webhook_replays") == [("postmark",)]
+
+
+def test_a_batch_spanning_chunks_is_kept_whole_or_not_at_all(db: Database) -> None:
+    _request(db)
+    _callback(db, "delivered")
+    # A raw report tied to a request whose recipient cannot be suppressed fails the batch in
+    # its second chunk (ValueError), after the first chunk's statements ran.
+    _request(db, request_id="req-2", message_id="<odd@acme.test>", recipient="not an address")
+    bounces = [
+        Intent.of(Report(Kind.HARD_BOUNCE, f"u{n}@example.org", "5.1.1", "", (MID,)), True)
+        for n in range(600)
+    ]
+    odd = Intent.of(Report(Kind.COMPLAINT, None, "abuse", "", ("<odd@acme.test>",)), False)
+    with pytest.raises(ValueError):
+        PgReportLedger(db).record("sendgrid", [*bounces, odd])
+    assert _rows(db, "SELECT request_id, status FROM email_requests ORDER BY 1") == [
+        ("req-1", "sent"),
+        ("req-2", "sent"),
+    ]
+    assert _rows(db, "SELECT count(*) FROM suppressions") == [(0,)]
+    assert _rows(db, "SELECT count(*) FROM email_events") == [(0,)]
+    assert _outbox(db) == [("delivered", "delivered", None)]
+
+    found = PgReportLedger(db).record("sendgrid", bounces)
+    assert [tied is not None and tied.changed for tied in found] == [True] + [False] * 599
+    assert found[0] is not None and found[0].outbox_id is not None
+    assert _rows(db, "SELECT count(*), min(reason), min(source) FROM suppressions") == [
+        (600, "hard_bounce", "sendgrid")
+    ]
+    assert _rows(db, "SELECT event FROM email_events") == [("bounced",)]
+    assert _outbox(db) == [
+        ("delivered", "delivered", None),
+        ("failed", "pending", "bounced: 5.1.1"),
+    ]

@@ -10,7 +10,13 @@ import pytest
 
 from email_worker.ledger.db import Database
 from email_worker.ledger.migrations import SchemaBehind
-from email_worker.ledger.suppressions import PgSuppressions, SuppressionStore, smtp_detail
+from email_worker.ledger.suppressions import (
+    PgSuppressions,
+    SuppressionStore,
+    add_many,
+    entry_row,
+    smtp_detail,
+)
 from email_worker.suppression.entries import SuppressionReason
 
 pytestmark = pytest.mark.integration
@@ -229,3 +235,34 @@ def test_concurrent_port_checks_each_get_their_own_answer(store: SuppressionStor
         thread.join(30)
     assert answers == {address: listed.get(address.lower()) for address in asked}
     assert store.reasons([]) == []
+
+
+SERIES = [
+    ("hard_bounce", "d1"),
+    ("unsubscribe", "d2"),
+    ("complaint", "d3"),
+    ("hard_bounce", "d4"),
+    ("complaint", "d5"),
+    ("unsubscribe", "d6"),
+]
+
+
+@pytest.mark.parametrize("prior", [None, "unsubscribe", "manual", "complaint", "expired"])
+@pytest.mark.parametrize("length", [1, 2, 4, len(SERIES)])
+def test_many_adds_in_one_statement_end_as_the_same_adds_one_by_one(
+    db: Database, store: SuppressionStore, prior: str | None, length: int
+) -> None:
+    later = datetime.now(UTC) + timedelta(days=1)
+    for address in ("one@example.org", "many@example.org"):
+        if prior == "expired":
+            store.add(address, "complaint", "cli", "old", datetime.now(UTC) - timedelta(days=1))
+        elif prior is not None:
+            store.add(address, prior, "cli", "old", later)
+    for reason, detail in SERIES[:length]:
+        store.add("one@example.org", reason, "sendgrid", detail)
+    with db.transaction() as cur:
+        add_many(cur, [entry_row("many@example.org", r, "sendgrid", d) for r, d in SERIES[:length]])
+    one, many = store.check("one@example.org"), store.check("many@example.org")
+    assert one is not None and many is not None
+    fields = ("reason", "source", "detail", "expires_at")
+    assert [getattr(many, name) for name in fields] == [getattr(one, name) for name in fields]
