@@ -4,13 +4,15 @@ glibc's ``malloc`` gives each new thread an arena of its own, up to eight per co
 arena keeps what its thread freed for that thread's next allocations. ``run`` has ~36 threads
 (``CONCURRENCY`` workers, pika's, the group commit, the log writer, ...) and Python asks
 ``malloc`` for every object over 512 bytes: each worker thread renders, signs and sends 20-60 KB
-messages, so each arena ends up holding a few megabytes nobody else can reuse. Measured with
-``make bench``'s realistic workload (2 processes, 3,000 emails): peak RSS per ``run`` process
-222-224 MiB with glibc's default, 145-148 MiB with two arenas, CPU per email the same within the
-runs' spread (benchmarks/RESULTS.md). Python's own small-object allocator does not go through
-``malloc`` arenas, so this touches only the large buffers.
+messages, so each arena ends up holding a few megabytes nobody else can reuse. One arena is
+enough: nearly every ``malloc`` of a Python process runs under the GIL, so threads hardly ever
+contend for it. Measured with ``make bench``'s realistic workload (2 processes, 3,000 emails,
+alternating runs): peak RSS per ``run`` process 222-224 MiB with glibc's default, 145-148 MiB
+with two arenas, 138-139 MiB with one, CPU per email the same within the runs' spread
+(8.4-8.9 ms). Python's own small-object allocator does not use ``malloc``'s arenas, so this
+touches only the larger buffers.
 
-``cap_arenas`` calls ``mallopt(M_ARENA_MAX, 2)``, which is what ``MALLOC_ARENA_MAX=2`` in the
+``cap_arenas`` calls ``mallopt(M_ARENA_MAX, 1)``, which is what ``MALLOC_ARENA_MAX=1`` in the
 environment does at start-up. Hazard: glibc fixes its arena limit when it first needs a second
 arena, so the call must come before any thread is started; ``cli.main`` makes it first. An
 operator's own ``MALLOC_ARENA_MAX`` wins (glibc has read it already: nothing is changed), and
@@ -25,7 +27,7 @@ import platform
 from collections.abc import Mapping
 
 M_ARENA_MAX = -8  # glibc's malloc.h
-ARENAS = 2
+ARENAS = 1
 ENV = "MALLOC_ARENA_MAX"
 
 

@@ -58,13 +58,13 @@ def _arenas(mode: str, env: dict[str, str] | None = None) -> tuple[str, int]:
 
 
 @glibc
-def test_capped_process_uses_at_most_two_arenas() -> None:
-    assert _arenas("cap") == ("True", 2)
+def test_capped_process_uses_one_arena() -> None:
+    assert _arenas("cap") == ("True", 1)
 
 
 @glibc
 def test_without_the_cap_threads_get_arenas_of_their_own() -> None:
-    # The control: the probe can see more than two (glibc allows 8 per core).
+    # The control: the probe can see more than one (glibc allows 8 per core).
     capped, arenas = _arenas("none")
     assert capped == "False" and arenas > 2
 
@@ -74,7 +74,7 @@ def test_an_operators_setting_wins() -> None:
     env = {**os.environ, "MALLOC_ARENA_MAX": "4"}
     capped, arenas = _arenas("cap", env)
     assert capped == "False"  # nothing changed by us
-    assert 2 < arenas <= 4  # glibc read the variable itself
+    assert 1 < arenas <= 4  # glibc read the variable itself
 
 
 def test_not_applied_when_the_environment_sets_it() -> None:
