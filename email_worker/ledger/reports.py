@@ -22,7 +22,6 @@ tying the same requests in opposite orders may deadlock; Postgres then fails one
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from psycopg2 import errors
 from email_worker.ledger.db import Cursor, Database
 from email_worker.ledger.migrations import SchemaBehind
 from email_worker.ledger.pg_ledger import HANDOVER_GRACE_SECONDS
+from email_worker.ledger.statements import json_rows
 from email_worker.ledger.suppressions import EntryRow, add_many, entry_row
 from email_worker.reports.intake import Intent, Tied
 from email_worker.reports.model import Report
@@ -60,8 +60,6 @@ RETURNING 1
 FORGET = "DELETE FROM webhook_replays WHERE provider = %s AND key = %s"
 
 
-GRACE = HANDOVER_GRACE_SECONDS
-
 
 @contextmanager
 def _schema_checked(db: Database, *, autocommit: bool) -> Iterator[Cursor]:
@@ -72,15 +70,14 @@ def _schema_checked(db: Database, *, autocommit: bool) -> Iterator[Cursor]:
         raise SchemaBehind("bounce reports need `email-worker migrate` (008, 012)") from exc
 
 
-def _tie_params(pos: int, intent: Intent) -> dict[str, Any]:
-    report = intent.report
+def _report_params(report: Report, status: str | None, error: str | None) -> dict[str, Any]:
+    """``ew_record_report``'s arguments for ``report`` (one element of ``ew_record_reports``)."""
     return {
-        "pos": pos,
         "message_ids": list(report.message_ids),
         "provider_ids": list(report.provider_ids),
-        "status": intent.status,
+        "status": status,
         "detail": report.summary or None,
-        "error": intent.error,
+        "error": error,
         # Stable per status event, drawn once: every try of the callback is signed with it.
         "webhook_id": f"msg_{secrets.token_hex(16)}",
     }
@@ -90,10 +87,6 @@ def _tied(request_id: Any, recipient: Any, changed: Any, outbox_id: Any) -> Tied
     return Tied(
         str(request_id), recipient, bool(changed), None if outbox_id is None else int(outbox_id)
     )
-
-
-def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
 
 
 def _key(value: str) -> bytes:
@@ -107,16 +100,7 @@ class PgReportLedger:
         self._db = db
 
     def tie(self, report: Report, status: str, error: str) -> Tied | None:
-        params = {
-            "message_ids": list(report.message_ids),
-            "provider_ids": list(report.provider_ids),
-            "status": status,
-            "detail": report.summary or None,
-            "error": error,
-            # Stable per status event, drawn once: every try of the callback is signed with it.
-            "webhook_id": f"msg_{secrets.token_hex(16)}",
-            "grace": GRACE,
-        }
+        params = _report_params(report, status, error) | {"grace": HANDOVER_GRACE_SECONDS}
         with _schema_checked(self._db, autocommit=False) as cur:
             cur.execute(RECORD, params)
             row = cur.fetchone()
@@ -130,9 +114,14 @@ class PgReportLedger:
         with _schema_checked(self._db, autocommit=False) as cur:
             for start in range(0, len(intents), CHUNK):
                 chunk = range(start, min(start + CHUNK, len(intents)))
-                ties = [_tie_params(pos, intents[pos]) for pos in chunk if intents[pos].status]
+                ties = [
+                    {"pos": pos} | _report_params(i.report, i.status, i.error)
+                    for pos in chunk
+                    if (i := intents[pos]).status
+                ]
                 if ties:
-                    cur.execute(RECORD_MANY, {"reports": _json(ties), "grace": GRACE})
+                    params = {"reports": json_rows(ties), "grace": HANDOVER_GRACE_SECONDS}
+                    cur.execute(RECORD_MANY, params)
                     for pos, *row in cur.fetchall():
                         found[pos] = _tied(*row)
                 entries: list[EntryRow] = []

@@ -70,7 +70,7 @@ Outcome = tuple[Claim, EmailRequest, Record]  # what ``finish`` writes
 
 def claim_rows(batch: Sequence[EmailRequest], leases: list[str]) -> str:
     """The JSON rows ``ew_claim_batch2`` reads, ``pos`` counted from 1."""
-    return _json(
+    return json_rows(
         {
             "pos": k,
             "request_id": request.request_id,
@@ -116,7 +116,7 @@ def tokens(count: int) -> list[str]:
 def finish_rows(outcomes: Sequence[Outcome]) -> str:
     """The JSON rows ``ew_finish_batch`` reads, ``pos`` counted from 1."""
     ids = tokens(len(outcomes))
-    return _json(
+    return json_rows(
         _finish_row(*outcome, ids[k - 1]) | {"pos": k} for k, outcome in enumerate(outcomes, 1)
     )
 
@@ -202,5 +202,6 @@ def outbox_params(
     }
 
 
-def _json(rows: Iterable[dict[str, Any]]) -> str:
+def json_rows(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows as the compact JSON array the ledger's batch functions read."""
     return json.dumps(list(rows), ensure_ascii=False, separators=(",", ":"))

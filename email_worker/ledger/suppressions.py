@@ -18,7 +18,6 @@ address that is not one ``local@domain`` or an unknown reason or source.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -32,6 +31,7 @@ from psycopg2 import errors
 from email_worker.ledger.db import Cursor, Database
 from email_worker.ledger.group_commit import GroupCommit
 from email_worker.ledger.migrations import SchemaBehind
+from email_worker.ledger.statements import json_rows
 from email_worker.suppression.entries import (
     MAX_DETAIL,
     Entry,
@@ -195,7 +195,7 @@ def add_many(cur: Cursor, rows: Sequence[EntryRow]) -> None:
         {"pos": pos, **dict(zip(keys, (row[0].hex(), *row[1:]), strict=True))}
         for pos, row in enumerate(rows)
     ]
-    cur.execute(_ADD_MANY, (json.dumps(entries, ensure_ascii=False, separators=(",", ":")),))
+    cur.execute(_ADD_MANY, (json_rows(entries),))
 
 
 def _masked(entry: Entry, address: str) -> Entry:
